@@ -1,0 +1,142 @@
+"""The event contract (DESIGN.md): room-entry requests and successes, and their validation.
+
+Every check names what was wrong, so a dead-lettered record or a skipped file
+line can be fixed at its source. ``ts`` and ``request_ts`` are integer epoch
+milliseconds; a time outside :class:`TimeBounds` is refused as absurd.
+
+Example:
+    >>> bounds = TimeBounds(earliest_ms=0, latest_ms=2_000_000_000_000)
+    >>> parse_line('{"type": "request", "event_id": "r-1", "app_id": "1400000001", '
+    ...            '"room_id": "42", "user_id": "u1", "ts": 1552183200000}', bounds).app_id
+    '1400000001'
+    >>> parse_line('{"type": "request", "event_id": "r-1"}', bounds)
+    Traceback (most recent call last):
+    ...
+    stream.events.InvalidEvent: missing field 'app_id'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from stream.sla.counting import EventKind, counted_time
+
+
+class InvalidEvent(ValueError):
+    """A record that breaks the event contract; the message says which rule."""
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """The range of event times accepted as plausible, ``[earliest_ms, latest_ms]``."""
+
+    earliest_ms: int
+    latest_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    event_id: str
+    app_id: str
+    room_id: str
+    user_id: str
+    ts: int
+
+    kind: EventKind = "request"
+
+    @property
+    def counted_ts(self) -> int:
+        return self.ts
+
+
+@dataclass(frozen=True, slots=True)
+class SuccessEvent:
+    event_id: str
+    request_id: str
+    app_id: str
+    room_id: str
+    user_id: str
+    ts: int
+    request_ts: int | None = None
+
+    kind: EventKind = "success"
+
+    @property
+    def counted_ts(self) -> int:
+        """The request's time when known: a success counts in its request's slot."""
+        return counted_time(self.ts, self.request_ts)
+
+
+Event = RequestEvent | SuccessEvent
+
+_TEXT_FIELDS: dict[EventKind, tuple[str, ...]] = {
+    "request": ("event_id", "app_id", "room_id", "user_id"),
+    "success": ("event_id", "request_id", "app_id", "room_id", "user_id"),
+}
+
+
+def _text(record: dict[str, Any], name: str) -> str:
+    if name not in record:
+        raise InvalidEvent(f"missing field {name!r}")
+    value = record[name]
+    if not isinstance(value, str):
+        raise InvalidEvent(f"field {name!r} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidEvent(f"field {name!r} is empty")
+    return value
+
+
+def _time(record: dict[str, Any], name: str, bounds: TimeBounds) -> int:
+    if name not in record:
+        raise InvalidEvent(f"missing field {name!r}")
+    value = record[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidEvent(f"field {name!r} must be integer epoch milliseconds, got {type(value).__name__}")
+    if not bounds.earliest_ms <= value <= bounds.latest_ms:
+        raise InvalidEvent(f"field {name!r} = {value} is an absurd time ({_describe_ms(value)})")
+    return value
+
+
+def _describe_ms(value: int) -> str:
+    try:
+        return datetime.fromtimestamp(value / 1000, timezone.utc).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return "out of any calendar"
+
+
+def parse_event(record: Any, kind: EventKind, bounds: TimeBounds) -> Event:
+    """Validate one decoded JSON value as an event of ``kind``."""
+    if not isinstance(record, dict):
+        raise InvalidEvent(f"a {kind} event must be a JSON object, got {type(record).__name__}")
+    text = {name: _text(record, name) for name in _TEXT_FIELDS[kind]}
+    ts = _time(record, "ts", bounds)
+    if kind == "request":
+        return RequestEvent(ts=ts, **text)
+    request_ts = _time(record, "request_ts", bounds) if record.get("request_ts") is not None else None
+    return SuccessEvent(ts=ts, request_ts=request_ts, **text)
+
+
+def parse_line(line: str, bounds: TimeBounds) -> Event:
+    """Validate one JSON Lines record of an event file, which names its ``type``."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InvalidEvent(f"not valid JSON: {error.msg} at column {error.colno}") from None
+    if not isinstance(record, dict):
+        raise InvalidEvent(f"an event line must be a JSON object, got {type(record).__name__}")
+    kind = record.get("type")
+    if kind not in ("request", "success"):
+        raise InvalidEvent(f"field 'type' must be \"request\" or \"success\", got {kind!r}")
+    return parse_event(record, kind, bounds)
+
+
+def to_line(event: Event) -> str:
+    """The event as one JSON Lines record with its ``type``, the form event files use."""
+    fields = asdict(event)
+    kind = fields.pop("kind")
+    if fields.get("request_ts", 0) is None:
+        del fields["request_ts"]
+    return json.dumps({"type": kind, **fields}, separators=(",", ":"))

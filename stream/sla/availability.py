@@ -1,0 +1,73 @@
+"""Monthly availability and the error budget (SLA-SPEC §4).
+
+Availability is an exact ``Fraction``; it is only ever shown truncated, so a
+month at 99.8992% reads 99.89%, never a rounded-up 99.90%.
+
+Example (the agreement's worked example: March 2019, six bad slots):
+    >>> from stream.sla.months import calendar_month
+    >>> march = calendar_month(2019, 3)
+    >>> display_percent(availability(march, unavailable_slots=6))
+    '99.93%'
+    >>> error_budget(march, unavailable_slots=6)
+    ErrorBudget(slots_allowed=8, slots_used=6, slots_left=2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from stream.sla.months import ServiceMonth
+from stream.sla.policy import SLOT_MINUTES, SlaPolicy
+
+_DEFAULT_POLICY = SlaPolicy()
+
+
+def unavailable_minutes(unavailable_slots: int) -> int:
+    """Only whole flagged slots count: each is 5 minutes, never a fraction of one."""
+    return unavailable_slots * SLOT_MINUTES
+
+
+def availability(month: ServiceMonth, unavailable_slots: int) -> Fraction:
+    """``1 − unavailable minutes / total minutes`` of one service month, exactly."""
+    if not 0 <= unavailable_slots <= month.total_minutes // SLOT_MINUTES:
+        raise ValueError(f"{unavailable_slots} unavailable slots do not fit in service month {month}")
+    return 1 - Fraction(unavailable_minutes(unavailable_slots), month.total_minutes)
+
+
+def meets_target(value: Fraction, policy: SlaPolicy = _DEFAULT_POLICY) -> bool:
+    """Whether availability keeps the commitment (≥ 99.9% by default), compared exactly."""
+    return value >= policy.availability_target
+
+
+def display_percent(value: Fraction, decimals: int = 2) -> str:
+    """A fraction as a percentage truncated (never rounded up) to ``decimals`` places."""
+    scale = 10**decimals
+    scaled = value * 100 * scale
+    truncated = scaled.numerator // scaled.denominator
+    whole, part = divmod(truncated, scale)
+    return f"{whole}.{part:0{decimals}d}%" if decimals else f"{whole}%"
+
+
+@dataclass(frozen=True)
+class ErrorBudget:
+    """How many unavailable slots a service month can take and still meet the target."""
+
+    slots_allowed: int
+    slots_used: int
+    slots_left: int
+    """Never below zero; a month over budget shows ``slots_used > slots_allowed``."""
+
+
+def slots_allowed(month: ServiceMonth, policy: SlaPolicy = _DEFAULT_POLICY) -> int:
+    """The largest count of unavailable slots that still meets the target.
+
+    8 for any whole calendar month, 4 for 15 days, 0 for a single day.
+    """
+    allowed_minutes = month.total_minutes * (1 - policy.availability_target)
+    return int(allowed_minutes // SLOT_MINUTES)
+
+
+def error_budget(month: ServiceMonth, unavailable_slots: int, policy: SlaPolicy = _DEFAULT_POLICY) -> ErrorBudget:
+    allowed = slots_allowed(month, policy)
+    return ErrorBudget(allowed, unavailable_slots, max(allowed - unavailable_slots, 0))

@@ -1,0 +1,68 @@
+"""Exemption windows and the slots they exempt (SLA-SPEC §6).
+
+An exemption is a time window, for one app or for all apps, with the clause
+of the agreement it rests on. A slot that overlaps a window in any part is
+exempt: what is left of its unavailable time is under 5 minutes, which does
+not count.
+
+Example:
+    >>> e = Exemption(start_ms=1_000_000, end_ms=1_300_001, app_id=None,
+    ...               clause="announced-maintenance", note="DB upgrade")
+    >>> e.exempts("1400000001", slot_ms=900_000), e.exempts("x", slot_ms=1_500_000)
+    (True, False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stream.sla.slots import slot_end_ms
+
+CLAUSES: dict[str, str] = {
+    "customer-fault": "the customer's own fault, negligence or authorised operation",
+    "credentials": "lost or leaked credentials",
+    "attack": "an attack on the customer's site or app",
+    "documentation": "the product documentation was not followed",
+    "traffic-surge": "a surge over 3,000 concurrent users not announced 5 working days ahead",
+    "trial-feature": "a trial or non-public feature",
+    "illegal-content": "illegal content",
+    "announced-event": "an event announced by the provider in advance",
+    "announced-maintenance": "maintenance announced in advance",
+    "external-network": "a network or equipment failure outside the provider",
+    "force-majeure": "force majeure",
+    "not-provider": "not caused by the provider",
+    "other-rule": "a case other rules exempt",
+}
+"""The grounds for exemption the agreement lists, in its order, by short key; an exemption names one key."""
+
+
+@dataclass(frozen=True)
+class Exemption:
+    """Unavailability in ``[start_ms, end_ms)`` does not count for ``app_id`` (``None``: every app)."""
+
+    start_ms: int
+    end_ms: int
+    app_id: str | None
+    clause: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.end_ms <= self.start_ms:
+            raise ValueError("an exemption window must end after it starts")
+        if self.clause not in CLAUSES:
+            raise ValueError(f"unknown exemption clause {self.clause!r}; known clauses: {', '.join(CLAUSES)}")
+
+    def exempts(self, app_id: str, slot_ms: int) -> bool:
+        """Whether this window covers any part of the app's slot starting at ``slot_ms``."""
+        if self.app_id is not None and self.app_id != app_id:
+            return False
+        return slot_ms < self.end_ms and self.start_ms < slot_end_ms(slot_ms)
+
+
+def exemption_for(app_id: str, slot_ms: int, exemptions: Sequence[Exemption]) -> Exemption | None:
+    """The first exemption (in the given order) that covers the slot, or ``None``."""
+    for exemption in exemptions:
+        if exemption.exempts(app_id, slot_ms):
+            return exemption
+    return None

@@ -1,0 +1,67 @@
+"""The numbers of the agreement, gathered in one value so every rule reads them from one place.
+
+The defaults are those of SLA-SPEC.md; a deployment may change them in its config
+file (an agreement with other thresholds), never in code. Thresholds are
+``Fraction`` so that comparisons against them are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+SLOT_MINUTES = 5
+"""Length of a slot. Fixed by the agreement (SLA-SPEC §2), not a setting."""
+
+
+@dataclass(frozen=True)
+class CompensationTier:
+    """Voucher ``percent`` of the month's fee owed when availability is below ``below``."""
+
+    below: Fraction
+    percent: int
+
+
+DEFAULT_TIERS: tuple[CompensationTier, ...] = (
+    CompensationTier(below=Fraction(999, 1000), percent=10),
+    CompensationTier(below=Fraction(995, 1000), percent=20),
+    CompensationTier(below=Fraction(99, 100), percent=50),
+)
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    """Everything the SLA rules need to know besides the counts themselves.
+
+    Example:
+        >>> SlaPolicy().slot_success_min
+        Fraction(99, 100)
+    """
+
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    slot_success_min: Fraction = Fraction(99, 100)
+    """A slot with requests is unavailable when its success rate is below this."""
+    availability_target: Fraction = Fraction(999, 1000)
+    """A service month meets the SLA when its availability is at least this."""
+    compensation_tiers: tuple[CompensationTier, ...] = DEFAULT_TIERS
+    """Ordered from the highest ``below`` down; the last tier whose ``below`` exceeds the availability applies."""
+    claim_after_working_days: int = 5
+    """A claim opens the day after this many working days of the next calendar month."""
+    claim_window_days: int = 60
+    """A claim closes on this natural day after the service month ends."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.slot_success_min <= 1:
+            raise ValueError(f"slot success threshold must be in (0, 1], got {self.slot_success_min}")
+        if not 0 < self.availability_target <= 1:
+            raise ValueError(f"availability target must be in (0, 1], got {self.availability_target}")
+        bounds = [tier.below for tier in self.compensation_tiers]
+        if bounds != sorted(bounds, reverse=True) or len(set(bounds)) != len(bounds):
+            raise ValueError("compensation tiers must be listed from the highest 'below' down, each once")
+        if bounds and bounds[0] > self.availability_target:
+            raise ValueError("the first compensation tier cannot start above the availability target")
+        if any(not 0 <= tier.percent <= 100 for tier in self.compensation_tiers):
+            raise ValueError("compensation percent must be between 0 and 100")
+        if self.claim_after_working_days < 1 or self.claim_window_days < 1:
+            raise ValueError("claim window day counts must be positive")
