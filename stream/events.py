@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -135,8 +135,9 @@ def parse_line(line: str, bounds: TimeBounds) -> Event:
 
 def to_line(event: Event) -> str:
     """The event as one JSON Lines record with its ``type``, the form event files use."""
-    fields = asdict(event)
-    kind = fields.pop("kind")
-    if fields.get("request_ts", 0) is None:
-        del fields["request_ts"]
-    return json.dumps({"type": kind, **fields}, separators=(",", ":"))
+    record: dict[str, Any] = {"type": event.kind}
+    for name in event.__dataclass_fields__:
+        value = getattr(event, name)
+        if name != "kind" and value is not None:
+            record[name] = value
+    return json.dumps(record, separators=(",", ":"))

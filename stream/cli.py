@@ -1,0 +1,107 @@
+"""The ``sla-stream`` command: one subcommand per job, one-line errors, no tracebacks for bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NoReturn
+
+from stream import report, simulate
+from stream.config import ConfigError, load_settings
+from stream.sla.counting import SlotTally
+
+
+class UsageError(Exception):
+    """Bad arguments or input; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line naming the command, without the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _month(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{4})-(\d{2})", text)
+    if not match or not 1 <= int(match[2]) <= 12:
+        raise argparse.ArgumentTypeError(f"month must be YYYY-MM, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def run_report(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    year, month = args.month
+    tz = settings.policy.timezone
+    missing = [str(p) for p in args.events if not p.is_file()]
+    if missing:
+        raise UsageError(f"event file not found: {missing[0]}")
+    tally = SlotTally(tz, report.month_window_ms(year, month, tz))
+    bad_lines = report.count_event_files(args.events, tally, report.now_bounds(settings, datetime.now(timezone.utc)))
+    for bad in bad_lines:
+        print(f"skipped {bad}", file=sys.stderr)
+    app_ids = [args.app] if args.app else sorted(tally.apps() | set(settings.apps))
+    for app_id in app_ids:
+        unmeasured = report.unmeasured_slots(settings, tally, app_id, year, month)
+        if unmeasured:
+            print(f"warning: app {app_id} has traffic in {unmeasured} slots no subscription covers; "
+                  "they are not measured", file=sys.stderr)
+    assessments = report.assess_calendar_month(settings, tally, year, month, app_ids)
+    if args.format == "json":
+        print(json.dumps([report.to_json(a, tz) for a in assessments], indent=2))
+    else:
+        print(report.to_text(assessments, tz, f"SLA month report {year}-{month:02d}"))
+    print(f"{len(bad_lines)} bad lines skipped, {tally.duplicates} duplicate events counted once",
+          file=sys.stderr)
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    plan = simulate.plan_from_args(args, settings.policy.timezone)
+    written = simulate.write_file(plan, args.out)
+    print(f"wrote {written} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sla-stream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    rep = commands.add_parser("report", help="month report from JSON Lines event files")
+    rep.add_argument("--events", type=Path, action="append", required=True, metavar="FILE",
+                     help="JSON Lines file of events with \"type\"; repeat for several files")
+    rep.add_argument("--month", type=_month, required=True, metavar="YYYY-MM", help="calendar month to report")
+    rep.add_argument("--app", help="report only this app_id")
+    rep.add_argument("--config", type=Path, help="settings and customer terms laid over config/sla-stream.toml")
+    rep.add_argument("--format", choices=("json", "text"), default="text")
+    rep.set_defaults(run=run_report)
+
+    sim = commands.add_parser("simulate", help="write realistic room-entry events to a JSON Lines file")
+    simulate.add_arguments(sim)
+    sim.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (for the time zone)")
+    sim.set_defaults(run=run_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except (UsageError, ConfigError, simulate.PlanError) as error:
+        print(f"sla-stream: {error}" if not str(error).startswith("sla-stream") else str(error), file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"sla-stream: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Month reports from files of room-entry events: the offline path a customer can audit.
+
+Events are counted with the same rules the stream uses (``stream.sla.counting``)
+and judged by ``stream.sla.assessment``; this module only reads files and
+renders the figures, as JSON for machines or as text for people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from stream.config import Settings
+from stream.events import InvalidEvent, TimeBounds, parse_line
+from stream.sla.assessment import MonthAssessment, Period, assess_month
+from stream.sla.availability import display_percent, unavailable_minutes
+from stream.sla.counting import SlotTally
+from stream.sla.exemptions import CLAUSES
+from stream.sla.months import calendar_month, service_months_in
+from stream.sla.slots import day_span_ms, local_time
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line of an event file that was skipped, and why."""
+
+    path: Path
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+def count_event_files(paths: Iterable[Path], tally: SlotTally, bounds: TimeBounds) -> list[BadLine]:
+    """Count every valid event of the files into ``tally``; return the lines that were not."""
+    bad: list[BadLine] = []
+    for path in paths:
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    event = parse_line(line, bounds)
+                except InvalidEvent as error:
+                    bad.append(BadLine(path, number, str(error)))
+                    continue
+                tally.add(event.kind, event.app_id, event.event_id, event.counted_ts)
+    return bad
+
+
+def month_window_ms(year: int, month: int, tz: ZoneInfo) -> tuple[int, int]:
+    """``[start, end)`` of a calendar month on the SLA's clock."""
+    whole = calendar_month(year, month)
+    return day_span_ms(whole.first_day, whole.last_day, tz)
+
+
+def assess_calendar_month(
+    settings: Settings, tally: SlotTally, year: int, month: int, app_ids: Sequence[str]
+) -> list[MonthAssessment]:
+    """Every service month of the given apps that falls in ``year-month``, sorted by app and start."""
+    assessments = []
+    for app_id in sorted(app_ids):
+        terms = settings.terms(app_id)
+        counts = tally.counts(app_id)
+        for service_month in service_months_in(year, month, terms.subscriptions):
+            assessments.append(
+                assess_month(
+                    app_id,
+                    service_month,
+                    counts,
+                    settings.exemptions,
+                    settings.calendar,
+                    terms.fees.get(service_month.first_day),
+                    settings.policy,
+                )
+            )
+    return assessments
+
+
+def unmeasured_slots(settings: Settings, tally: SlotTally, app_id: str, year: int, month: int) -> int:
+    """Slots with traffic on days no subscription of the app covers: counted nowhere, so worth a warning."""
+    tz = settings.policy.timezone
+    spans = [
+        day_span_ms(m.first_day, m.last_day, tz)
+        for m in service_months_in(year, month, settings.terms(app_id).subscriptions)
+    ]
+    return sum(1 for slot_ms in tally.counts(app_id) if not any(a <= slot_ms < b for a, b in spans))
+
+
+def _iso(ts_ms: int, tz: ZoneInfo) -> str:
+    return local_time(ts_ms, tz).isoformat()
+
+
+def _money(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
+def _period_json(period: Period, tz: ZoneInfo) -> dict[str, Any]:
+    rate = period.lowest_success_rate
+    record: dict[str, Any] = {
+        "start": _iso(period.start_ms, tz),
+        "end": _iso(period.end_ms, tz),
+        "slots": period.slots,
+        "lowest_success_rate": None if rate is None else float(rate),
+    }
+    if period.exemption is not None:
+        record["clause"] = period.exemption.clause
+        record["note"] = period.exemption.note
+    return record
+
+
+def to_json(assessment: MonthAssessment, tz: ZoneInfo) -> dict[str, Any]:
+    """One service month as the JSON object documented in README.md."""
+    month = assessment.month
+    return {
+        "app_id": assessment.app_id,
+        "service_month": {"start": month.first_day.isoformat(), "end": month.last_day.isoformat(), "days": month.days},
+        "timezone": tz.key,
+        "total_minutes": month.total_minutes,
+        "requests": assessment.requests,
+        "successes": assessment.successes,
+        "unavailable_slots": len(assessment.unavailable),
+        "unavailable_minutes": unavailable_minutes(len(assessment.unavailable)),
+        "exempt_slots": len(assessment.exempt),
+        "data_quality_slots": assessment.data_quality_slots,
+        "availability": float(assessment.availability),
+        "availability_exact": str(assessment.availability),
+        "availability_display": assessment.availability_display,
+        "meets_sla": assessment.meets_sla,
+        "error_budget": {
+            "slots_allowed": assessment.budget.slots_allowed,
+            "slots_used": assessment.budget.slots_used,
+            "slots_left": assessment.budget.slots_left,
+        },
+        "compensation": {
+            "percent": assessment.compensation_percent,
+            "monthly_fee": _money(assessment.monthly_fee),
+            "voucher": _money(assessment.voucher),
+        },
+        "claim_window": {
+            "opens": assessment.claim.opens.isoformat(),
+            "closes": assessment.claim.closes.isoformat(),
+            "estimated": assessment.claim.estimated,
+        },
+        "unavailable_periods": [_period_json(p, tz) for p in assessment.unavailable_periods],
+        "exempt_periods": [_period_json(p, tz) for p in assessment.exempt_periods],
+    }
+
+
+def _clock(ts_ms: int, tz: ZoneInfo, day: date | None = None) -> str:
+    moment = local_time(ts_ms, tz)
+    return moment.strftime("%H:%M") if day == moment.date() else moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _period_text(period: Period, tz: ZoneInfo) -> str:
+    start = local_time(period.start_ms, tz)
+    rate = period.lowest_success_rate
+    lowest = "no requests" if rate is None else f"lowest {display_percent(rate)}"
+    text = f"{_clock(period.start_ms, tz)} – {_clock(period.end_ms, tz, start.date())}  {period.slots:>4} slot{"s" if period.slots != 1 else " "}  {lowest}"
+    if period.exemption is not None:
+        note = f": {period.exemption.note}" if period.exemption.note else ""
+        text += f"  [{period.exemption.clause}, {CLAUSES[period.exemption.clause]}{note}]"
+    return text
+
+
+def _compensation_text(assessment: MonthAssessment) -> str:
+    if assessment.compensation_percent == 0:
+        return "none owed"
+    if assessment.voucher is None:
+        return f"{assessment.compensation_percent}% of the month's fee (fee not on record)"
+    return f"{assessment.compensation_percent}% of {assessment.monthly_fee:,} = voucher {assessment.voucher:,}"
+
+
+def to_text(assessments: Sequence[MonthAssessment], tz: ZoneInfo, title: str) -> str:
+    """A readable report: a summary table, then each service month slot by slot."""
+    lines = [title, ""]
+    header = f"{'app':<12} {'service month':<24} {'availability':>12} {'SLA':>6} {'bad':>4} {'exempt':>6} {'budget left':>11}  compensation"
+    lines += [header, "-" * len(header)]
+    for a in assessments:
+        lines.append(
+            f"{a.app_id:<12} {str(a.month):<24} {a.availability_display:>12} {'met' if a.meets_sla else 'MISSED':>6} "
+            f"{len(a.unavailable):>4} {len(a.exempt):>6} {a.budget.slots_left:>4} of {a.budget.slots_allowed:<4}  "
+            f"{_compensation_text(a)}"
+        )
+    for a in assessments:
+        claim = f"{a.claim.opens} to {a.claim.closes}"
+        if a.claim.estimated:
+            claim += " (estimated: that year's holidays are not known yet, counted on weekdays)"
+        lines += [
+            "",
+            f"{a.app_id}  {a.month} ({a.month.days} days, {a.month.total_minutes:,} minutes, {tz.key})",
+            f"  requests {a.requests:,}, successes {a.successes:,}, data-quality slots {a.data_quality_slots}",
+            f"  availability {a.availability_display} (exactly {a.availability}): "
+            f"{'meets' if a.meets_sla else 'BELOW'} the target",
+            f"  unavailable {len(a.unavailable)} slots = {unavailable_minutes(len(a.unavailable))} minutes; "
+            f"error budget {a.budget.slots_allowed} slots, {a.budget.slots_used} used, {a.budget.slots_left} left",
+            f"  compensation: {_compensation_text(a)}; claim window {claim}",
+        ]
+        for label, periods in (("unavailable", a.unavailable_periods), ("exempt", a.exempt_periods)):
+            if periods:
+                lines.append(f"  {label} periods:")
+                lines += [f"    {_period_text(p, tz)}" for p in periods]
+    if not assessments:
+        lines.append("(no service month of any app falls in this month)")
+    return "\n".join(lines)
+
+
+def now_bounds(settings: Settings, now: datetime) -> TimeBounds:
+    """Event times accepted in files: from the configured earliest to a little past ``now``."""
+    return TimeBounds(settings.earliest_event_ms, int(now.timestamp() * 1000) + settings.max_future_ms)
