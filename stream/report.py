@@ -162,7 +162,8 @@ def _period_text(period: Period, tz: ZoneInfo) -> str:
     start = local_time(period.start_ms, tz)
     rate = period.lowest_success_rate
     lowest = "no requests" if rate is None else f"lowest {display_percent(rate)}"
-    text = f"{_clock(period.start_ms, tz)} – {_clock(period.end_ms, tz, start.date())}  {period.slots:>4} slot{"s" if period.slots != 1 else " "}  {lowest}"
+    plural = "slots" if period.slots != 1 else "slot "
+    text = f"{_clock(period.start_ms, tz)} – {_clock(period.end_ms, tz, start.date())}  {period.slots:>4} {plural}  {lowest}"
     if period.exemption is not None:
         note = f": {period.exemption.note}" if period.exemption.note else ""
         text += f"  [{period.exemption.clause}, {CLAUSES[period.exemption.clause]}{note}]"
