@@ -46,18 +46,18 @@ def run_report(args: argparse.Namespace) -> int:
     for bad in bad_lines:
         print(f"skipped {bad}", file=sys.stderr)
     app_ids = [args.app] if args.app else sorted(tally.apps() | set(settings.apps))
-    for app_id in app_ids:
-        unmeasured = report.unmeasured_slots(settings, tally, app_id, year, month)
-        if unmeasured:
-            print(f"warning: app {app_id} has traffic in {unmeasured} slots no subscription covers; "
-                  "they are not measured", file=sys.stderr)
-    assessments = report.assess_calendar_month(settings, tally, year, month, app_ids)
+    result = report.assess_calendar_month(settings, tally, year, month, app_ids)
+    for app_id, slots in result.unmeasured_slots.items():
+        print(
+            f"warning: app {app_id} has traffic in {slots} slots no subscription covers; they are not measured",
+            file=sys.stderr,
+        )
+    assessments = result.assessments
     if args.format == "json":
         print(json.dumps([report.to_json(a, tz) for a in assessments], indent=2))
     else:
         print(report.to_text(assessments, tz, f"SLA month report {year}-{month:02d}"))
-    print(f"{len(bad_lines)} bad lines skipped, {tally.duplicates} duplicate events counted once",
-          file=sys.stderr)
+    print(f"{len(bad_lines)} bad lines skipped, {tally.duplicates} duplicate events counted once", file=sys.stderr)
     return 0
 
 
@@ -74,8 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     rep = commands.add_parser("report", help="month report from JSON Lines event files")
-    rep.add_argument("--events", type=Path, action="append", required=True, metavar="FILE",
-                     help="JSON Lines file of events with \"type\"; repeat for several files")
+    rep.add_argument(
+        "--events",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help='JSON Lines file of events with "type"; repeat for several files',
+    )
     rep.add_argument("--month", type=_month, required=True, metavar="YYYY-MM", help="calendar month to report")
     rep.add_argument("--app", help="report only this app_id")
     rep.add_argument("--config", type=Path, help="settings and customer terms laid over config/sla-stream.toml")

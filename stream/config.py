@@ -114,7 +114,7 @@ def _fraction(table: _Table, key: str) -> Fraction:
 
 def _money(text: Any, where: str) -> Decimal:
     if not isinstance(text, str):
-        raise ConfigError(f"{where} must be money written as a string (e.g. \"1200.00\"), got {text!r}")
+        raise ConfigError(f'{where} must be money written as a string (e.g. "1200.00"), got {text!r}')
     try:
         amount = Decimal(text)
     except InvalidOperation:

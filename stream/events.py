@@ -129,7 +129,7 @@ def parse_line(line: str, bounds: TimeBounds) -> Event:
         raise InvalidEvent(f"an event line must be a JSON object, got {type(record).__name__}")
     kind = record.get("type")
     if kind not in ("request", "success"):
-        raise InvalidEvent(f"field 'type' must be \"request\" or \"success\", got {kind!r}")
+        raise InvalidEvent(f'field \'type\' must be "request" or "success", got {kind!r}')
     return parse_event(record, kind, bounds)
 
 

@@ -41,12 +41,16 @@ def count_event_files(paths: Iterable[Path], tally: SlotTally, bounds: TimeBound
     """Count every valid event of the files into ``tally``; return the lines that were not."""
     bad: list[BadLine] = []
     for path in paths:
-        with path.open(encoding="utf-8", errors="replace") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
                 try:
+                    line = raw.decode("utf-8")
+                    if not line.strip():
+                        continue
                     event = parse_line(line, bounds)
+                except UnicodeDecodeError as error:
+                    bad.append(BadLine(path, number, f"not valid UTF-8 at byte {error.start}"))
+                    continue
                 except InvalidEvent as error:
                     bad.append(BadLine(path, number, str(error)))
                     continue
@@ -60,37 +64,39 @@ def month_window_ms(year: int, month: int, tz: ZoneInfo) -> tuple[int, int]:
     return day_span_ms(whole.first_day, whole.last_day, tz)
 
 
+@dataclass(frozen=True)
+class CalendarMonthReport:
+    """The service months of a calendar month, and the traffic no service month covers."""
+
+    assessments: list[MonthAssessment]
+    """Sorted by app and service month start."""
+    unmeasured_slots: dict[str, int]
+    """Per app, slots with traffic on days no subscription covers: measured nowhere, worth a warning."""
+
+
 def assess_calendar_month(
-    settings: Settings, tally: SlotTally, year: int, month: int, app_ids: Sequence[str]
-) -> list[MonthAssessment]:
-    """Every service month of the given apps that falls in ``year-month``, sorted by app and start."""
+    settings: Settings, tally: SlotTally, year: int, month: int, app_ids: Iterable[str]
+) -> CalendarMonthReport:
+    """Judge every service month of the given apps that falls in ``year-month``."""
+    tz = settings.policy.timezone
     assessments = []
+    unmeasured: dict[str, int] = {}
     for app_id in sorted(app_ids):
         terms = settings.terms(app_id)
         counts = tally.counts(app_id)
-        for service_month in service_months_in(year, month, terms.subscriptions):
+        service_months = service_months_in(year, month, terms.subscriptions)
+        spans = [day_span_ms(m.first_day, m.last_day, tz) for m in service_months]
+        outside = sum(1 for slot_ms in counts if not any(a <= slot_ms < b for a, b in spans))
+        if outside:
+            unmeasured[app_id] = outside
+        for service_month in service_months:
+            fee = terms.fees.get(service_month.first_day)
             assessments.append(
                 assess_month(
-                    app_id,
-                    service_month,
-                    counts,
-                    settings.exemptions,
-                    settings.calendar,
-                    terms.fees.get(service_month.first_day),
-                    settings.policy,
+                    app_id, service_month, counts, settings.exemptions, settings.calendar, fee, settings.policy
                 )
             )
-    return assessments
-
-
-def unmeasured_slots(settings: Settings, tally: SlotTally, app_id: str, year: int, month: int) -> int:
-    """Slots with traffic on days no subscription of the app covers: counted nowhere, so worth a warning."""
-    tz = settings.policy.timezone
-    spans = [
-        day_span_ms(m.first_day, m.last_day, tz)
-        for m in service_months_in(year, month, settings.terms(app_id).subscriptions)
-    ]
-    return sum(1 for slot_ms in tally.counts(app_id) if not any(a <= slot_ms < b for a, b in spans))
+    return CalendarMonthReport(assessments, unmeasured)
 
 
 def _iso(ts_ms: int, tz: ZoneInfo) -> str:
@@ -163,7 +169,8 @@ def _period_text(period: Period, tz: ZoneInfo) -> str:
     rate = period.lowest_success_rate
     lowest = "no requests" if rate is None else f"lowest {display_percent(rate)}"
     plural = "slots" if period.slots != 1 else "slot "
-    text = f"{_clock(period.start_ms, tz)} – {_clock(period.end_ms, tz, start.date())}  {period.slots:>4} {plural}  {lowest}"
+    span = f"{_clock(period.start_ms, tz)} – {_clock(period.end_ms, tz, start.date())}"
+    text = f"{span}  {period.slots:>4} {plural}  {lowest}"
     if period.exemption is not None:
         note = f": {period.exemption.note}" if period.exemption.note else ""
         text += f"  [{period.exemption.clause}, {CLAUSES[period.exemption.clause]}{note}]"
@@ -181,7 +188,10 @@ def _compensation_text(assessment: MonthAssessment) -> str:
 def to_text(assessments: Sequence[MonthAssessment], tz: ZoneInfo, title: str) -> str:
     """A readable report: a summary table, then each service month slot by slot."""
     lines = [title, ""]
-    header = f"{'app':<12} {'service month':<24} {'availability':>12} {'SLA':>6} {'bad':>4} {'exempt':>6} {'budget left':>11}  compensation"
+    header = (
+        f"{'app':<12} {'service month':<24} {'availability':>12} {'SLA':>6} {'bad':>4} {'exempt':>6} "
+        f"{'budget left':>11}  compensation"
+    )
     lines += [header, "-" * len(header)]
     for a in assessments:
         lines.append(

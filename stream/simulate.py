@@ -178,8 +178,12 @@ def parse_incident(text: str, tz: ZoneInfo) -> Incident:
         rate = float(parts[2]) if len(parts) > 2 else 0.9
     except ValueError:
         raise PlanError(f"incident success rate must be a number, got {parts[2]!r}") from None
-    return Incident(start, start + _duration_ms(parts[1]), _rate(rate, "incident success rate"),
-                    parts[3] if len(parts) > 3 else None)
+    return Incident(
+        start,
+        start + _duration_ms(parts[1]),
+        _rate(rate, "incident success rate"),
+        parts[3] if len(parts) > 3 else None,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -187,10 +191,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--month", help="simulate this whole calendar month, YYYY-MM")
     parser.add_argument("--start", help="first instant (ISO; without offset: the SLA's zone), instead of --month")
     parser.add_argument("--end", help="end instant, exclusive, with --start")
-    parser.add_argument("--incident", action="append", default=[], metavar="START,DURATION[,RATE[,APP]]",
-                        help="an outage, e.g. 2026-10-14T10:00+08:00,30m,0.95; repeatable")
-    parser.add_argument("--peak-per-minute", type=float, default=12.0,
-                        help="requests a minute at the daily peak of the first app (default 12)")
+    parser.add_argument(
+        "--incident",
+        action="append",
+        default=[],
+        metavar="START,DURATION[,RATE[,APP]]",
+        help="an outage, e.g. 2026-10-14T10:00+08:00,30m,0.95; repeatable",
+    )
+    parser.add_argument(
+        "--peak-per-minute",
+        type=float,
+        default=12.0,
+        help="requests a minute at the daily peak of the first app (default 12)",
+    )
     parser.add_argument("--base-failure-rate", type=float, default=0.00001)
     parser.add_argument("--duplicate-rate", type=float, default=0.002)
     parser.add_argument("--late-rate", type=float, default=0.003, help="share of successes reported minutes late")

@@ -66,8 +66,9 @@ def merge_periods(slots: Sequence[JudgedSlot]) -> list[Period]:
         last = periods[-1] if periods else None
         if last is not None and last.end_ms == slot.slot_ms and last.exemption == slot.exemption:
             rates = [r for r in (last.lowest_success_rate, rate) if r is not None]
-            periods[-1] = Period(last.start_ms, slot.slot_ms + SLOT_MS, last.slots + 1,
-                                 min(rates) if rates else None, last.exemption)
+            periods[-1] = Period(
+                last.start_ms, slot.slot_ms + SLOT_MS, last.slots + 1, min(rates) if rates else None, last.exemption
+            )
         else:
             periods.append(Period(slot.slot_ms, slot.slot_ms + SLOT_MS, 1, rate, slot.exemption))
     return periods

@@ -76,9 +76,7 @@ class ClaimWindow:
     """True when the opening day rests on weekdays because the year's holidays are not known yet."""
 
 
-def claim_window(
-    month: ServiceMonth, calendar: WorkingDayCalendar, policy: SlaPolicy = _DEFAULT_POLICY
-) -> ClaimWindow:
+def claim_window(month: ServiceMonth, calendar: WorkingDayCalendar, policy: SlaPolicy = _DEFAULT_POLICY) -> ClaimWindow:
     """The claim window of ``month``: opens after the Nth working day of the next calendar month."""
     day = date(month.last_day.year, month.last_day.month, 1)
     day = (day + timedelta(days=32)).replace(day=1)

@@ -47,7 +47,7 @@ class SlotTally:
     def __init__(self, tz: ZoneInfo, window_ms: tuple[int, int] | None = None) -> None:
         self._tz = tz
         self._window = window_ms
-        self._seen: dict[tuple[str, int, EventKind], set[str]] = defaultdict(set)
+        self._seen: dict[str, dict[tuple[int, EventKind], set[str]]] = defaultdict(lambda: defaultdict(set))
         self.duplicates = 0
         self.outside_window = 0
 
@@ -57,7 +57,7 @@ class SlotTally:
         if self._window is not None and not self._window[0] <= slot_ms < self._window[1]:
             self.outside_window += 1
             return False
-        seen = self._seen[(app_id, slot_ms, kind)]
+        seen = self._seen[app_id][(slot_ms, kind)]
         if event_id in seen:
             self.duplicates += 1
             return False
@@ -65,15 +65,14 @@ class SlotTally:
         return True
 
     def apps(self) -> set[str]:
-        return {app_id for app_id, _, _ in self._seen}
+        return set(self._seen)
 
     def counts(self, app_id: str) -> dict[int, SlotCounts]:
         """The app's counts per slot start, for the slots that saw any event."""
         requests: dict[int, int] = defaultdict(int)
         successes: dict[int, int] = defaultdict(int)
-        for (app, slot_ms, kind), ids in self._seen.items():
-            if app == app_id:
-                (requests if kind == "request" else successes)[slot_ms] += len(ids)
+        for (slot_ms, kind), ids in self._seen.get(app_id, {}).items():
+            (requests if kind == "request" else successes)[slot_ms] += len(ids)
         return {
             slot_ms: SlotCounts(requests=requests[slot_ms], successes=successes[slot_ms])
             for slot_ms in sorted(requests.keys() | successes.keys())

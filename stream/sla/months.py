@@ -120,7 +120,7 @@ def service_months_in(year: int, month: int, subscriptions: Sequence[Subscriptio
 def check_no_overlap(subscriptions: Sequence[Subscription]) -> None:
     """Refuse subscriptions of one app that cover a day twice (that day would be measured twice)."""
     ordered = sorted(subscriptions)
-    for earlier, later in zip(ordered, ordered[1:]):
+    for earlier, later in zip(ordered, ordered[1:], strict=False):
         if earlier.overlaps(later):
             raise ValueError(
                 f"subscriptions from {earlier.activation} ({earlier.months} months) and "
