@@ -15,6 +15,7 @@ produce. Kafka only accepts client connections once the broker has finished
 starting, so this is a real readiness check, not just an open port.
 Redis: sends AUTH (when the URL has a password) and PING, wants +PONG.
 """
+
 from __future__ import annotations
 
 import socket
@@ -41,9 +42,10 @@ def kafka_brokers(bootstrap: str) -> int:
     host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
     client_id = b"sla-stream-probe"
     correlation_id = 7
-    body = struct.pack(
-        ">hhih", 3, 4, correlation_id, len(client_id)  # Metadata, v4, header v1
-    ) + client_id + struct.pack(">i?", -1, False)  # all topics, no auto-create
+    # Request header v1 (api key 3 = Metadata, version 4, correlation id,
+    # client id), then the body: all topics (-1), no auto-creation.
+    header = struct.pack(">hhih", 3, 4, correlation_id, len(client_id)) + client_id
+    body = header + struct.pack(">i?", -1, False)
     with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
         sock.sendall(struct.pack(">i", len(body)) + body)
         (size,) = struct.unpack(">i", _recv_exact(sock, 4))
@@ -60,11 +62,7 @@ def redis_ping(url: str) -> str:
         raise ValueError(f"unsupported URL scheme {parts.scheme!r}")
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     with socket.create_connection((host, port), timeout=TIMEOUT_S) as raw:
-        sock = (
-            ssl.create_default_context().wrap_socket(raw, server_hostname=host)
-            if parts.scheme == "rediss"
-            else raw
-        )
+        sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host) if parts.scheme == "rediss" else raw
         reader = sock.makefile("rb")
         if parts.password is not None:
             auth = [unquote(parts.password)]

@@ -5,12 +5,14 @@ Addresses come from KAFKA_BOOTSTRAP (default 127.0.0.1:9092) and REDIS_URL
 that does not answer FAILS the tests that need it (no skip): CI must really
 exercise them. Every test in this folder gets the `integration` marker.
 """
+
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import pytest
 import redis
@@ -109,9 +111,7 @@ def consumer_group(kafka_admin: KafkaAdminClient) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(
-        redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10
-    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10)
     connect_or_fail(client.ping, redis.RedisError, "Redis server", redis_url, "REDIS_URL")
     yield client
     client.close()

@@ -4,6 +4,7 @@ Kafka: a fresh 3-partition topic, records produced to chosen partitions and
 consumed back by a consumer group, with kafka-python and with aiokafka (the
 client Faust uses). Redis: hashes, a MULTI/EXEC pipeline, WATCH, Lua.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,10 +28,7 @@ Got = dict[int, list[tuple[int, bytes, bytes]]]  # partition -> (offset, key, va
 def records_to_send() -> Sent:
     """Distinct keys and values per partition, including non-ASCII bytes."""
     return {
-        p: [
-            (f"app-{p}".encode(), f"slot {p}.{i} é".encode() + bytes([i, 0xFF]))
-            for i in range(PER_PARTITION)
-        ]
+        p: [(f"app-{p}".encode(), f"slot {p}.{i} é".encode() + bytes([i, 0xFF])) for i in range(PER_PARTITION)]
         for p in range(PARTITIONS)
     }
 
@@ -53,11 +51,7 @@ def test_kafka_python_produce_consume(kafka_bootstrap, make_topic, consumer_grou
 
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
     try:
-        futures = [
-            producer.send(topic, key=k, value=v, partition=p)
-            for p, records in sent.items()
-            for k, v in records
-        ]
+        futures = [producer.send(topic, key=k, value=v, partition=p) for p, records in sent.items() for k, v in records]
         producer.flush(timeout=TIMEOUT_S)
         assert all(f.get(timeout=TIMEOUT_S).topic == topic for f in futures)
     finally:
@@ -85,16 +79,12 @@ def test_kafka_python_produce_consume(kafka_bootstrap, make_topic, consumer_grou
     assert committed == {p: len(records) for p, records in sent.items()}
 
 
-async def aiokafka_roundtrip(
-    bootstrap: str, topic: str, group: str, sent: Sent
-) -> tuple[Got, dict]:
+async def aiokafka_roundtrip(bootstrap: str, topic: str, group: str, sent: Sent) -> tuple[Got, dict]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         sends = [
-            await producer.send(topic, key=k, value=v, partition=p)
-            for p, records in sent.items()
-            for k, v in records
+            await producer.send(topic, key=k, value=v, partition=p) for p, records in sent.items() for k, v in records
         ]
         metadata = await asyncio.wait_for(asyncio.gather(*sends), TIMEOUT_S)
         assert all(m.topic == topic for m in metadata)
@@ -127,9 +117,7 @@ def test_aiokafka_produce_consume(kafka_bootstrap, make_topic, consumer_group):
     topic = make_topic("smoke-aiokafka", partitions=PARTITIONS)
     sent = records_to_send()
 
-    got, committed = asyncio.run(
-        aiokafka_roundtrip(kafka_bootstrap, topic, consumer_group, sent)
-    )
+    got, committed = asyncio.run(aiokafka_roundtrip(kafka_bootstrap, topic, consumer_group, sent))
 
     assert_same_per_partition(got, sent)
     assert committed == {p: len(records) for p, records in sent.items()}
