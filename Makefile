@@ -29,7 +29,9 @@ down:
 	bash deploy/stop.sh
 
 # test: the whole suite (unit + integration) against real services; the
-# services are always stopped afterwards and the exit status is pytest's.
+# services are always stopped afterwards, and the recipe exits with pytest's
+# status (make reports it as "Error N" and itself exits 2). After a Ctrl-C,
+# run `make down`.
 test: venv
 	@status=0; \
 	$(MAKE) --no-print-directory up && $(PY) -m pytest -q tests || status=$$?; \
