@@ -7,9 +7,10 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
+SLA    := $(VENV)/bin/sla-stream
 STAMP  := $(VENV)/.stamp-pyproject
 
-.PHONY: venv up down test demo clean
+.PHONY: venv up down test demo lint clean
 
 # venv: .venv with the package (editable) and its test extras; reinstalled
 # only when pyproject.toml is newer than the stamp.
@@ -32,16 +33,27 @@ down:
 # services are always stopped afterwards, and the recipe exits with pytest's
 # status (make reports it as "Error N" and itself exits 2). After a Ctrl-C,
 # run `make down`.
-test: venv
+test: venv lint
 	@status=0; \
-	$(MAKE) --no-print-directory up && $(PY) -m pytest -q tests || status=$$?; \
+	$(MAKE) --no-print-directory up && $(PY) -m pytest -q || status=$$?; \
 	$(MAKE) --no-print-directory down; \
 	exit $$status
 
-# demo: simulate a month of events with one incident, then print the report.
+# demo: simulate October 2026 for three apps (1.1 million events, with
+# duplicates, late successes and three incidents), then print the month
+# report for the customer terms in config/demo.toml.
 demo: venv
 	@mkdir -p .run
-	$(PY) -m stream.cli simulate --apps 3 --month 2026-10 --incident "2026-10-14T10:00+08:00,30m,0.95" --out .run/demo-events.jsonl --seed 7 && $(PY) -m stream.cli report --events .run/demo-events.jsonl --month 2026-10 --config config/demo.toml --format text
+	$(SLA) simulate --apps 3 --month 2026-10 --seed 7 --out .run/demo-events.jsonl \
+	    --incident "2026-10-14T10:00+08:00,30m,0.9" \
+	    --incident "2026-10-21T20:00+08:00,2h,0.8,1400000002" \
+	    --incident "2026-10-27T02:00+08:00,1h,0.5,1400000003"
+	$(SLA) report --events .run/demo-events.jsonl --month 2026-10 --config config/demo.toml --format text
+
+# lint: ruff over the package and the tests (part of `make test`).
+lint: venv
+	$(VENV)/bin/ruff check stream tests deploy
+	$(VENV)/bin/ruff format --check stream tests deploy
 
 # clean: stop services, remove .run/ (data, logs) and the venv stamp; the
 # downloaded Kafka jars in .cache/ are kept.
