@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -12,8 +11,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from stream import report, simulate
+from stream.arguments import calendar_month_argument
 from stream.config import ConfigError, load_settings
 from stream.sla.counting import SlotTally
+from stream.sla.months import calendar_month
 
 
 class UsageError(Exception):
@@ -27,13 +28,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-def _month(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d{4})-(\d{2})", text)
-    if not match or not 1 <= int(match[2]) <= 12:
-        raise argparse.ArgumentTypeError(f"month must be YYYY-MM, got {text!r}")
-    return int(match[1]), int(match[2])
-
-
 def run_report(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     year, month = args.month
@@ -41,7 +35,7 @@ def run_report(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.events if not p.is_file()]
     if missing:
         raise UsageError(f"event file not found: {missing[0]}")
-    tally = SlotTally(tz, report.month_window_ms(year, month, tz))
+    tally = SlotTally(tz, calendar_month(year, month).span_ms(tz))
     bad_lines = report.count_event_files(args.events, tally, report.now_bounds(settings, datetime.now(timezone.utc)))
     for bad in bad_lines:
         print(f"skipped {bad}", file=sys.stderr)
@@ -82,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help='JSON Lines file of events with "type"; repeat for several files',
     )
-    rep.add_argument("--month", type=_month, required=True, metavar="YYYY-MM", help="calendar month to report")
+    rep.add_argument(
+        "--month", type=calendar_month_argument, required=True, metavar="YYYY-MM", help="calendar month to report"
+    )
     rep.add_argument("--app", help="report only this app_id")
     rep.add_argument("--config", type=Path, help="settings and customer terms laid over config/sla-stream.toml")
     rep.add_argument("--format", choices=("json", "text"), default="text")

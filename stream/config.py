@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stream.sla.claims import OfficialYear, WorkingDayCalendar
+from stream.sla.compensation import CENT
 from stream.sla.exemptions import Exemption
 from stream.sla.months import Subscription, check_no_overlap
 from stream.sla.policy import CompensationTier, SlaPolicy
@@ -121,7 +122,17 @@ def _money(text: Any, where: str) -> Decimal:
         raise ConfigError(f"{where} is not an amount: {text!r}") from None
     if not amount.is_finite() or amount < 0:
         raise ConfigError(f"{where} must be a non-negative amount, got {text!r}")
+    if amount != amount.quantize(CENT):
+        raise ConfigError(f"{where} must be whole cents, got {text!r}")
     return amount
+
+
+def _date(table: _Table, key: str) -> date:
+    """A TOML date; a date-time is refused, since days are what subscriptions count."""
+    value = table.take(key, date)
+    if isinstance(value, datetime):
+        raise ConfigError(f"{table.where}.{key} must be a date (2019-03-17), not a date and time")
+    return value
 
 
 def _instant(table: _Table, key: str, tz: ZoneInfo) -> int:
@@ -140,15 +151,15 @@ def _policy(sla: _Table) -> SlaPolicy:
     for tier in sla.tables("compensation"):
         tiers.append(CompensationTier(below=_fraction(tier, "below"), percent=tier.take("percent", int)))
         tier.done()
+    numbers = {
+        "slot_success_min": _fraction(sla, "slot_success_min"),
+        "availability_target": _fraction(sla, "availability_target"),
+        "claim_after_working_days": sla.take("claim_after_working_days", int),
+        "claim_window_days": sla.take("claim_window_days", int),
+    }
+    sla.done()
     try:
-        return SlaPolicy(
-            timezone=tz,
-            slot_success_min=_fraction(sla, "slot_success_min"),
-            availability_target=_fraction(sla, "availability_target"),
-            compensation_tiers=tuple(tiers),
-            claim_after_working_days=sla.take("claim_after_working_days", int),
-            claim_window_days=sla.take("claim_window_days", int),
-        )
+        return SlaPolicy(timezone=tz, compensation_tiers=tuple(tiers), **numbers)
     except ValueError as error:
         raise ConfigError(f"{sla.where}: {error}") from None
 
@@ -168,7 +179,7 @@ def _app_terms(table: _Table) -> AppTerms:
     app_id = table.take("app_id", str)
     subscriptions = []
     for sub in table.tables("subscriptions"):
-        activation = sub.take("activation", date)
+        activation = _date(sub, "activation")
         try:
             subscriptions.append(Subscription(activation, sub.take("months", int)))
         except ValueError as error:

@@ -125,6 +125,8 @@ def parse_line(line: str, bounds: TimeBounds) -> Event:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise InvalidEvent(f"not valid JSON: {error.msg} at column {error.colno}") from None
+    except (ValueError, RecursionError) as error:  # e.g. a 5000-digit number, or nesting past the stack
+        raise InvalidEvent(f"not decodable JSON: {str(error)[:80]}") from None
     if not isinstance(record, dict):
         raise InvalidEvent(f"an event line must be a JSON object, got {type(record).__name__}")
     kind = record.get("type")

@@ -21,8 +21,8 @@ from stream.sla.assessment import MonthAssessment, Period, assess_month
 from stream.sla.availability import display_percent, unavailable_minutes
 from stream.sla.counting import SlotTally
 from stream.sla.exemptions import CLAUSES
-from stream.sla.months import calendar_month, service_months_in
-from stream.sla.slots import day_span_ms, local_time
+from stream.sla.months import service_months_in
+from stream.sla.slots import local_time
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,6 @@ def count_event_files(paths: Iterable[Path], tally: SlotTally, bounds: TimeBound
     return bad
 
 
-def month_window_ms(year: int, month: int, tz: ZoneInfo) -> tuple[int, int]:
-    """``[start, end)`` of a calendar month on the SLA's clock."""
-    whole = calendar_month(year, month)
-    return day_span_ms(whole.first_day, whole.last_day, tz)
-
-
 @dataclass(frozen=True)
 class CalendarMonthReport:
     """The service months of a calendar month, and the traffic no service month covers."""
@@ -85,7 +79,7 @@ def assess_calendar_month(
         terms = settings.terms(app_id)
         counts = tally.counts(app_id)
         service_months = service_months_in(year, month, terms.subscriptions)
-        spans = [day_span_ms(m.first_day, m.last_day, tz) for m in service_months]
+        spans = [m.span_ms(tz) for m in service_months]
         outside = sum(1 for slot_ms in counts if not any(a <= slot_ms < b for a, b in spans))
         if outside:
             unmeasured[app_id] = outside

@@ -31,10 +31,14 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from stream.arguments import calendar_month_argument
 from stream.events import Event, RequestEvent, SuccessEvent, to_line
+from stream.sla.months import calendar_month
 from stream.sla.slots import SLOT_MS, local_time, slots_between, to_epoch_ms
 
 _MINUTE_MS = 60_000
+MAX_PEAK_PER_MINUTE = 1_000_000
+"""A bound on simulated load: well past any single app, and keeps the Poisson draws finite."""
 _DURATION_UNITS_MS = {"s": 1000, "m": _MINUTE_MS, "h": 60 * _MINUTE_MS, "d": 24 * 60 * _MINUTE_MS}
 
 
@@ -188,7 +192,9 @@ def parse_incident(text: str, tz: ZoneInfo) -> Incident:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apps", type=int, default=3, help="number of apps, ids 1400000001 upwards (default 3)")
-    parser.add_argument("--month", help="simulate this whole calendar month, YYYY-MM")
+    parser.add_argument(
+        "--month", type=calendar_month_argument, metavar="YYYY-MM", help="simulate this whole calendar month"
+    )
     parser.add_argument("--start", help="first instant (ISO; without offset: the SLA's zone), instead of --month")
     parser.add_argument("--end", help="end instant, exclusive, with --start")
     parser.add_argument(
@@ -217,19 +223,17 @@ def plan_from_args(args: argparse.Namespace, tz: ZoneInfo) -> TrafficPlan:
     if args.month and (args.start or args.end):
         raise PlanError("give either --month or --start/--end, not both")
     if args.month:
-        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", args.month):
-            raise PlanError(f"--month must be YYYY-MM, got {args.month!r}")
-        start = _instant(args.month + "-01", tz, "--month")
-        year, month = map(int, args.month.split("-"))
-        end = _instant(f"{year + month // 12}-{month % 12 + 1:02d}-01", tz, "--month")
+        start, end = calendar_month(*args.month).span_ms(tz)
     elif args.start and args.end:
         start, end = _instant(args.start, tz, "--start"), _instant(args.end, tz, "--end")
     else:
         raise PlanError("give --month YYYY-MM, or --start and --end")
     if end <= start:
         raise PlanError("--end must be after --start")
-    if args.peak_per_minute <= 0:
-        raise PlanError(f"--peak-per-minute must be positive, got {args.peak_per_minute}")
+    if not 0 < args.peak_per_minute <= MAX_PEAK_PER_MINUTE:
+        raise PlanError(
+            f"--peak-per-minute must be above 0 and at most {MAX_PEAK_PER_MINUTE:,}, got {args.peak_per_minute}"
+        )
     return TrafficPlan(
         app_ids=tuple(str(1400000001 + i) for i in range(args.apps)),
         start_ms=start,

@@ -31,7 +31,7 @@ from stream.sla.compensation import compensation_percent, voucher
 from stream.sla.exemptions import Exemption, exemption_for
 from stream.sla.months import ServiceMonth
 from stream.sla.policy import SlaPolicy
-from stream.sla.slots import SLOT_MS, day_span_ms
+from stream.sla.slots import SLOT_MS
 from stream.sla.verdict import SlotCounts, SlotVerdict, judge_slot
 
 _DEFAULT_POLICY = SlaPolicy()
@@ -123,7 +123,7 @@ def assess_month(
     ``slot_counts`` maps slot start (epoch ms) to the app's counts; slots
     outside the service month are ignored, absent slots had no requests.
     """
-    start_ms, end_ms = day_span_ms(month.first_day, month.last_day, policy.timezone)
+    start_ms, end_ms = month.span_ms(policy.timezone)
     requests = successes = data_quality = 0
     unavailable: list[JudgedSlot] = []
     exempt: list[JudgedSlot] = []

@@ -35,7 +35,7 @@ def compensation_percent(availability: Fraction, policy: SlaPolicy = _DEFAULT_PO
 
 def voucher(monthly_fee: Decimal, percent: int) -> Decimal:
     """``percent`` of the month's fee, to the cent (half up), never more than the fee."""
-    if not monthly_fee.is_finite() or monthly_fee < 0:
-        raise ValueError(f"monthly fee must be a non-negative amount, got {monthly_fee}")
+    if not monthly_fee.is_finite() or monthly_fee < 0 or monthly_fee != monthly_fee.quantize(CENT):
+        raise ValueError(f"monthly fee must be a non-negative amount in whole cents, got {monthly_fee}")
     owed = (monthly_fee * percent / 100).quantize(CENT, rounding=ROUND_HALF_UP)
     return min(owed, monthly_fee)

@@ -16,6 +16,9 @@ import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+
+from stream.sla.slots import day_span_ms
 
 MINUTES_PER_DAY = 24 * 60
 
@@ -50,6 +53,10 @@ class ServiceMonth:
     def total_minutes(self) -> int:
         """Days × 24 × 60: the denominator of availability (15 days → 21,600)."""
         return self.days * MINUTES_PER_DAY
+
+    def span_ms(self, tz: ZoneInfo) -> tuple[int, int]:
+        """``[start, end)`` in epoch ms: local midnight of the first day to that after the last."""
+        return day_span_ms(self.first_day, self.last_day, tz)
 
     def __str__(self) -> str:
         return f"{self.first_day.isoformat()}..{self.last_day.isoformat()}"

@@ -26,6 +26,7 @@ from stream.sla.policy import SLOT_MINUTES
 SLOT_MS = SLOT_MINUTES * 60 * 1000
 SLOTS_PER_DAY = 24 * 60 // SLOT_MINUTES  # 288
 _QUARTER_HOUR_MS = 15 * 60 * 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @lru_cache(maxsize=4096)
@@ -35,8 +36,7 @@ def _offset_ms(tz: ZoneInfo, quarter_hour: int) -> int:
     Offsets and their changes fall on quarter hours in every zone in use, so
     caching per quarter hour keeps the hot path to one dict lookup per event.
     """
-    instant = datetime.fromtimestamp(quarter_hour * _QUARTER_HOUR_MS / 1000, timezone.utc)
-    offset = instant.astimezone(tz).utcoffset()
+    offset = local_time(quarter_hour * _QUARTER_HOUR_MS, tz).utcoffset()
     assert offset is not None
     return int(offset.total_seconds() * 1000)
 
@@ -53,15 +53,15 @@ def slot_end_ms(slot_ms: int) -> int:
 
 
 def local_time(ts_ms: int, tz: ZoneInfo) -> datetime:
-    """The timezone-aware local time of an epoch-millisecond instant."""
-    return datetime.fromtimestamp(ts_ms / 1000, tz)
+    """The timezone-aware local time of an epoch-millisecond instant, exact to the millisecond."""
+    return (_EPOCH + timedelta(milliseconds=ts_ms)).astimezone(tz)
 
 
 def to_epoch_ms(moment: datetime) -> int:
-    """Epoch milliseconds of an aware datetime; naive times are refused, never guessed."""
+    """Epoch milliseconds of an aware datetime (sub-millisecond part dropped); naive times are refused."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"time {moment.isoformat()} has no time zone")
-    return int(moment.timestamp() * 1000)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def local_date(ts_ms: int, tz: ZoneInfo) -> date:

@@ -114,11 +114,6 @@ def test_the_incident_shows_in_the_report_for_its_app_only(
 
 
 HOUR = ["--start", "2019-03-10T08:00", "--end", "2019-03-10T09:00"]
-PEAK_NOT_FINITE = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan_from_args only refuses peak_per_minute <= 0: 'inf' dies in _poisson with an "
-    "OverflowError traceback, 'nan' silently writes an empty file with exit 0",
-)
 
 
 @pytest.mark.parametrize(
@@ -134,8 +129,8 @@ PEAK_NOT_FINITE = pytest.mark.xfail(
         (["--start", "2019-03-10T09:00", "--end", "2019-03-10T08:00"], "--end"),
         (["--start", "2019-03-10T08:00"], "--end"),
         (["--apps", "two", "--month", "2019-03"], "two"),
-        pytest.param([*HOUR, "--peak-per-minute", "inf"], "--peak-per-minute", marks=PEAK_NOT_FINITE),
-        pytest.param([*HOUR, "--peak-per-minute", "nan"], "--peak-per-minute", marks=PEAK_NOT_FINITE),
+        pytest.param([*HOUR, "--peak-per-minute", "inf"], "--peak-per-minute"),
+        pytest.param([*HOUR, "--peak-per-minute", "nan"], "--peak-per-minute"),
     ],
 )
 def test_bad_arguments_are_one_line_errors_with_status_2(
