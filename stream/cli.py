@@ -40,6 +40,8 @@ def run_report(args: argparse.Namespace) -> int:
     for bad in bad_lines:
         print(f"skipped {bad}", file=sys.stderr)
     app_ids = [args.app] if args.app else sorted(tally.apps() | set(settings.apps))
+    if args.app and args.app not in tally.apps() and args.app not in settings.apps:
+        print(f"warning: app {args.app} has no events in {year}-{month:02d} and no terms on record", file=sys.stderr)
     result = report.assess_calendar_month(settings, tally, year, month, app_ids)
     for app_id, slots in result.unmeasured_slots.items():
         print(
@@ -51,7 +53,11 @@ def run_report(args: argparse.Namespace) -> int:
         print(json.dumps([report.to_json(a, tz) for a in assessments], indent=2))
     else:
         print(report.to_text(assessments, tz, f"SLA month report {year}-{month:02d}"))
-    print(f"{len(bad_lines)} bad lines skipped, {tally.duplicates} duplicate events counted once", file=sys.stderr)
+    print(
+        f"{len(bad_lines)} bad lines skipped, {tally.duplicates} duplicate events counted once, "
+        f"{tally.outside_window} events outside {year}-{month:02d} not counted",
+        file=sys.stderr,
+    )
     return 0
 
 

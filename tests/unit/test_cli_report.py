@@ -327,6 +327,23 @@ def test_app_filters_the_report(report: Callable[..., dict[str, Any]], march_eve
     assert set(report(march_events, extra=("--app", APP))) == {APP}
 
 
+def test_events_outside_the_month_are_counted_as_such_not_as_traffic(
+    run_report: Callable[..., CliRun], march_events: Path
+) -> None:
+    run = run_report(march_events)
+    april_events = len({e.event_id for e in APRIL})
+    assert run.err_lines[-1].endswith(f"{april_events} events outside 2019-03 not counted")
+
+
+def test_an_unknown_app_is_reported_at_100_percent_with_a_warning(
+    run_report: Callable[..., CliRun], march_events: Path
+) -> None:
+    run = run_report(march_events, extra=("--app", "1499999999"))
+    [month] = json.loads(run.out)
+    assert (month["requests"], month["availability_display"]) == (0, "100.00%")
+    assert "warning: app 1499999999 has no events in 2019-03 and no terms on record" in run.err_lines
+
+
 def test_a_renewal_puts_two_service_months_in_one_calendar_month(
     report: Callable[..., dict[str, Any]], write_events: Callable[..., Path]
 ) -> None:
