@@ -119,14 +119,63 @@ def parse_event(record: Any, kind: EventKind, bounds: TimeBounds) -> Event:
     return SuccessEvent(ts=ts, request_ts=request_ts, **text)
 
 
-def parse_line(line: str, bounds: TimeBounds) -> Event:
-    """Validate one JSON Lines record of an event file, which names its ``type``."""
+def _decode_json(text: str | bytes) -> Any:
     try:
-        record = json.loads(line)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidEvent(f"not valid JSON: {error.msg} at column {error.colno}") from None
-    except (ValueError, RecursionError) as error:  # e.g. a 5000-digit number, or nesting past the stack
+    except (ValueError, RecursionError) as error:  # e.g. a 5000-digit number, bad UTF-8, nesting past the stack
         raise InvalidEvent(f"not decodable JSON: {str(error)[:80]}") from None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A refused record, or one refused element of an array record, with the reason."""
+
+    reason: str
+    payload: str
+    """The refused text as received (for an array element: that element re-encoded)."""
+
+
+def parse_record(value: bytes | None, kind: EventKind, bounds: TimeBounds) -> tuple[list[Event], list[Rejected]]:
+    """Validate one Kafka record's value: an event object, or a JSON array of events of one kind.
+
+    A bad element of an array is refused on its own (``element 3: missing
+    field 'ts'``) and the rest of the array still counts.
+
+    Example:
+        >>> bounds = TimeBounds(0, 2_000_000_000_000)
+        >>> good = '{"event_id": "r-1", "app_id": "a", "room_id": "1", "user_id": "u", "ts": 5}'
+        >>> events, rejected = parse_record(f'[{good}, {{"event_id": 7}}]'.encode(), "request", bounds)
+        >>> len(events), rejected[0].reason
+        (1, "element 1: field 'event_id' must be a string, got int")
+    """
+    if value is None:
+        return [], [Rejected("record has no value", "")]
+    try:
+        decoded = _decode_json(value)
+    except InvalidEvent as error:
+        return [], [Rejected(str(error), value.decode("utf-8", errors="replace"))]
+    if not isinstance(decoded, list):
+        try:
+            return [parse_event(decoded, kind, bounds)], []
+        except InvalidEvent as error:
+            return [], [Rejected(str(error), value.decode("utf-8"))]
+    if not decoded:
+        return [], [Rejected("empty JSON array", "[]")]
+    events: list[Event] = []
+    rejected: list[Rejected] = []
+    for index, element in enumerate(decoded):
+        try:
+            events.append(parse_event(element, kind, bounds))
+        except InvalidEvent as error:
+            rejected.append(Rejected(f"element {index}: {error}", json.dumps(element)))
+    return events, rejected
+
+
+def parse_line(line: str, bounds: TimeBounds) -> Event:
+    """Validate one JSON Lines record of an event file, which names its ``type``."""
+    record = _decode_json(line)
     if not isinstance(record, dict):
         raise InvalidEvent(f"an event line must be a JSON object, got {type(record).__name__}")
     kind = record.get("type")
