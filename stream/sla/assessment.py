@@ -117,11 +117,15 @@ def assess_month(
     calendar: WorkingDayCalendar,
     monthly_fee: Decimal | None = None,
     policy: SlaPolicy = _DEFAULT_POLICY,
+    totals: SlotCounts | None = None,
 ) -> MonthAssessment:
     """Judge every slot of ``month`` that has counts and derive the month's figures.
 
     ``slot_counts`` maps slot start (epoch ms) to the app's counts; slots
     outside the service month are ignored, absent slots had no requests.
+    ``totals`` gives the month's requests and successes when ``slot_counts``
+    holds only the slots that matter to the verdicts (the live state keeps
+    daily totals instead of every slot); by default they are summed.
     """
     start_ms, end_ms = month.span_ms(policy.timezone)
     requests = successes = data_quality = 0
@@ -139,6 +143,8 @@ def assess_month(
             (exempt if covering else unavailable).append(JudgedSlot(slot_ms, verdict, covering))
     value = availability(month, len(unavailable))
     percent = compensation_percent(value, policy)
+    if totals is not None:
+        requests, successes = totals.requests, totals.successes
     return MonthAssessment(
         app_id=app_id,
         month=month,

@@ -1,0 +1,49 @@
+"""Each app's running service months, derived from the live state in Redis.
+
+The month ledger is never counted on its own: it is recomputed from the
+verdicts (the app's unavailable and data-quality slots), the daily totals
+and the exemptions by :func:`stream.sla.assessment.assess_month`, the same
+function the offline report uses, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from stream.config import Settings
+from stream.exemption_feed import exemption_from_json
+from stream.sla.assessment import MonthAssessment, assess_month
+from stream.sla.exemptions import Exemption
+from stream.sla.months import service_months_in
+from stream.store import Store
+
+
+async def current_exemptions(store: Store, settings: Settings) -> tuple[Exemption, ...]:
+    """The config file's exemptions followed by those recorded on the exemptions topic."""
+    from_topic = [exemption_from_json(record) for _, record in sorted((await store.exemptions()).items())]
+    return (*settings.exemptions, *from_topic)
+
+
+async def assess_live_month(
+    store: Store, settings: Settings, app_id: str, year: int, month: int, exemptions: tuple[Exemption, ...]
+) -> list[MonthAssessment]:
+    """The app's service months in ``year-month``, from what Redis holds now."""
+    terms = settings.terms(app_id)
+    tz = settings.policy.timezone
+    assessments = []
+    for service_month in service_months_in(year, month, terms.subscriptions):
+        start_ms, end_ms = service_month.span_ms(tz)
+        days = [(service_month.first_day + timedelta(days=i)).isoformat() for i in range(service_month.days)]
+        assessments.append(
+            assess_month(
+                app_id,
+                service_month,
+                await store.flagged_slots(app_id, start_ms, end_ms),
+                exemptions,
+                settings.calendar,
+                terms.fees.get(service_month.first_day),
+                settings.policy,
+                totals=await store.day_totals(app_id, days),
+            )
+        )
+    return assessments

@@ -1,0 +1,396 @@
+"""The Redis layout of the live state, and the atomic steps that change it.
+
+Redis is the one source of truth of the stream (DESIGN.md invariant 4). Every
+change that must be exact is one Lua script, so it happens entirely or not at
+all, whatever happens to the worker that sent it:
+
+``apply_batch``
+    counts one partition's batch into slots and records that partition's last
+    applied offset and stream time in the same step; a batch at or below the
+    recorded offset is skipped, so Kafka's redelivery after a crash counts
+    nothing twice (invariant 1). Duplicate ``event_id``\\ s within a slot count
+    once (a set of ids per slot).
+``commit_verdict``
+    stores a slot's verdict with the next revision only if the slot's counts
+    and revision are still those the verdict was computed from, and queues it
+    in the outbox for the verdicts topic; a slot therefore closes once and a
+    late event that arrives meanwhile is never lost (invariant 3).
+
+Keys, all under one prefix (``sla:`` by default; tests use their own):
+
+=============================  =========================================================
+``offsets``, ``streamtime``    HASH ``topic:partition`` → last applied offset, max event ts
+``idle``                       HASH ``topic:partition`` → wall ms it was last seen caught up and idle
+``deadletters``                HASH ``topic:partition`` → records refused
+``apps``                       SET of app ids seen
+``slot:{app}:{slot}``          HASH requests, successes, late_requests, late_successes
+``ids:{app}:{slot}:{field}``   SET of event ids counted (dropped ``dedup_hold`` after the slot closes)
+``day:{app}:{YYYY-MM-DD}``     HASH requests, successes of one local day
+``open``                       ZSET ``app:slot`` → slot start, slots counted but not closed
+``dirty``                      SET ``app:slot`` of closed slots to judge again (late event, exemption)
+``verdict:{app}:{slot}``       HASH the latest verdict (see :class:`StoredVerdict`)
+``unavailable:{app}``          ZSET slot starts whose latest verdict is unavailable by counts
+``dataquality:{app}``          ZSET slot starts with more successes than requests
+``idsheld``                    ZSET ``app:slot`` → slot end, closed slots still holding id sets
+``outbox``                     LIST of verdict messages not yet acknowledged by Kafka
+``exemptions``                 HASH exemption id → JSON, from the exemptions topic
+``month:{app}:{first day}``    STRING the service month's figures as JSON (the month ledger)
+=============================  =========================================================
+
+The scripts build key names from their arguments, so this layout needs a
+single Redis server (or one hash slot), not a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from stream.sla.verdict import SlotCounts
+
+COUNT_FIELDS = ("requests", "successes")
+
+_APPLY_BATCH = """
+local p = ARGV[1]
+local tp = ARGV[2]
+local min_offset = tonumber(ARGV[3])
+local max_offset = tonumber(ARGV[4])
+local stream_ms = tonumber(ARGV[5])
+local field = ARGV[6]
+local refused = tonumber(ARGV[7])
+local applied = tonumber(redis.call('HGET', p .. 'offsets', tp) or '-1')
+if max_offset <= applied then
+  return {0, applied, 0, 0, 0}
+end
+if min_offset <= applied then
+  return {-1, applied, 0, 0, 0}
+end
+local counted, duplicates, late = 0, 0, 0
+local i = 8
+while i <= #ARGV do
+  local app, slot, day, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local sk = app .. ':' .. slot
+  local added = 0
+  if n > 0 then
+    added = redis.call('SADD', p .. 'ids:' .. sk .. ':' .. field, unpack(ARGV, i + 4, i + 3 + n))
+  end
+  i = i + 4 + n
+  duplicates = duplicates + n - added
+  if added > 0 then
+    counted = counted + added
+    redis.call('HINCRBY', p .. 'slot:' .. sk, field, added)
+    redis.call('HINCRBY', p .. 'day:' .. app .. ':' .. day, field, added)
+    if redis.call('EXISTS', p .. 'verdict:' .. sk) == 1 then
+      late = late + added
+      redis.call('HINCRBY', p .. 'slot:' .. sk, 'late_' .. field, added)
+      redis.call('SADD', p .. 'dirty', sk)
+    elseif redis.call('ZADD', p .. 'open', 'NX', slot, sk) == 1 then
+      redis.call('SADD', p .. 'apps', app)
+    end
+  end
+end
+redis.call('HSET', p .. 'offsets', tp, max_offset)
+local known = tonumber(redis.call('HGET', p .. 'streamtime', tp) or '-1')
+if stream_ms > known then
+  redis.call('HSET', p .. 'streamtime', tp, stream_ms)
+end
+if refused > 0 then
+  redis.call('HINCRBY', p .. 'deadletters', tp, refused)
+end
+return {1, max_offset, counted, duplicates, late}
+"""
+
+_COMMIT_VERDICT = """
+local p = ARGV[1]
+local app, slot = ARGV[2], ARGV[3]
+local expected_revision = tonumber(ARGV[4])
+local requests, successes = ARGV[5], ARGV[6]
+local unavailable, exempt, data_quality = ARGV[7], ARGV[8], ARGV[9]
+local clause, slot_end = ARGV[10], ARGV[11]
+local message_key, message_value = ARGV[12], ARGV[13]
+local sk = app .. ':' .. slot
+local vkey = p .. 'verdict:' .. sk
+local revision = tonumber(redis.call('HGET', vkey, 'revision') or '0')
+if revision ~= expected_revision then
+  return -1
+end
+local counts = redis.call('HMGET', p .. 'slot:' .. sk, 'requests', 'successes')
+if (counts[1] or '0') ~= requests or (counts[2] or '0') ~= successes then
+  return -2
+end
+redis.call('ZREM', p .. 'open', sk)
+redis.call('SREM', p .. 'dirty', sk)
+redis.call('ZADD', p .. 'idsheld', slot_end, sk)
+if message_value == '' then
+  return revision
+end
+revision = revision + 1
+redis.call('HSET', vkey, 'revision', revision, 'requests', requests, 'successes', successes,
+           'unavailable', unavailable, 'exempt', exempt, 'data_quality', data_quality, 'clause', clause)
+if unavailable == '1' then
+  redis.call('ZADD', p .. 'unavailable:' .. app, slot, slot)
+else
+  redis.call('ZREM', p .. 'unavailable:' .. app, slot)
+end
+if data_quality == '1' then
+  redis.call('ZADD', p .. 'dataquality:' .. app, slot, slot)
+else
+  redis.call('ZREM', p .. 'dataquality:' .. app, slot)
+end
+redis.call('RPUSH', p .. 'outbox', message_key, message_value)
+return revision
+"""
+
+
+@dataclass(frozen=True)
+class SlotBatch:
+    """One slot's new event ids from a partition batch, with the local day the slot lies in."""
+
+    app_id: str
+    slot_ms: int
+    day: str
+    event_ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one ``apply_batch`` did: ``applied`` False when the batch had been applied before."""
+
+    applied: bool
+    counted: int
+    duplicates: int
+    late: int
+
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    """A closed slot's latest verdict as Redis holds it."""
+
+    revision: int
+    counts: SlotCounts
+    unavailable: bool
+    exempt: bool
+    data_quality: bool
+    clause: str
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """What Redis knows of one input partition, for the stream-time watermark."""
+
+    offset: int | None
+    stream_ms: int | None
+    idle_seen_ms: int | None
+
+
+class Store:
+    """The live state in Redis under ``prefix``; the only code that knows its key names."""
+
+    def __init__(self, redis: Redis, prefix: str = "sla:") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._apply = redis.register_script(_APPLY_BATCH)
+        self._commit = redis.register_script(_COMMIT_VERDICT)
+
+    def key(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(part) for part in parts)
+
+    async def apply_batch(
+        self,
+        tp: str,
+        offsets: Sequence[int],
+        slots: Iterable[SlotBatch],
+        field: str,
+        stream_ms: int,
+        refused: int,
+    ) -> ApplyResult:
+        """Count one partition's batch, covering records ``min(offsets)..max(offsets)``, atomically.
+
+        When part of the batch was applied before (a redelivery that overlaps
+        the last applied offset), nothing is counted and ``PartialBatch`` is
+        raised with that offset, so the caller can drop those records and retry.
+        """
+        if field not in COUNT_FIELDS:
+            raise ValueError(f"unknown count field {field!r}")
+        args: list[object] = [self.prefix, tp, min(offsets), max(offsets), stream_ms, field, refused]
+        for batch in slots:
+            args += [batch.app_id, batch.slot_ms, batch.day, len(batch.event_ids), *batch.event_ids]
+        status, applied_offset, counted, duplicates, late = await self._apply(args=args)
+        if status == -1:
+            raise PartialBatch(int(applied_offset))
+        return ApplyResult(status == 1, counted, duplicates, late)
+
+    async def partition_states(self, tps: Iterable[str]) -> dict[str, PartitionState]:
+        names = list(tps)
+        pipe = self.redis.pipeline(transaction=False)
+        for hash_name in ("offsets", "streamtime", "idle"):
+            pipe.hmget(self.key(hash_name), names)
+        offsets, stream_times, idle = await pipe.execute()
+        as_int = lambda value: None if value is None else int(value)  # noqa: E731
+        return {
+            tp: PartitionState(as_int(offsets[i]), as_int(stream_times[i]), as_int(idle[i]))
+            for i, tp in enumerate(names)
+        }
+
+    async def applied_offsets(self, tps: Iterable[str]) -> dict[str, int | None]:
+        names = list(tps)
+        values = await self.redis.hmget(self.key("offsets"), names) if names else []
+        return {tp: None if value is None else int(value) for tp, value in zip(names, values, strict=True)}
+
+    async def mark_idle(self, idle: Mapping[str, int], busy: Iterable[str]) -> None:
+        """Record which partitions are caught up and quiet (with the wall time seen), and which are not."""
+        pipe = self.redis.pipeline(transaction=False)
+        if idle:
+            pipe.hset(self.key("idle"), mapping=dict(idle))
+        busy = list(busy)
+        if busy:
+            pipe.hdel(self.key("idle"), *busy)
+        await pipe.execute()
+
+    async def slots_to_close(self, before_slot_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Open slots starting before ``before_slot_ms``, oldest first: ``(app, slot_ms)``."""
+        members = await self.redis.zrangebyscore(self.key("open"), "-inf", f"({before_slot_ms}", start=0, num=limit)
+        return [_split_slot_key(member) for member in members]
+
+    async def dirty_slots(self, limit: int) -> list[tuple[str, int]]:
+        return [_split_slot_key(member) for member in await self.redis.srandmember(self.key("dirty"), limit)]
+
+    async def mark_dirty(self, slots: Iterable[tuple[str, int]]) -> None:
+        members = [f"{app}:{slot_ms}" for app, slot_ms in slots]
+        if members:
+            await self.redis.sadd(self.key("dirty"), *members)
+
+    async def slot_counts(self, slots: Sequence[tuple[str, int]]) -> list[SlotCounts]:
+        pipe = self.redis.pipeline(transaction=False)
+        for app, slot_ms in slots:
+            pipe.hmget(self.key("slot", app, slot_ms), COUNT_FIELDS)
+        return [SlotCounts(int(r or 0), int(s or 0)) for r, s in await pipe.execute()]
+
+    async def verdicts(self, slots: Sequence[tuple[str, int]]) -> list[StoredVerdict | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for app, slot_ms in slots:
+            pipe.hgetall(self.key("verdict", app, slot_ms))
+        return [_stored_verdict(raw) if raw else None for raw in await pipe.execute()]
+
+    async def commit_verdict(
+        self,
+        app_id: str,
+        slot_ms: int,
+        slot_end_ms: int,
+        expected_revision: int,
+        verdict: StoredVerdict | None,
+        counts: SlotCounts,
+        message: tuple[str, str] | None,
+    ) -> int | None:
+        """Close (or re-judge) a slot; ``verdict``/``message`` ``None`` means "unchanged, just mark judged".
+
+        Returns the revision now stored, or ``None`` when the slot's counts or
+        revision moved since they were read: the caller judges it again later.
+        """
+        key, value = message or ("", "")
+        v = verdict
+        result = await self._commit(
+            args=[
+                self.prefix,
+                app_id,
+                slot_ms,
+                expected_revision,
+                counts.requests,
+                counts.successes,
+                int(bool(v and v.unavailable)),
+                int(bool(v and v.exempt)),
+                int(bool(v and v.data_quality)),
+                v.clause if v else "",
+                slot_end_ms,
+                key,
+                value,
+            ]
+        )
+        return None if result < 0 else int(result)
+
+    async def release_ids(self, closed_before_ms: int, limit: int = 1000) -> int:
+        """Drop the id sets of slots that ended before ``closed_before_ms`` (stream time)."""
+        members = await self.redis.zrangebyscore(self.key("idsheld"), "-inf", closed_before_ms, start=0, num=limit)
+        if not members:
+            return 0
+        pipe = self.redis.pipeline(transaction=True)
+        for member in members:
+            app, slot_ms = _split_slot_key(member)
+            pipe.delete(*(self.key("ids", app, slot_ms, f) for f in COUNT_FIELDS))
+        pipe.zrem(self.key("idsheld"), *members)
+        await pipe.execute()
+        return len(members)
+
+    async def outbox(self, limit: int) -> list[tuple[str, str]]:
+        raw = await self.redis.lrange(self.key("outbox"), 0, 2 * limit - 1)
+        return [(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
+
+    async def outbox_done(self, count: int) -> None:
+        await self.redis.ltrim(self.key("outbox"), 2 * count, -1)
+
+    async def apps(self) -> set[str]:
+        return set(await self.redis.smembers(self.key("apps")))
+
+    async def flagged_slots(self, app_id: str, start_ms: int, end_ms: int) -> dict[int, SlotCounts]:
+        """Counts of the app's slots in ``[start_ms, end_ms)`` whose verdict is unavailable or data-quality."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in ("unavailable", "dataquality"):
+            pipe.zrangebyscore(self.key(name, app_id), start_ms, f"({end_ms}")
+        slot_starts = sorted({int(s) for found in await pipe.execute() for s in found})
+        counts = await self.slot_counts([(app_id, s) for s in slot_starts])
+        return dict(zip(slot_starts, counts, strict=True))
+
+    async def unavailable_slots(self, app_id: str, start_ms: int, end_ms: int) -> list[int]:
+        found = await self.redis.zrangebyscore(self.key("unavailable", app_id), start_ms, f"({end_ms}")
+        return [int(s) for s in found]
+
+    async def day_totals(self, app_id: str, days: Sequence[str]) -> SlotCounts:
+        pipe = self.redis.pipeline(transaction=False)
+        for day in days:
+            pipe.hmget(self.key("day", app_id, day), COUNT_FIELDS)
+        rows = await pipe.execute()
+        return SlotCounts(sum(int(r or 0) for r, _ in rows), sum(int(s or 0) for _, s in rows))
+
+    async def exemptions(self) -> dict[str, Any]:
+        return {key: json.loads(value) for key, value in (await self.redis.hgetall(self.key("exemptions"))).items()}
+
+    async def put_exemption(self, exemption_id: str, record: Mapping[str, Any] | None) -> None:
+        if record is None:
+            await self.redis.hdel(self.key("exemptions"), exemption_id)
+        else:
+            await self.redis.hset(self.key("exemptions"), exemption_id, json.dumps(record))
+
+    async def save_month(self, app_id: str, first_day: str, figures: Mapping[str, Any]) -> None:
+        await self.redis.set(self.key("month", app_id, first_day), json.dumps(figures))
+
+    async def month(self, app_id: str, first_day: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.key("month", app_id, first_day))
+        return None if raw is None else json.loads(raw)
+
+
+class PartialBatch(Exception):
+    """Part of a batch was applied before; records at or below ``applied_offset`` must be dropped."""
+
+    def __init__(self, applied_offset: int) -> None:
+        super().__init__(f"batch overlaps records applied up to offset {applied_offset}")
+        self.applied_offset = applied_offset
+
+
+def _split_slot_key(member: str) -> tuple[str, int]:
+    app, _, slot = member.rpartition(":")
+    return app, int(slot)
+
+
+def _stored_verdict(raw: Mapping[str, str]) -> StoredVerdict:
+    return StoredVerdict(
+        revision=int(raw["revision"]),
+        counts=SlotCounts(int(raw["requests"]), int(raw["successes"])),
+        unavailable=raw["unavailable"] == "1",
+        exempt=raw["exempt"] == "1",
+        data_quality=raw["data_quality"] == "1",
+        clause=raw.get("clause", ""),
+    )

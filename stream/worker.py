@@ -1,0 +1,49 @@
+"""Starting a worker process: check the broker and topics, then hand over to Faust.
+
+Problems found before Faust starts (broker unreachable, an input topic
+missing) stop the worker with one line saying what is wrong; once running,
+bad data never stops it (it goes to the dead-letter topic).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from stream.app import WorkerOptions, create_app
+from stream.config import Settings
+
+
+class WorkerStartError(Exception):
+    """Why a worker cannot start; printed as one line."""
+
+
+def input_partitions(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
+    """Partition counts of the two input topics, read from the broker."""
+    names = (settings.topics.requests, settings.topics.successes)
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    except KafkaError as error:
+        raise WorkerStartError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {error}") from None
+    try:
+        counts = {}
+        for name in names:
+            partitions = consumer.partitions_for_topic(name)
+            if not partitions:
+                raise WorkerStartError(f"input topic {name} does not exist; create it with `sla-stream topics`")
+            counts[name] = len(partitions)
+        return counts
+    finally:
+        consumer.close()
+
+
+def run_worker(settings: Settings, options: WorkerOptions, loglevel: str = "info") -> None:
+    """Run one worker until it is stopped (SIGINT/SIGTERM stop it cleanly)."""
+    from faust.worker import Worker
+
+    partitions = input_partitions(settings)
+    app = create_app(settings, options, partitions)
+    logging.getLogger("stream").setLevel(loglevel.upper())
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
