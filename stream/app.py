@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -39,29 +38,20 @@ TAKE_MAX = 10_000
 TAKE_WITHIN_S = 0.05
 
 
-@dataclass(frozen=True)
-class WorkerOptions:
-    """What distinguishes one deployment of workers from another (tests run several side by side)."""
-
-    group: str = "sla-stream"
-    """Kafka consumer group and Faust app id; workers in one group share the partitions."""
-    key_prefix: str = "sla:"
-    """Prefix of every Redis key this deployment owns."""
-    input_partitions: int | None = None
-    """Partitions of each input topic; read from the broker at start when not given."""
-    close_interval_s: float = 1.0
-    idle_after_s: float = 2.0
-    """A caught-up partition with no new records for this long is reported idle."""
+CLOSE_INTERVAL_S = 1.0
+"""How often the leader closes due slots and publishes verdicts."""
+IDLE_AFTER_S = 2.0
+"""A caught-up input partition with no new records for this long is reported idle."""
 
 
 def _tp_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def create_app(settings: Settings, options: WorkerOptions, input_partitions: dict[str, int]) -> faust.App:
+def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.App:
     """A Faust app wired to ``settings``; ``input_partitions`` maps each input topic to its partition count."""
     app = faust.App(
-        options.group,
+        settings.group,
         broker=f"kafka://{settings.kafka_bootstrap}",
         value_serializer="raw",
         key_serializer="raw",
@@ -72,7 +62,7 @@ def create_app(settings: Settings, options: WorkerOptions, input_partitions: dic
     )
     topics = settings.topics
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
-    store = Store(redis, options.key_prefix)
+    store = Store(redis, settings.key_prefix)
     tz = settings.policy.timezone
     dead_letters = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
     verdicts = app.topic(topics.verdicts, value_serializer="raw", key_serializer="raw")
@@ -92,7 +82,15 @@ def create_app(settings: Settings, options: WorkerOptions, input_partitions: dic
 
     ingester = Ingester(store, tz, bounds, send_dead_letter)
     input_tps = [_tp_name(topic, p) for topic, count in input_partitions.items() for p in range(count)]
-    closer = Closer(store, settings, input_tps, send_verdicts, CloserTiming(grace_ms=settings.grace_ms))
+    closer = Closer(
+        store,
+        settings,
+        input_tps,
+        send_verdicts,
+        CloserTiming(
+            grace_ms=settings.grace_ms, idle_lag_ms=settings.idle_lag_ms, dedup_hold_ms=settings.dedup_hold_ms
+        ),
+    )
 
     def ingest_agent(kind: EventKind) -> Any:
         async def ingest(stream: faust.StreamT) -> None:
@@ -130,7 +128,7 @@ def create_app(settings: Settings, options: WorkerOptions, input_partitions: dic
                 touched.append(record)
             await judge_windows_again(store, touched)
 
-    @app.timer(interval=options.close_interval_s, on_leader=True)
+    @app.timer(interval=CLOSE_INTERVAL_S, on_leader=True)
     async def close_slots() -> None:
         """Close due slots from one place: the leader, holding a Redis lease against a rebalance overlap."""
         lease = redis.lock(store.key("lock", "closer"), timeout=60)
@@ -174,7 +172,7 @@ def create_app(settings: Settings, options: WorkerOptions, input_partitions: dic
             progress[name] = (offset, since)
             end = highwaters.get(tp)
             caught_up = end is not None and (offset if offset is not None else -1) + 1 >= end
-            if caught_up and now - since >= options.idle_after_s:
+            if caught_up and now - since >= IDLE_AFTER_S:
                 idle[name] = int(now * 1000)
             else:
                 busy.append(name)

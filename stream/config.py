@@ -59,10 +59,16 @@ class Settings:
     earliest_event_ms: int
     max_future_ms: int
     grace_ms: int
+    group: str
+    idle_lag_ms: int
+    dedup_hold_ms: int
     kafka_bootstrap: str
     partitions: int
+    retention_ms: int
+    """How long the input and dead-letter topics keep records (at least 100 days: a month is rebuilt by replay)."""
     topics: Topics
     redis_url: str
+    key_prefix: str
     apps: Mapping[str, AppTerms]
     exemptions: tuple[Exemption, ...]
 
@@ -259,6 +265,9 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
 
     stream = root.table("stream")
     grace_s = stream.take("grace_seconds", int)
+    group = stream.take("group", str)
+    idle_lag_s = stream.take("idle_lag_seconds", int)
+    dedup_hold_min = stream.take("dedup_hold_minutes", int)
     stream.done()
 
     kafka = root.table("kafka")
@@ -266,6 +275,9 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     partitions = kafka.take("partitions", int)
     if partitions < 1:
         raise ConfigError(f"{kafka.where}.partitions must be at least 1")
+    retention_days = kafka.take("retention_days", int)
+    if retention_days < 1:
+        raise ConfigError(f"{kafka.where}.retention_days must be at least 1")
     topic_table = kafka.table("topics")
     topics = Topics(**{name: topic_table.take(name, str) for name in Topics.__dataclass_fields__})
     topic_table.done()
@@ -273,6 +285,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
 
     redis = root.table("redis")
     redis_url = redis.take("url", str)
+    key_prefix = redis.take("key_prefix", str)
     redis.done()
 
     apps: dict[str, AppTerms] = {}
@@ -289,18 +302,25 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
         exemption.done()
     root.done()
 
-    if grace_s < 0 or max_future_s < 0:
-        raise ConfigError(f"{where}: grace_seconds and max_future_seconds cannot be negative")
+    if min(grace_s, max_future_s, idle_lag_s, dedup_hold_min) < 0:
+        raise ConfigError(f"{where}: [stream] and [events] durations cannot be negative")
+    if not group or not key_prefix:
+        raise ConfigError(f"{where}: stream.group and redis.key_prefix cannot be empty")
     return Settings(
         policy=policy,
         calendar=WorkingDayCalendar(calendar_years),
         earliest_event_ms=to_epoch_ms(earliest),
         max_future_ms=max_future_s * 1000,
         grace_ms=grace_s * 1000,
+        group=group,
+        idle_lag_ms=idle_lag_s * 1000,
+        dedup_hold_ms=dedup_hold_min * 60_000,
         kafka_bootstrap=environ.get("KAFKA_BOOTSTRAP") or bootstrap,
         partitions=partitions,
+        retention_ms=retention_days * 86_400_000,
         topics=topics,
         redis_url=environ.get("REDIS_URL") or redis_url,
+        key_prefix=key_prefix,
         apps=apps,
         exemptions=tuple(exemptions),
     )

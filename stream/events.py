@@ -184,11 +184,16 @@ def parse_line(line: str, bounds: TimeBounds) -> Event:
     return parse_event(record, kind, bounds)
 
 
+_RECORD_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(name for name in cls.__dataclass_fields__ if name != "kind") for cls in (RequestEvent, SuccessEvent)
+}
+
+
+def to_record(event: Event) -> dict[str, Any]:
+    """The event as the JSON object a Kafka record carries: its fields without ``type``; unknown ones left out."""
+    return {name: value for name in _RECORD_FIELDS[type(event)] if (value := getattr(event, name)) is not None}
+
+
 def to_line(event: Event) -> str:
     """The event as one JSON Lines record with its ``type``, the form event files use."""
-    record: dict[str, Any] = {"type": event.kind}
-    for name in event.__dataclass_fields__:
-        value = getattr(event, name)
-        if name != "kind" and value is not None:
-            record[name] = value
-    return json.dumps(record, separators=(",", ":"))
+    return json.dumps({"type": event.kind, **to_record(event)}, separators=(",", ":"))

@@ -12,7 +12,7 @@ import logging
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from stream.app import WorkerOptions, create_app
+from stream.app import create_app
 from stream.config import Settings
 
 
@@ -39,11 +39,11 @@ def input_partitions(settings: Settings, timeout_s: float = 10.0) -> dict[str, i
         consumer.close()
 
 
-def run_worker(settings: Settings, options: WorkerOptions, loglevel: str = "info") -> None:
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker until it is stopped (SIGINT/SIGTERM stop it cleanly)."""
     from faust.worker import Worker
 
     partitions = input_partitions(settings)
-    app = create_app(settings, options, partitions)
+    app = create_app(settings, partitions)
     logging.getLogger("stream").setLevel(loglevel.upper())
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
