@@ -1,0 +1,261 @@
+"""The Kafka topics sla-stream uses: their plan from the settings, and creating or checking them.
+
+The plan (:func:`plan_topics`):
+
+| topic (``[kafka.topics]``) | partitions | cleanup.policy | retention |
+|---|---|---|---|
+| ``requests``, ``successes`` | ``kafka.partitions`` | delete | ``kafka.retention_days``, no size cap |
+| ``exemptions`` | 1 | compact | latest record per key, kept |
+| ``verdicts`` (keyed ``app_id:slot_start``) | ``kafka.partitions`` | compact | latest revision per key, kept |
+| ``dead_letter`` | ``kafka.partitions`` | delete | ``kafka.retention_days``, no size cap |
+
+An existing topic is fine when it has at least the planned partitions, the
+same ``cleanup.policy``, and, where retention matters, a ``retention.ms`` at
+least the plan's and no ``retention.bytes`` cap (a size cap would delete
+records before their time, and replay needs them all). Topics are created
+with the broker's default replication factor. Existing topics are never
+altered: a problem is reported, in one line naming the topic and the setting.
+
+Example:
+    >>> spec = TopicSpec("requests", "requests-topic", partitions=4, compacted=False, retention_ms=100 * DAY_MS)
+    >>> topic_problems(spec, 4, {"cleanup.policy": "delete", "retention.ms": "86400000", "retention.bytes": "-1"})
+    ['topic requests-topic keeps records 1 day (retention.ms=86400000); needs at least 100 days (kafka.retention_days)']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+
+from stream.config import ConfigError, Settings, Topics
+
+DAY_MS = 86_400_000
+TIMEOUT_MS = 10_000
+"""How long to wait for the broker to answer at all, and for each request."""
+UNLIMITED = "-1"
+_CHECKED_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes")
+
+
+class KafkaUnavailable(Exception):
+    """The broker did not answer; the message names the address."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the plan. ``setting`` is its key under ``[kafka.topics]``."""
+
+    setting: str
+    name: str
+    partitions: int
+    compacted: bool
+    retention_ms: int | None = None
+    """The least retention a ``delete`` topic needs; ``None`` for compacted topics (they keep the latest per key)."""
+
+    @property
+    def cleanup_policy(self) -> str:
+        return "compact" if self.compacted else "delete"
+
+    def configs(self) -> dict[str, str]:
+        """The topic configs to create it with."""
+        configs = {"cleanup.policy": self.cleanup_policy}
+        if self.retention_ms is not None:
+            configs |= {"retention.ms": str(self.retention_ms), "retention.bytes": UNLIMITED}
+        return configs
+
+    def describe(self) -> str:
+        retention = f", retention {_span(self.retention_ms)}" if self.retention_ms is not None else ""
+        return f"{_count(self.partitions, 'partition')}, cleanup.policy={self.cleanup_policy}{retention}"
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    """What was found (or done) for one topic: ``created``, ``ok`` or ``problem`` (with one message or more)."""
+
+    spec: TopicSpec
+    state: Literal["created", "ok", "problem"]
+    problems: tuple[str, ...] = ()
+    exists: bool = True
+
+    def line(self) -> str:
+        """``created  NAME: what it is``, ``ok       NAME: ...``, or ``problem  <the problems, each naming NAME>``."""
+        if self.problems:
+            return f"{self.state:<8} {'; '.join(self.problems)}"
+        return f"{self.state:<8} {self.spec.name}: {self.spec.describe()}"
+
+
+def plan_topics(settings: Settings) -> list[TopicSpec]:
+    """The five topics the settings call for, in the order of ``[kafka.topics]``."""
+    names = settings.topics
+    seen: dict[str, str] = {}
+    for setting in Topics.__dataclass_fields__:
+        name = getattr(names, setting)
+        if name in seen:
+            raise ConfigError(f"kafka.topics.{seen[name]} and kafka.topics.{setting} both name topic {name!r}")
+        seen[name] = setting
+    retained = {"partitions": settings.partitions, "compacted": False, "retention_ms": settings.retention_ms}
+    return [
+        TopicSpec("requests", names.requests, **retained),
+        TopicSpec("successes", names.successes, **retained),
+        TopicSpec("exemptions", names.exemptions, partitions=1, compacted=True),
+        TopicSpec("verdicts", names.verdicts, partitions=settings.partitions, compacted=True),
+        TopicSpec("dead_letter", names.dead_letter, **retained),
+    ]
+
+
+def _span(ms: int) -> str:
+    """A retention for people: ``100 days``, ``36 hours``, ``forever``."""
+    if ms < 0:
+        return "forever"
+    if ms % DAY_MS == 0:
+        return _count(ms // DAY_MS, "day")
+    return f"{ms / 3_600_000:g} hours"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' if number != 1 else ''}"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def topic_problems(spec: TopicSpec, partitions: int, configs: Mapping[str, str]) -> list[str]:
+    """How a topic with ``partitions`` and these config values falls short of ``spec`` (empty: it does not)."""
+    topic = f"topic {spec.name}"
+    problems = []
+    if partitions < spec.partitions:
+        problems.append(
+            f"{topic} has {_count(partitions, 'partition')}; needs at least {spec.partitions} (kafka.partitions)"
+        )
+    policy = configs.get("cleanup.policy")
+    if policy != spec.cleanup_policy:
+        problems.append(f"{topic} has cleanup.policy={policy}; must be {spec.cleanup_policy}")
+    if spec.retention_ms is None:
+        return problems
+    retention_ms = _int(configs.get("retention.ms"))
+    if retention_ms is None or 0 <= retention_ms < spec.retention_ms:
+        kept = _span(retention_ms) if retention_ms is not None else "an unknown time"
+        problems.append(
+            f"{topic} keeps records {kept} (retention.ms={configs.get('retention.ms')}); "
+            f"needs at least {_span(spec.retention_ms)} (kafka.retention_days)"
+        )
+    if configs.get("retention.bytes") != UNLIMITED:
+        problems.append(
+            f"{topic} caps each partition at retention.bytes={configs.get('retention.bytes')}, "
+            "which deletes records before their retention.ms; must be -1"
+        )
+    return problems
+
+
+def admin_client(bootstrap: str, timeout_ms: int = TIMEOUT_MS) -> KafkaAdminClient:
+    """A connected admin client, or :class:`KafkaUnavailable` naming ``bootstrap`` after ``timeout_ms``."""
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="sla-stream-topics",
+            bootstrap_timeout_ms=timeout_ms,
+            request_timeout_ms=timeout_ms,
+        )
+    except KafkaError:
+        raise unavailable(bootstrap, f"no answer within {timeout_ms // 1000} s") from None
+
+
+def unavailable(bootstrap: str, error: Exception | str) -> KafkaUnavailable:
+    """The error to raise when the broker at ``bootstrap`` fails a request: says where, what, and what to do."""
+    detail = error if isinstance(error, str) else str(error) or type(error).__name__
+    return KafkaUnavailable(
+        f"Kafka at {bootstrap} is not reachable ({detail}); start it (make up), or set KAFKA_BOOTSTRAP"
+    )
+
+
+def _partition_counts(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> dict[str, int | str]:
+    """Each topic's partition count, or the name of the error describing it (a missing topic: absent)."""
+    found: dict[str, int | str] = {}
+    for topic in admin.describe_topics([spec.name for spec in specs]):
+        error = for_code(topic["error_code"])
+        if error is UnknownTopicOrPartitionError:
+            continue
+        found[topic["name"]] = len(topic["partitions"]) if topic["error_code"] == 0 else error.__name__
+    return found
+
+
+def _create(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> dict[str, str]:
+    """Create the topics; the error message of each one the broker refused (already existing is no error)."""
+    request = {spec.name: {"num_partitions": spec.partitions, "configs": spec.configs()} for spec in specs}
+    response = admin.create_topics(request, timeout_ms=TIMEOUT_MS, raise_errors=False)
+    refused = {}
+    for topic in response["topics"]:
+        error = for_code(topic["error_code"])
+        if topic["error_code"] != 0 and error is not TopicAlreadyExistsError:
+            refused[topic["name"]] = topic.get("error_message") or error.__name__
+    admin.wait_for_topics([spec.name for spec in specs if spec.name not in refused], timeout_ms=TIMEOUT_MS)
+    return refused
+
+
+def _inspect(admin: KafkaAdminClient, specs: Sequence[TopicSpec], create: bool) -> list[TopicStatus]:
+    counts = _partition_counts(admin, specs)
+    missing = [spec for spec in specs if spec.name not in counts]
+    refused = _create(admin, missing) if create and missing else {}
+    if create and missing:
+        counts = _partition_counts(admin, specs)
+    existing = [spec.name for spec in specs if isinstance(counts.get(spec.name), int)]
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(_CHECKED_CONFIGS)) for name in existing]
+    described = admin.describe_configs(resources, config_filter="all").get("topic", {}) if resources else {}
+    statuses = []
+    for spec in specs:
+        count = counts.get(spec.name)
+        if spec.name in refused:
+            problems = [f"topic {spec.name} could not be created: {refused[spec.name]}"]
+        elif count is None:
+            problems = [f"topic {spec.name} (kafka.topics.{spec.setting}) does not exist; sla-stream topics creates it"]
+        elif isinstance(count, str):
+            problems = [f"topic {spec.name} (kafka.topics.{spec.setting}) cannot be described: {count}"]
+        else:
+            values = {key: entry["value"] for key, entry in described.get(spec.name, {}).items()}
+            problems = topic_problems(spec, count, values)
+        created = spec in missing and spec.name not in refused
+        state = "problem" if problems else "created" if created else "ok"
+        statuses.append(TopicStatus(spec, state, tuple(problems), exists=count is not None))
+    return statuses
+
+
+def ensure_topics(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> list[TopicStatus]:
+    """Create the missing topics, then check every one against its spec (existing topics are never altered)."""
+    return _inspect(admin, specs, create=True)
+
+
+def inspect_topics(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> list[TopicStatus]:
+    """Check every topic against its spec without creating anything: a missing topic is a problem."""
+    return _inspect(admin, specs, create=False)
+
+
+def topic_statuses(
+    settings: Settings, specs: Sequence[TopicSpec] | None = None, create: bool = False
+) -> list[TopicStatus]:
+    """Connect to ``settings.kafka_bootstrap``, then check the planned topics or ``specs`` (``create``: create first).
+
+    Raises :class:`KafkaUnavailable`, naming the address, when the broker does not answer within 10 seconds.
+    """
+    admin = admin_client(settings.kafka_bootstrap)
+    try:
+        return _inspect(admin, plan_topics(settings) if specs is None else specs, create)
+    except KafkaError as error:
+        raise unavailable(settings.kafka_bootstrap, error) from None
+    finally:
+        admin.close()
+
+
+def check_topics(settings: Settings, specs: Sequence[TopicSpec] | None = None) -> list[str]:
+    """What is missing or misconfigured among the planned topics (or ``specs``), one line each; empty when fine.
+
+    For the worker's start. Raises :class:`KafkaUnavailable` (its message names
+    the address) when the broker does not answer within 10 seconds.
+    """
+    return [problem for status in topic_statuses(settings, specs) for problem in status.problems]
