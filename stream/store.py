@@ -32,6 +32,7 @@ Keys, all under one prefix (``sla:`` by default; tests use their own):
 ``unavailable:{app}``          ZSET slot starts whose latest verdict is unavailable by counts
 ``dataquality:{app}``          ZSET slot starts with more successes than requests
 ``idsheld``                    ZSET ``app:slot`` → slot end, closed slots still holding id sets
+``lastclosed``                 HASH app → start of its latest closed slot
 ``outbox``                     LIST of verdict messages not yet acknowledged by Kafka
 ``exemptions``                 HASH exemption id → JSON, from the exemptions topic
 ``month:{app}:{first day}``    STRING the service month's figures as JSON (the month ledger)
@@ -125,6 +126,9 @@ end
 redis.call('ZREM', p .. 'open', sk)
 redis.call('SREM', p .. 'dirty', sk)
 redis.call('ZADD', p .. 'idsheld', slot_end, sk)
+if tonumber(slot) > tonumber(redis.call('HGET', p .. 'lastclosed', app) or '-1') then
+  redis.call('HSET', p .. 'lastclosed', app, slot)
+end
 if message_value == '' then
   return revision
 end
@@ -331,6 +335,13 @@ class Store:
 
     async def outbox_done(self, count: int) -> None:
         await self.redis.ltrim(self.key("outbox"), 2 * count, -1)
+
+    async def open_slots(self) -> list[tuple[str, int]]:
+        return [_split_slot_key(member) for member in await self.redis.zrange(self.key("open"), 0, -1)]
+
+    async def last_closed_slot(self, app_id: str) -> int | None:
+        value = await self.redis.hget(self.key("lastclosed"), app_id)
+        return None if value is None else int(value)
 
     async def apps(self) -> set[str]:
         return set(await self.redis.smembers(self.key("apps")))

@@ -1,0 +1,117 @@
+"""A live view of the stream in the terminal (`sla-stream watch`), read from Redis only.
+
+For each app: the open slot's success rate so far, the last closed slots with
+their verdicts, and the running service month (availability, budget left).
+It reads the same state the closer writes, so what it shows is what the
+reports will say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from stream.config import Settings
+from stream.sla.availability import display_percent
+from stream.sla.months import service_months_in
+from stream.sla.slots import SLOT_MS, local_date, local_time
+from stream.sla.verdict import SlotCounts, judge_slot
+from stream.store import Store, StoredVerdict
+
+RECENT_SLOTS = 6
+
+
+@dataclass(frozen=True)
+class AppView:
+    """What the live view shows of one app."""
+
+    app_id: str
+    open_slot_ms: int | None
+    open_counts: SlotCounts | None
+    recent: Sequence[tuple[int, StoredVerdict | None]]
+    """The closed slots before the open one, oldest first, with their verdicts (None: no traffic)."""
+    month: dict[str, Any] | None
+    """The running service month, as the month ledger holds it."""
+
+
+async def snapshot(store: Store, settings: Settings) -> list[AppView]:
+    """Read every app's view from Redis."""
+    open_by_app: dict[str, int] = {}
+    for app_id, slot_ms in await store.open_slots():
+        open_by_app[app_id] = max(slot_ms, open_by_app.get(app_id, slot_ms))
+    views = []
+    for app_id in sorted(await store.apps()):
+        newest_closed = await store.last_closed_slot(app_id)
+        current = open_by_app.get(app_id)
+        anchor = current if current is not None else (newest_closed + SLOT_MS if newest_closed is not None else None)
+        recent_slots = [anchor - i * SLOT_MS for i in range(RECENT_SLOTS, 0, -1)] if anchor is not None else []
+        verdicts = await store.verdicts([(app_id, s) for s in recent_slots])
+        open_counts = (await store.slot_counts([(app_id, current)]))[0] if current is not None else None
+        month = None
+        if anchor is not None:
+            day = local_date(anchor - 1, settings.policy.timezone)
+            covering = [
+                m
+                for m in service_months_in(day.year, day.month, settings.terms(app_id).subscriptions)
+                if m.first_day <= day <= m.last_day
+            ]
+            month = await store.month(app_id, covering[0].first_day.isoformat()) if covering else None
+        views.append(AppView(app_id, current, open_counts, list(zip(recent_slots, verdicts, strict=True)), month))
+    return views
+
+
+def _verdict_cell(verdict: StoredVerdict | None) -> str:
+    """``ok 100%``, ``BAD 95%``, ``EXM 40%`` (unavailable but exempt), or ``·`` for a slot without traffic."""
+    if verdict is None:
+        return "·"
+    rate = judge_slot(verdict.counts).success_rate
+    label = "EXM" if verdict.exempt else "BAD" if verdict.unavailable else "ok"
+    return label if rate is None else f"{label} {display_percent(rate, 0)}"
+
+
+def render(views: Sequence[AppView], settings: Settings, now: float) -> str:
+    """The screen for one refresh, as text."""
+    tz = settings.policy.timezone
+    lines = [f"sla-stream live  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}   (Ctrl-C to stop)", ""]
+    lines.append(
+        f"{'app':<12} {'open slot':<12} {'rate so far':>11}   "
+        f"{'last closed slots (oldest → newest)':<54} {'month to date':>13} {'budget left':>12}"
+    )
+    for view in views:
+        if view.open_slot_ms is not None and view.open_counts is not None:
+            rate = judge_slot(view.open_counts).success_rate
+            open_text = local_time(view.open_slot_ms, tz).strftime("%m-%d %H:%M")
+            rate_text = "-" if rate is None else display_percent(rate)
+        else:
+            open_text, rate_text = "-", "-"
+        cells = " ".join(f"{_verdict_cell(v):<8}" for _, v in view.recent)
+        month = view.month
+        if month:
+            budget = month["error_budget"]
+            month_text = month["availability_display"] + ("" if month["meets_sla"] else " !")
+            budget_text = f"{budget['slots_left']}/{budget['slots_allowed']} slots"
+        else:
+            month_text, budget_text = "-", "-"
+        lines.append(
+            f"{view.app_id:<12} {open_text:<12} {rate_text:>11}   {cells:<54} {month_text:>13} {budget_text:>12}"
+        )
+    if not views:
+        lines.append("(no traffic yet)")
+    lines += ["", "BAD: unavailable slot (< 99%), EXM: unavailable but exempt, ·: no traffic; '!': month below target"]
+    return "\n".join(lines)
+
+
+async def watch(settings: Settings, interval_s: float = 1.0, once: bool = False) -> None:
+    """Redraw the view every ``interval_s`` until interrupted (or once)."""
+    store = Store(Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix)
+    while True:
+        screen = render(await snapshot(store, settings), settings, time.time())
+        print(screen if once else "\x1b[H\x1b[2J" + screen, flush=True)
+        if once:
+            return
+        await asyncio.sleep(interval_s)
