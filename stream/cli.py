@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from stream import report, simulate
+from stream import kafka_output, report, simulate, topics
 from stream.arguments import calendar_month_argument
 from stream.config import ConfigError, load_settings
 from stream.sla.counting import SlotTally
@@ -61,8 +61,34 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_topics(args: argparse.Namespace) -> int:
+    statuses = topics.topic_statuses(load_settings(args.config), create=not args.check)
+    for status in statuses:
+        print(status.line())
+    troubled = [status.spec.name for status in statuses if status.problems]
+    if troubled:
+        print(
+            f"sla-stream: {len(troubled)} of {len(statuses)} topics need attention ({', '.join(troubled)}); "
+            "existing topics are never altered: fix them (kafka-configs.sh, kafka-topics.sh) or the settings",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    options = kafka_output.options_from_args(args)
+    if options is not None:
+        sent = kafka_output.send(
+            settings, options, lambda period: simulate.plan_from_args(args, settings.policy.timezone, period), _say
+        )
+        _say(sent.summary())
+        return 1 if sent.delivery.failed else 0
     plan = simulate.plan_from_args(args, settings.policy.timezone)
     written = simulate.write_file(plan, args.out)
     print(f"wrote {written} to {args.out}", file=sys.stderr)
@@ -90,10 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", choices=("json", "text"), default="text")
     rep.set_defaults(run=run_report)
 
-    sim = commands.add_parser("simulate", help="write realistic room-entry events to a JSON Lines file")
+    sim = commands.add_parser("simulate", help="realistic room-entry events, to a JSON Lines file or to Kafka")
     simulate.add_arguments(sim)
+    kafka_output.add_arguments(sim)
     sim.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (for the time zone)")
     sim.set_defaults(run=run_simulate)
+
+    top = commands.add_parser("topics", help="create the Kafka topics, or check them (--check)")
+    top.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (names, partitions)")
+    top.add_argument("--check", action="store_true", help="only check: create nothing")
+    top.set_defaults(run=run_topics)
     return parser
 
 
@@ -101,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (UsageError, ConfigError, simulate.PlanError) as error:
+    except (UsageError, ConfigError, simulate.PlanError, topics.KafkaUnavailable) as error:
         print(f"sla-stream: {error}" if not str(error).startswith("sla-stream") else str(error), file=sys.stderr)
         return 2
     except OSError as error:

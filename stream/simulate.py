@@ -100,6 +100,8 @@ def _slot_events(plan: TrafficPlan, rng: random.Random, app_index: int, slot_ms:
     app_id = plan.app_ids[app_index]
     for _ in range(_poisson(rng, _requests_per_minute(plan, app_index, slot_ms) * SLOT_MS / _MINUTE_MS)):
         ts = slot_ms + rng.randrange(SLOT_MS)
+        if not plan.start_ms <= ts < plan.end_ms:  # a period that starts or ends inside a slot
+            continue
         serial = f"{app_id}-{ts}-{rng.getrandbits(32):08x}"
         room, user = str(rng.randrange(1, 5000)), f"u{rng.randrange(1, 100000)}"
         yield ts, RequestEvent(f"r-{serial}", app_id, room, user, ts)
@@ -115,11 +117,17 @@ def _slot_events(plan: TrafficPlan, rng: random.Random, app_index: int, slot_ms:
 
 
 def generate(plan: TrafficPlan) -> Iterator[Event]:
-    """Every event of the plan in arrival order, duplicates included.
+    """Every event of the plan in arrival order, duplicates included."""
+    return (event for _, event in generate_timed(plan))
 
-    Events wait in a heap until the slot being generated has passed their
-    arrival time, so memory holds only what is in flight (late successes),
-    not the whole period.
+
+def generate_timed(plan: TrafficPlan) -> Iterator[tuple[int, Event]]:
+    """Every event of the plan with its arrival time (epoch ms, never before its ``ts``), in arrival order.
+
+    Requests fall in ``[start_ms, end_ms)``; their successes and second
+    deliveries arrive up to some 15 minutes later. Events wait in a heap until
+    the slot being generated has passed their arrival time, so memory holds
+    only what is in flight (late successes), not the whole period.
     """
     rng = random.Random(plan.seed)
     pending: list[tuple[int, int, Event]] = []
@@ -132,9 +140,11 @@ def generate(plan: TrafficPlan) -> Iterator[Event]:
                     heapq.heappush(pending, (arrival + copy * rng.randrange(1, 5000), sequence, event))
                     sequence += 1
         while pending and pending[0][0] < slot_ms + SLOT_MS:
-            yield heapq.heappop(pending)[2]
+            arrival, _, event = heapq.heappop(pending)
+            yield arrival, event
     while pending:
-        yield heapq.heappop(pending)[2]
+        arrival, _, event = heapq.heappop(pending)
+        yield arrival, event
 
 
 def write_file(plan: TrafficPlan, out: Path) -> str:
@@ -159,10 +169,11 @@ def _instant(text: str, tz: ZoneInfo, what: str) -> int:
     return to_epoch_ms(moment if moment.tzinfo else moment.replace(tzinfo=tz))
 
 
-def _duration_ms(text: str) -> int:
+def duration_ms(text: str, what: str = "incident duration", zero: bool = False) -> int:
+    """``90s``, ``30m``, ``2h`` or ``1d`` in milliseconds; ``0s`` only when ``zero`` is allowed."""
     match = re.fullmatch(r"(\d+)([smhd])", text.strip())
-    if not match or int(match[1]) == 0:
-        raise PlanError(f"incident duration must look like 90s, 30m, 2h or 1d, got {text!r}")
+    if not match or (int(match[1]) == 0 and not zero):
+        raise PlanError(f"{what} must look like 90s, 30m, 2h or 1d, got {text!r}")
     return int(match[1]) * _DURATION_UNITS_MS[match[2]]
 
 
@@ -172,19 +183,25 @@ def _rate(value: float, what: str) -> float:
     return value
 
 
-def parse_incident(text: str, tz: ZoneInfo) -> Incident:
-    """``START,DURATION[,SUCCESS_RATE[,APP_ID]]``, e.g. ``2026-10-14T10:00+08:00,30m,0.95``."""
+def parse_incident(text: str, tz: ZoneInfo, period_start_ms: int | None = None) -> Incident:
+    """``START,DURATION[,SUCCESS_RATE[,APP_ID]]``, e.g. ``2026-10-14T10:00+08:00,30m,0.95``.
+
+    ``START`` may also be ``+OFFSET`` (``+10m``): that long after ``period_start_ms``.
+    """
     parts = [part.strip() for part in text.split(",")]
     if not 2 <= len(parts) <= 4:
         raise PlanError(f"incident must be START,DURATION[,SUCCESS_RATE[,APP_ID]], got {text!r}")
-    start = _instant(parts[0], tz, "incident start")
+    if parts[0].startswith("+") and period_start_ms is not None:
+        start = period_start_ms + duration_ms(parts[0][1:], "incident offset (+OFFSET)", zero=True)
+    else:
+        start = _instant(parts[0], tz, "incident start")
     try:
         rate = float(parts[2]) if len(parts) > 2 else 0.9
     except ValueError:
         raise PlanError(f"incident success rate must be a number, got {parts[2]!r}") from None
     return Incident(
         start,
-        start + _duration_ms(parts[1]),
+        start + duration_ms(parts[1]),
         _rate(rate, "incident success rate"),
         parts[3] if len(parts) > 3 else None,
     )
@@ -202,7 +219,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="START,DURATION[,RATE[,APP]]",
-        help="an outage, e.g. 2026-10-14T10:00+08:00,30m,0.95; repeatable",
+        help="an outage, e.g. 2026-10-14T10:00+08:00,30m,0.95, or +10m,5m,0.5 (10 minutes after the start); repeatable",
     )
     parser.add_argument(
         "--peak-per-minute",
@@ -214,15 +231,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duplicate-rate", type=float, default=0.002)
     parser.add_argument("--late-rate", type=float, default=0.003, help="share of successes reported minutes late")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, required=True, help="JSON Lines file to write, or - for stdout")
+    output = parser.add_mutually_exclusive_group(required=True)
+    output.add_argument("--out", type=Path, help="JSON Lines file to write, or - for stdout")
+    output.add_argument("--kafka", action="store_true", help="send to the input topics instead (see --speed, --batch)")
 
 
-def plan_from_args(args: argparse.Namespace, tz: ZoneInfo) -> TrafficPlan:
+def plan_from_args(args: argparse.Namespace, tz: ZoneInfo, period: tuple[int, int] | None = None) -> TrafficPlan:
+    """The plan the arguments ask for; ``period`` (start, end) stands for --month or --start/--end when given."""
     if args.apps < 1:
         raise PlanError(f"--apps must be at least 1, got {args.apps}")
     if args.month and (args.start or args.end):
         raise PlanError("give either --month or --start/--end, not both")
-    if args.month:
+    if period:
+        start, end = period
+    elif args.month:
         start, end = calendar_month(*args.month).span_ms(tz)
     elif args.start and args.end:
         start, end = _instant(args.start, tz, "--start"), _instant(args.end, tz, "--end")
@@ -244,5 +266,5 @@ def plan_from_args(args: argparse.Namespace, tz: ZoneInfo) -> TrafficPlan:
         base_failure_rate=_rate(args.base_failure_rate, "--base-failure-rate"),
         duplicate_rate=_rate(args.duplicate_rate, "--duplicate-rate"),
         late_success_rate=_rate(args.late_rate, "--late-rate"),
-        incidents=tuple(parse_incident(text, tz) for text in args.incident),
+        incidents=tuple(parse_incident(text, tz, start) for text in args.incident),
     )
