@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 SLA    := $(VENV)/bin/sla-stream
 STAMP  := $(VENV)/.stamp-pyproject
 
-.PHONY: venv up down test demo lint clean
+.PHONY: venv up down test demo bench lint clean
 
 # venv: .venv with the package (editable) and its test extras; reinstalled
 # only when pyproject.toml is newer than the stamp.
@@ -50,10 +50,18 @@ demo: venv
 	    --incident "2026-10-27T02:00+08:00,1h,0.5,1400000003"
 	$(SLA) report --events .run/demo-events.jsonl --month 2026-10 --config config/demo.toml --format text
 
+# bench: one worker's throughput and memory against a raw aiokafka reader of
+# the same topics (not part of the tests); starts Kafka and Redis, stops them after.
+bench: venv
+	@status=0; \
+	$(MAKE) --no-print-directory up && $(PY) bench/bench_stream.py $(BENCH_ARGS) || status=$$?; \
+	$(MAKE) --no-print-directory down; \
+	exit $$status
+
 # lint: ruff over the package and the tests (part of `make test`).
 lint: venv
-	$(VENV)/bin/ruff check stream tests deploy
-	$(VENV)/bin/ruff format --check stream tests deploy
+	$(VENV)/bin/ruff check stream tests deploy bench
+	$(VENV)/bin/ruff format --check stream tests deploy bench
 
 # clean: stop services, remove .run/ (data, logs) and the venv stamp; the
 # downloaded Kafka jars in .cache/ are kept.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from stream import kafka_output, report, simulate, topics
+from stream import kafka_output, report, simulate, topics, watch, worker
 from stream.arguments import calendar_month_argument
 from stream.config import ConfigError, load_settings
 from stream.sla.counting import SlotTally
@@ -95,6 +96,17 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_worker(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    worker.run_worker(settings, loglevel=args.loglevel)
+    return 0
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    asyncio.run(watch.watch(load_settings(args.config), interval_s=args.interval, once=args.once))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sla-stream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -126,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (names, partitions)")
     top.add_argument("--check", action="store_true", help="only check: create nothing")
     top.set_defaults(run=run_topics)
+
+    wrk = commands.add_parser("worker", help="run a stream worker (run more in the same group to scale out)")
+    wrk.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
+    wrk.add_argument("--loglevel", choices=("debug", "info", "warning", "error"), default="info")
+    wrk.set_defaults(run=run_worker)
+
+    wat = commands.add_parser("watch", help="live view of every app's slots and running month, from Redis")
+    wat.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
+    wat.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    wat.add_argument("--once", action="store_true", help="print one view and exit")
+    wat.set_defaults(run=run_watch)
     return parser
 
 
@@ -133,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (UsageError, ConfigError, simulate.PlanError, topics.KafkaUnavailable) as error:
+    except (UsageError, ConfigError, simulate.PlanError, topics.KafkaUnavailable, worker.WorkerStartError) as error:
         print(f"sla-stream: {error}" if not str(error).startswith("sla-stream") else str(error), file=sys.stderr)
         return 2
     except OSError as error:

@@ -14,6 +14,7 @@ from kafka.errors import KafkaError
 
 from stream.app import create_app
 from stream.config import Settings
+from stream.topics import check_topics
 
 
 class WorkerStartError(Exception):
@@ -43,6 +44,13 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker until it is stopped (SIGINT/SIGTERM stop it cleanly)."""
     from faust.worker import Worker
 
+    problems = check_topics(settings)
+    if problems:
+        raise WorkerStartError(
+            f"{problems[0]} (and {len(problems) - 1} more; run `sla-stream topics --check`)"
+            if len(problems) > 1
+            else f"{problems[0]} (run `sla-stream topics`)"
+        )
     partitions = input_partitions(settings)
     app = create_app(settings, partitions)
     logging.getLogger("stream").setLevel(loglevel.upper())
