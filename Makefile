@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 SLA    := $(VENV)/bin/sla-stream
 STAMP  := $(VENV)/.stamp-pyproject
 
-.PHONY: venv up down test demo bench lint clean
+.PHONY: venv up down test demo report-demo bench lint clean
 
 # venv: .venv with the package (editable) and its test extras; reinstalled
 # only when pyproject.toml is newer than the stamp.
@@ -39,10 +39,14 @@ test: venv lint
 	$(MAKE) --no-print-directory down; \
 	exit $$status
 
-# demo: simulate October 2026 for three apps (1.1 million events, with
-# duplicates, late successes and three incidents), then print the month
-# report for the customer terms in config/demo.toml.
+# demo: the live stream: Kafka, Redis, one worker and accelerated simulated
+# traffic with an incident, watched in the terminal until Ctrl-C.
 demo: venv
+	bash deploy/demo.sh
+
+# report-demo: a month of simulated traffic (October 2026, 1.1 million events,
+# three incidents) and its month report for the terms in config/demo.toml.
+report-demo: venv
 	@mkdir -p .run
 	$(SLA) simulate --apps 3 --month 2026-10 --seed 7 --out .run/demo-events.jsonl \
 	    --incident "2026-10-14T10:00+08:00,30m,0.9" \

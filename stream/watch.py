@@ -34,7 +34,9 @@ class AppView:
     open_slot_ms: int | None
     open_counts: SlotCounts | None
     recent: Sequence[tuple[int, StoredVerdict | None]]
-    """The closed slots before the open one, oldest first, with their verdicts (None: no traffic)."""
+    """The slots before the open one, oldest first, with their verdicts (None: no traffic, or not closed yet)."""
+    last_closed_ms: int | None
+    """Slots after this one are still waiting for stream time to pass their end plus the grace period."""
     month: dict[str, Any] | None
     """The running service month, as the month ledger holds it."""
 
@@ -61,14 +63,15 @@ async def snapshot(store: Store, settings: Settings) -> list[AppView]:
                 if m.first_day <= day <= m.last_day
             ]
             month = await store.month(app_id, covering[0].first_day.isoformat()) if covering else None
-        views.append(AppView(app_id, current, open_counts, list(zip(recent_slots, verdicts, strict=True)), month))
+        recent = list(zip(recent_slots, verdicts, strict=True))
+        views.append(AppView(app_id, current, open_counts, recent, newest_closed, month))
     return views
 
 
-def _verdict_cell(verdict: StoredVerdict | None) -> str:
-    """``ok 100%``, ``BAD 95%``, ``EXM 40%`` (unavailable but exempt), or ``·`` for a slot without traffic."""
+def _verdict_cell(verdict: StoredVerdict | None, closed: bool) -> str:
+    """``ok 100%``, ``BAD 95%``, ``EXM 40%`` (unavailable but exempt), ``·`` (no traffic) or ``…`` (not closed yet)."""
     if verdict is None:
-        return "·"
+        return "·" if closed else "…"
     rate = judge_slot(verdict.counts).success_rate
     label = "EXM" if verdict.exempt else "BAD" if verdict.unavailable else "ok"
     return label if rate is None else f"{label} {display_percent(rate, 0)}"
@@ -89,7 +92,8 @@ def render(views: Sequence[AppView], settings: Settings, now: float) -> str:
             rate_text = "-" if rate is None else display_percent(rate)
         else:
             open_text, rate_text = "-", "-"
-        cells = " ".join(f"{_verdict_cell(v):<8}" for _, v in view.recent)
+        last_closed = view.last_closed_ms if view.last_closed_ms is not None else -1
+        cells = " ".join(f"{_verdict_cell(v, slot_ms <= last_closed):<8}" for slot_ms, v in view.recent)
         month = view.month
         if month:
             budget = month["error_budget"]
@@ -102,7 +106,11 @@ def render(views: Sequence[AppView], settings: Settings, now: float) -> str:
         )
     if not views:
         lines.append("(no traffic yet)")
-    lines += ["", "BAD: unavailable slot (< 99%), EXM: unavailable but exempt, ·: no traffic; '!': month below target"]
+    lines += [
+        "",
+        "BAD: unavailable slot (< 99%), EXM: unavailable but exempt, ·: no traffic, …: waiting for its grace period;",
+        "'!': month below target. Rates are truncated, never rounded up.",
+    ]
     return "\n".join(lines)
 
 
