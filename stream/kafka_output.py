@@ -152,11 +152,13 @@ class Delivery:
     failed: int = 0
     first_error: str = ""
     pending: list[tuple[asyncio.Future, str, int]] = field(default_factory=list)
+    next_sweep: int = _SWEEP_EVERY
 
     def sent(self, future: asyncio.Future, record: Record) -> None:
         self.pending.append((future, record.kind, len(record.events)))
-        if len(self.pending) >= _SWEEP_EVERY:
+        if len(self.pending) >= self.next_sweep:
             self.sweep()
+            self.next_sweep = len(self.pending) + _SWEEP_EVERY  # sends still in flight are not swept again at once
 
     def sweep(self, final: bool = False) -> None:
         """Count the sends that are done; keep the others pending (``final``: count them as failed)."""

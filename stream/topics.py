@@ -154,8 +154,9 @@ def topic_problems(spec: TopicSpec, partitions: int, configs: Mapping[str, str])
     return problems
 
 
-def admin_client(bootstrap: str, timeout_ms: int = TIMEOUT_MS) -> KafkaAdminClient:
-    """A connected admin client, or :class:`KafkaUnavailable` naming ``bootstrap`` after ``timeout_ms``."""
+def admin_client(bootstrap: str, timeout_ms: int | None = None) -> KafkaAdminClient:
+    """A connected admin client, or :class:`KafkaUnavailable` naming ``bootstrap`` after ``timeout_ms`` (10 s)."""
+    timeout_ms = timeout_ms or TIMEOUT_MS
     try:
         return KafkaAdminClient(
             bootstrap_servers=bootstrap,
