@@ -26,7 +26,7 @@ from redis.exceptions import LockError
 from stream.closer import Closer, CloserTiming
 from stream.config import Settings
 from stream.events import InvalidEvent, Rejected, TimeBounds
-from stream.exemption_feed import decode_exemption, judge_windows_again
+from stream.exemption_feed import decode_exemption, exemption_from_json, judge_windows_again
 from stream.ingest import DeadLetter, Ingester, Record
 from stream.sla.counting import EventKind
 from stream.store import Store
@@ -113,7 +113,7 @@ def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.Ap
             message = event.message
             exemption_id = (message.key or b"").decode("utf-8", errors="replace")
             previous = (await store.exemptions()).get(exemption_id)
-            touched = [previous] if previous else []
+            touched = [exemption_from_json(previous)] if previous else []
             if message.value is None:
                 await store.put_exemption(exemption_id, None)
             else:
@@ -125,8 +125,13 @@ def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.Ap
                     await send_dead_letter(DeadLetter(origin, Rejected(str(error), payload)))
                     continue
                 await store.put_exemption(exemption_id, record)
-                touched.append(record)
+                touched.append(exemption_from_json(record))
             await judge_windows_again(store, touched)
+
+    @app.task
+    async def judge_config_exemptions_again() -> None:
+        """Exemptions in the config file may have been added since slots closed: judge their slots again."""
+        await judge_windows_again(store, settings.exemptions)
 
     @app.timer(interval=CLOSE_INTERVAL_S, on_leader=True)
     async def close_slots() -> None:

@@ -68,15 +68,14 @@ def decode_exemption(value: bytes) -> dict[str, Any]:
     return record
 
 
-async def judge_windows_again(store: Store, records: Iterable[dict[str, Any]]) -> None:
+async def judge_windows_again(store: Store, exemptions: Iterable[Exemption]) -> None:
     """Mark every unavailable slot the given exemption windows touch for judging again.
 
     Called with both the old and the new form of a changed exemption, so
     slots leave an exemption as surely as they enter one.
     """
     apps = await store.apps()
-    for record in records:
-        exemption = exemption_from_json(record)
+    for exemption in exemptions:
         for app_id in [exemption.app_id] if exemption.app_id else sorted(apps):
             slots = await store.unavailable_slots(app_id, exemption.start_ms - SLOT_MS + 1, exemption.end_ms)
             await store.mark_dirty((app_id, slot_ms) for slot_ms in slots)
