@@ -20,6 +20,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError
 
 HERE = Path(__file__).parent
+pytest.register_assert_rewrite("stream_harness")  # the live-stream tests' harness (test_stream_*.py)
 T = TypeVar("T")
 
 
