@@ -1,0 +1,200 @@
+"""End to end: simulated traffic through one worker equals the truth, in Redis, on the topic and in the ledger.
+
+Three apps, two and a half hours of event time across the end of October
+(Asia/Shanghai), with an incident, duplicate deliveries and late successes.
+One app has a subscription that cuts its service months at the 17th and
+fees; an exemption in the settings file covers part of the incident. The
+records (JSON arrays mixed with single-event records) are produced in five
+parts; between parts the worker catches up and closes what event time allows,
+so later parts bring late successes to closed slots. Idle partitions are kept
+from moving stream time (a huge idle lag), so event time alone closes slots;
+the last ones close when flush events move every partition's stream time
+past them. Then: each slot's counts and verdict in Redis, and the latest
+revision of each key on the verdicts topic, equal what the pure core computes
+from the generated events; each service month's ledger in Redis equals
+``sla-stream report --format json`` over the same events written to a file,
+with the same settings file, field for field, for October and November.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from stream_harness import (
+    FLUSH_APP,
+    SLA_STREAM,
+    Deployment,
+    KnownBug,
+    Truth,
+    assert_slots_match_truth,
+    assert_topic_matches_redis,
+    batched_records,
+    idle_lag_before,
+    known_bug_check,
+    simulated_traffic,
+    success_for,
+    write_event_file,
+)
+
+from stream.config import Settings
+from stream.events import Event, RequestEvent, SuccessEvent
+from stream.sla.slots import local_date, slot_start_ms, to_epoch_ms
+from stream.sla.verdict import SlotCounts, judge_slot
+
+pytest_plugins = ["stream_harness"]
+
+APPS = ("1400000001", "1400000002", "1400000003")
+
+
+TERMS = """
+[[apps]]
+app_id = "1400000002"
+subscriptions = [{ activation = 2026-10-17, months = 1 }]
+fees = { "2026-10-17" = "700.00", "2026-11-01" = "1200.00" }
+
+[[exemptions]]
+app_id = "1400000001"
+start = 2026-11-01T00:10:00+08:00
+end = 2026-11-01T00:20:00+08:00
+clause = "announced-maintenance"
+note = "media cluster upgrade"
+"""
+
+
+@dataclass
+class Run:
+    """The deployment after the whole stream, the events it got, and where to write files."""
+
+    d: Deployment
+    events: list[Event]
+    late: list[SuccessEvent]
+    files: Path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, kafka_bootstrap, kafka_admin, redis_client) -> Iterator[Run]:
+    """One deployment, shared by this module's tests: the traffic, then one late success per incident month."""
+    tz = ZoneInfo("Asia/Shanghai")
+    start = to_epoch_ms(datetime(2026, 10, 31, 23, 0, tzinfo=tz))
+    root = tmp_path_factory.mktemp("end-to-end")
+    options = {"grace_seconds": 0, "idle_lag_seconds": idle_lag_before(start), "extra_toml": TERMS}
+    d = Deployment(root / "deployment", kafka_bootstrap, redis_client, kafka_admin, **options)
+    try:
+        d.create_topics()
+        plan, events = simulated_traffic(
+            APPS,
+            start,
+            150,
+            incidents=[(50, 90, 0.95, APPS[0]), (40, 50, 0.9, APPS[1])],
+            peak_per_minute=150,
+            seed=3,
+            trough_share=0.5,
+            duplicate_rate=0.01,
+            late_success_rate=0.05,
+        )
+        records = batched_records(events, batch=20, single_every=7)
+        d.start_worker()
+        for part in range(5):
+            d.produce(records[part * len(records) // 5 : (part + 1) * len(records) // 5])
+            d.wait_applied()
+            d.wait_closed_to_watermark()
+        still_open = d.flush_stream_time(plan.end_ms + 3_600_000)
+        d.wait_settled(still_open=still_open)
+
+        # Once every slot is closed: a late success for a failed request of an unavailable slot of each
+        # incident month, too few to change its verdict; the month's figures must still follow.
+        late = late_successes(events, Truth.of(events, d.settings), d.settings)
+        d.produce_events(late)
+        d.wait_settled(still_open=still_open)
+        yield Run(d, events + late, late, root)
+    except BaseException:
+        print(d.logs())
+        raise
+    finally:
+        d.close()
+
+
+def late_successes(events: list[Event], truth: Truth, settings: Settings) -> list[SuccessEvent]:
+    """For each (app, local month) with an unavailable slot, a success for one of its failed requests."""
+    tz = settings.policy.timezone
+    succeeded = {e.request_id for e in events if isinstance(e, SuccessEvent)}
+    chosen: dict[tuple[str, str], SuccessEvent] = {}
+    for e in events:
+        if not isinstance(e, RequestEvent) or e.event_id in succeeded:
+            continue
+        slot = slot_start_ms(e.ts, tz)
+        counts = truth.counts[(e.app_id, slot)]
+        if judge_slot(SlotCounts(counts.requests, counts.successes + 1), settings.policy).unavailable:
+            chosen.setdefault((e.app_id, local_date(slot, tz).strftime("%Y-%m")), success_for(e, e.ts + 20 * 60_000))
+    assert sorted(chosen) == [(APPS[0], "2026-10"), (APPS[0], "2026-11"), (APPS[1], "2026-10")]
+    return list(chosen.values())
+
+
+def test_stream_end_to_end(run):
+    d = run.d
+    assert_slots_match_truth(d, Truth.of(run.events, d.settings), ignore_apps=[FLUSH_APP])
+    assert_topic_matches_redis(d, ignore_apps=[FLUSH_APP])
+    slots = d.slots()
+    assert sum(s.late_successes for s in slots.values()) > len(run.late), "successes should come after slots closed"
+    tz = d.settings.policy.timezone
+    for e in run.late:
+        assert slots[(e.app_id, slot_start_ms(e.counted_ts, tz))].late_successes >= 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=KnownBug,
+    reason="BUG: the month ledger is recomputed only when a verdict changes (closer.py:166-172 add the month to "
+    "`result.months` only `if changed`), so a late event that changes a closed slot's counts but not its verdict "
+    "leaves the ledger's requests, successes and the unavailable periods' lowest_success_rate stale: e.g. "
+    "app 1400000001, 2026-10: successes 5752 in the ledger, 5759 in `sla-stream report`, lowest rate 0.9498 / 0.9596.",
+)
+def test_stream_end_to_end_month_ledger(run):
+    """Each service month's ledger equals ``sla-stream report --format json`` on the same events, field for field."""
+    d = run.d
+    events_file = write_event_file(run.files / "events.jsonl", run.events)
+    expected = []
+    for month in ("2026-10", "2026-11"):
+        report = subprocess.run(
+            [*SLA_STREAM, "report", "--events", str(events_file), "--month", month]
+            + ["--config", str(d.config), "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        expected += json.loads(report.stdout)
+    assert [(m["app_id"], m["service_month"]["start"]) for m in expected] == [
+        (APPS[0], "2026-10-01"),
+        (APPS[1], "2026-10-17"),
+        (APPS[2], "2026-10-01"),
+        (APPS[0], "2026-11-01"),
+        (APPS[1], "2026-11-01"),
+        (APPS[2], "2026-11-01"),
+    ]
+    by_month = {(m["app_id"], m["service_month"]["start"]): m for m in expected}
+    assert by_month[(APPS[0], "2026-11-01")]["unavailable_slots"] >= 4, "the incident should count"
+    assert by_month[(APPS[0], "2026-11-01")]["exempt_slots"] == 2, "the exemption should cover two slots"
+    assert by_month[(APPS[1], "2026-10-17")]["compensation"]["monthly_fee"] == "700.00"
+
+    # The verdict-derived figures first (a plain failure), then every field (the known bug).
+    counts_only = ("requests", "successes", "unavailable_periods", "exempt_periods")
+    for month in expected:
+        ledger = d.month(month["app_id"], month["service_month"]["start"])
+        assert ledger is not None, f"no ledger for {month['app_id']} {month['service_month']}"
+        where = (month["app_id"], month["service_month"]["start"])
+        assert {k: v for k, v in ledger.items() if k not in counts_only} == {
+            k: v for k, v in month.items() if k not in counts_only
+        }, where
+    for month in expected:
+        ledger = d.month(month["app_id"], month["service_month"]["start"])
+        differing = {k: (ledger.get(k), month[k]) for k in month if ledger.get(k) != month[k]}
+        known_bug_check(
+            not differing, f"{month['app_id']} {month['service_month']['start']} (ledger, report): {differing}"
+        )
