@@ -40,6 +40,8 @@ TAKE_WITHIN_S = 0.05
 
 CLOSE_INTERVAL_S = 1.0
 """How often the leader closes due slots and publishes verdicts."""
+CLOSER_LEASE_S = 15
+"""The closer's Redis lease: long enough for a big tick, short enough that a killed leader's lease lapses soon."""
 IDLE_AFTER_S = 2.0
 """A caught-up input partition with no new records for this long is reported idle."""
 
@@ -136,11 +138,14 @@ def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.Ap
     @app.timer(interval=CLOSE_INTERVAL_S, on_leader=True)
     async def close_slots() -> None:
         """Close due slots from one place: the leader, holding a Redis lease against a rebalance overlap."""
-        lease = redis.lock(store.key("lock", "closer"), timeout=60)
+        lease = redis.lock(store.key("lock", "closer"), timeout=CLOSER_LEASE_S)
         if not await lease.acquire(blocking=False):
             return
         try:
             result = await closer.tick()
+        except Exception:  # noqa: BLE001 - the state is safe in Redis (outbox, due ledgers); retry next tick
+            log.exception("closer tick failed; retrying in %.0f s", CLOSE_INTERVAL_S)
+        else:
             if result.closed or result.revised:
                 log.info(
                     "closed %d slots, revised %d, published %d (watermark %s)",

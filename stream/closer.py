@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 
 from stream.config import Settings
 from stream.ledger import assess_live_month, current_exemptions
@@ -64,7 +63,8 @@ class TickResult:
     revised: int = 0
     published: int = 0
     retried: int = 0
-    months: set[tuple[str, date]] = field(default_factory=set)
+    months: set[tuple[str, str]] = field(default_factory=set)
+    """``(YYYY-MM, app)`` of the month ledgers recomputed."""
 
 
 def judge(
@@ -135,18 +135,21 @@ class Closer:
         watermark = job_watermark(states, now_ms, timing.idle_fresh_ms, timing.idle_lag_ms)
         result.watermark_ms = watermark
         exemptions = await current_exemptions(self._store, self._settings)
+        hold_from = watermark if watermark is not None else now_ms
         if watermark is not None:
             # A slot closes when slot end + grace <= watermark.
             due = await self._store.slots_to_close(watermark - timing.grace_ms - SLOT_MS + 1, timing.batch)
-            await self._judge(due, exemptions, result)
-        await self._judge(await self._store.dirty_slots(timing.batch), exemptions, result)
+            await self._judge(due, exemptions, hold_from, result)
+        await self._judge(await self._store.dirty_slots(timing.batch), exemptions, hold_from, result)
         result.published = await self.publish()
-        await self._refresh_months(result.months, exemptions)
+        result.months = await self._refresh_months(exemptions)
         if watermark is not None:
             await self._store.release_ids(watermark - timing.dedup_hold_ms)
         return result
 
-    async def _judge(self, slots: list[tuple[str, int]], exemptions: Sequence[Exemption], result: TickResult) -> None:
+    async def _judge(
+        self, slots: list[tuple[str, int]], exemptions: Sequence[Exemption], hold_from: int, result: TickResult
+    ) -> None:
         if not slots:
             return
         counts = await self._store.slot_counts(slots)
@@ -157,19 +160,16 @@ class Closer:
             revision = previous.revision if previous else 0
             changed = previous is None or not _same(previous, verdict)
             message = verdict_message(app_id, slot_ms, revision + 1, verdict, self._settings) if changed else None
+            month = local_date(slot_ms, tz).strftime("%Y-%m")
             committed = await self._store.commit_verdict(
-                app_id, slot_ms, slot_ms + SLOT_MS, revision, verdict if changed else None, slot_counts, message
+                app_id, slot_ms, hold_from, month, revision, verdict if changed else None, slot_counts, message
             )
             if committed is None:
                 result.retried += 1
-                continue
-            if changed:
-                if previous is None:
-                    result.closed += 1
-                else:
-                    result.revised += 1
-                month_of_slot = local_date(slot_ms, tz).replace(day=1)
-                result.months.add((app_id, month_of_slot))
+            elif previous is None:
+                result.closed += 1
+            elif changed:
+                result.revised += 1
 
     async def publish(self) -> int:
         """Send the outbox to the verdicts topic; entries leave the outbox only once acknowledged."""
@@ -182,10 +182,13 @@ class Closer:
             await self._store.outbox_done(len(messages))
             sent += len(messages)
 
-    async def _refresh_months(self, months: set[tuple[str, date]], exemptions: Sequence[Exemption]) -> None:
+    async def _refresh_months(self, exemptions: Sequence[Exemption]) -> set[tuple[str, str]]:
+        """Recompute every month ledger a judged slot marked due; unmark each only once it is saved."""
         tz = self._settings.policy.timezone
-        for app_id, first in sorted(months):
-            for assessment in await assess_live_month(
-                self._store, self._settings, app_id, first.year, first.month, tuple(exemptions)
-            ):
+        due = await self._store.ledgers_due()
+        for month, app_id in due:
+            year, number = map(int, month.split("-"))
+            for assessment in await assess_live_month(self._store, self._settings, app_id, year, number, exemptions):
                 await self._store.save_month(app_id, assessment.month.first_day.isoformat(), to_json(assessment, tz))
+            await self._store.ledger_done(month, app_id)
+        return set(due)

@@ -31,7 +31,8 @@ Keys, all under one prefix (``sla:`` by default; tests use their own):
 ``verdict:{app}:{slot}``       HASH the latest verdict (see :class:`StoredVerdict`)
 ``unavailable:{app}``          ZSET slot starts whose latest verdict is unavailable by counts
 ``dataquality:{app}``          ZSET slot starts with more successes than requests
-``idsheld``                    ZSET ``app:slot`` → slot end, closed slots still holding id sets
+``idsheld``                    ZSET ``app:slot`` → stream time it was last judged, closed slots holding id sets
+``ledgerdue``                  SET ``YYYY-MM:app`` of month ledgers to recompute (kept until recomputed)
 ``lastclosed``                 HASH app → start of its latest closed slot
 ``outbox``                     LIST of verdict messages not yet acknowledged by Kafka
 ``exemptions``                 HASH exemption id → JSON, from the exemptions topic
@@ -111,8 +112,9 @@ local app, slot = ARGV[2], ARGV[3]
 local expected_revision = tonumber(ARGV[4])
 local requests, successes = ARGV[5], ARGV[6]
 local unavailable, exempt, data_quality = ARGV[7], ARGV[8], ARGV[9]
-local clause, slot_end = ARGV[10], ARGV[11]
+local clause, hold_from = ARGV[10], ARGV[11]
 local message_key, message_value = ARGV[12], ARGV[13]
+local ledger_member = ARGV[14]
 local sk = app .. ':' .. slot
 local vkey = p .. 'verdict:' .. sk
 local revision = tonumber(redis.call('HGET', vkey, 'revision') or '0')
@@ -125,7 +127,8 @@ if (counts[1] or '0') ~= requests or (counts[2] or '0') ~= successes then
 end
 redis.call('ZREM', p .. 'open', sk)
 redis.call('SREM', p .. 'dirty', sk)
-redis.call('ZADD', p .. 'idsheld', slot_end, sk)
+redis.call('ZADD', p .. 'idsheld', hold_from, sk)
+redis.call('SADD', p .. 'ledgerdue', ledger_member)
 if tonumber(slot) > tonumber(redis.call('HGET', p .. 'lastclosed', app) or '-1') then
   redis.call('HSET', p .. 'lastclosed', app, slot)
 end
@@ -284,7 +287,8 @@ class Store:
         self,
         app_id: str,
         slot_ms: int,
-        slot_end_ms: int,
+        hold_from_ms: int,
+        ledger_month: str,
         expected_revision: int,
         verdict: StoredVerdict | None,
         counts: SlotCounts,
@@ -292,6 +296,9 @@ class Store:
     ) -> int | None:
         """Close (or re-judge) a slot; ``verdict``/``message`` ``None`` means "unchanged, just mark judged".
 
+        The slot's event ids are held for duplicate detection from
+        ``hold_from_ms`` (stream time), and its month (``YYYY-MM``) is marked
+        for a ledger update in the same step, so a crash cannot lose either.
         Returns the revision now stored, or ``None`` when the slot's counts or
         revision moved since they were read: the caller judges it again later.
         """
@@ -309,15 +316,23 @@ class Store:
                 int(bool(v and v.exempt)),
                 int(bool(v and v.data_quality)),
                 v.clause if v else "",
-                slot_end_ms,
+                hold_from_ms,
                 key,
                 value,
+                f"{ledger_month}:{app_id}",
             ]
         )
         return None if result < 0 else int(result)
 
+    async def ledgers_due(self) -> list[tuple[str, str]]:
+        """``(YYYY-MM, app)`` of every month ledger waiting to be recomputed."""
+        return sorted(tuple(member.split(":", 1)) for member in await self.redis.smembers(self.key("ledgerdue")))
+
+    async def ledger_done(self, month: str, app_id: str) -> None:
+        await self.redis.srem(self.key("ledgerdue"), f"{month}:{app_id}")
+
     async def release_ids(self, closed_before_ms: int, limit: int = 1000) -> int:
-        """Drop the id sets of slots that ended before ``closed_before_ms`` (stream time)."""
+        """Drop the id sets of slots last judged before ``closed_before_ms`` (stream time)."""
         members = await self.redis.zrangebyscore(self.key("idsheld"), "-inf", closed_before_ms, start=0, num=limit)
         if not members:
             return 0

@@ -718,16 +718,6 @@ class EarlyCloseWatch:
 # --------------------------------------------------------------------------- comparing
 
 
-class KnownBug(AssertionError):
-    """The failure a test marked ``xfail(strict=True, raises=KnownBug)`` expects; any other failure is real."""
-
-
-def known_bug_check(ok: bool, message: str) -> None:
-    """Assert what a known bug breaks: failing raises :class:`KnownBug`, so the xfail mark matches it alone."""
-    if not ok:
-        raise KnownBug(message)
-
-
 def assert_slots_match_truth(deployment: Deployment, truth: Truth, ignore_apps: Sequence[str] = ()) -> None:
     """Every slot's counts and (closed) verdict in Redis equal the truth, and no slot is missing or extra."""
     settings = deployment.settings

@@ -16,18 +16,15 @@ import random
 import threading
 import time
 
-import pytest
 from kafka.admin import ConfigResource, ConfigResourceType
 from stream_harness import (
     FLUSH_APP,
-    KnownBug,
     Truth,
     assert_slots_match_truth,
     assert_topic_matches_redis,
     batched_records,
     hours_ago,
     idle_lag_before,
-    known_bug_check,
     recent_slot,
     simulated_traffic,
     single_records,
@@ -112,16 +109,6 @@ def test_stream_crash_safety(stream_deployment):
     assert counted == sum(c.requests + c.successes for c in truth.counts.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="BUG: a worker that dies after a slot's verdict is committed but before the closer refreshed the month "
-    "ledger never writes that ledger: the months to refresh live only in the tick's memory (closer.py:141-144, "
-    "`result.months` is filled by _judge and used by _refresh_months only after publish), and after a restart the "
-    "slot is closed, so nothing marks the month again. Here the publish fails (the verdicts topic refuses the "
-    "message, which also stops the worker), the topic is fixed and the worker restarted: the verdict is "
-    "published, but the ledger of the month stays missing (expected unavailable_slots 1, got no ledger).",
-)
 def test_stream_crash_between_verdict_and_ledger(stream_deployment):
     d = stream_deployment(grace_seconds=5)
     refuse_verdicts(d, max_message_bytes=20)
@@ -142,7 +129,7 @@ def test_stream_crash_between_verdict_and_ledger(stream_deployment):
     assert [m["unavailable"] for m in d.latest_verdicts().values()] == [True]
     first_day = local_date(slot, d.settings.policy.timezone).replace(day=1).isoformat()
     ledger = d.month(APPS[0], first_day)
-    known_bug_check(ledger is not None and ledger["unavailable_slots"] == 1, f"month ledger {first_day}: {ledger}")
+    assert ledger is not None and ledger["unavailable_slots"] == 1, f"month ledger {first_day}: {ledger}"
 
 
 def refuse_verdicts(d, max_message_bytes: int) -> None:

@@ -31,13 +31,11 @@ from stream_harness import (
     FLUSH_APP,
     SLA_STREAM,
     Deployment,
-    KnownBug,
     Truth,
     assert_slots_match_truth,
     assert_topic_matches_redis,
     batched_records,
     idle_lag_before,
-    known_bug_check,
     simulated_traffic,
     success_for,
     write_event_file,
@@ -148,14 +146,6 @@ def test_stream_end_to_end(run):
         assert slots[(e.app_id, slot_start_ms(e.counted_ts, tz))].late_successes >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="BUG: the month ledger is recomputed only when a verdict changes (closer.py:166-172 add the month to "
-    "`result.months` only `if changed`), so a late event that changes a closed slot's counts but not its verdict "
-    "leaves the ledger's requests, successes and the unavailable periods' lowest_success_rate stale: e.g. "
-    "app 1400000001, 2026-10: successes 5752 in the ledger, 5759 in `sla-stream report`, lowest rate 0.9498 / 0.9596.",
-)
 def test_stream_end_to_end_month_ledger(run):
     """Each service month's ledger equals ``sla-stream report --format json`` on the same events, field for field."""
     d = run.d
@@ -195,6 +185,4 @@ def test_stream_end_to_end_month_ledger(run):
     for month in expected:
         ledger = d.month(month["app_id"], month["service_month"]["start"])
         differing = {k: (ledger.get(k), month[k]) for k in month if ledger.get(k) != month[k]}
-        known_bug_check(
-            not differing, f"{month['app_id']} {month['service_month']['start']} (ledger, report): {differing}"
-        )
+        assert not differing, f"{month['app_id']} {month['service_month']['start']} (ledger, report): {differing}"

@@ -13,8 +13,7 @@ a slot of three hours ago must count once too (a known bug: it counts again).
 
 from __future__ import annotations
 
-import pytest
-from stream_harness import KnownBug, known_bug_check, recent_slot, single_records, slot_traffic, success_for
+from stream_harness import recent_slot, single_records, slot_traffic, success_for
 
 from stream.events import RequestEvent
 from stream.sla.slots import local_date
@@ -78,14 +77,6 @@ def test_stream_late_and_duplicate(stream_deployment):
     assert month_of(d, slot)["requests"] == 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KnownBug,
-    reason="BUG: the duplicate-detection ids of a slot older than stream.dedup_hold_minutes are released at the "
-    "first closer tick after the slot is (re)closed (store.py:128 scores `idsheld` by slot end, not by when it "
-    "closed; closer.py:146 releases against the watermark, which idle partitions move to wall-clock time), so "
-    "records re-sent seconds later for a slot of 3 hours ago count again: got (13, 3), expected (11, 1)",
-)
 def test_stream_duplicate_for_an_old_slot(stream_deployment):
     """A producer that re-sends a record a few seconds later, for a slot of three hours ago: counted once."""
     d = stream_deployment(grace_seconds=5)
@@ -103,4 +94,4 @@ def test_stream_duplicate_for_an_old_slot(stream_deployment):
     d.wait_settled()
     stored = d.slots()[(APP, slot)]
     counted = (stored.requests, stored.late_requests)
-    known_bug_check(counted == (11, 1), f"requests, late requests: {counted}, expected (11, 1)")
+    assert counted == (11, 1), f"requests, late requests: {counted}, expected (11, 1)"
