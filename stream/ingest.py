@@ -10,6 +10,7 @@ Nothing here depends on Faust, so it is tested with plain records.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import defaultdict
@@ -108,11 +109,13 @@ class Ingester:
         by_partition: dict[str, list[Record]] = defaultdict(list)
         for record in records:
             by_partition[record.tp].append(record)
-        for tp, batch in by_partition.items():
-            await self._apply_partition(kind, tp, batch)
+        applied = await self._store.applied_offsets(by_partition)
+        # Partitions go concurrently: one's records are parsed while Redis runs another's script.
+        await asyncio.gather(
+            *(self._apply_partition(kind, tp, batch, applied[tp]) for tp, batch in by_partition.items())
+        )
 
-    async def _apply_partition(self, kind: EventKind, tp: str, batch: Sequence[Record]) -> None:
-        [applied] = (await self._store.applied_offsets([tp])).values()
+    async def _apply_partition(self, kind: EventKind, tp: str, batch: Sequence[Record], applied: int | None) -> None:
         for _ in range(2):
             fresh = [record for record in batch if applied is None or record.offset > applied]
             if not fresh:
