@@ -40,6 +40,8 @@ TAKE_WITHIN_S = 0.05
 
 CLOSE_INTERVAL_S = 1.0
 """How often the leader closes due slots and publishes verdicts."""
+STATS_INTERVAL_S = 30.0
+"""How often a worker logs its ingest totals (when they changed)."""
 CLOSER_LEASE_S = 15
 """The closer's Redis lease: long enough for a big tick, short enough that a killed leader's lease lapses soon."""
 IDLE_AFTER_S = 2.0
@@ -159,6 +161,16 @@ def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.Ap
                 await lease.release()
             except LockError:
                 log.warning("closer lease expired during a tick")
+
+    logged: list[str] = [""]
+
+    @app.timer(interval=STATS_INTERVAL_S)
+    async def log_ingest_totals() -> None:
+        """What this worker has counted since it started, when that changed."""
+        line = str(ingester.stats)
+        if line != logged[0]:
+            log.info("ingest: %s", line)
+            logged[0] = line
 
     progress: dict[str, tuple[int | None, float]] = {}
 

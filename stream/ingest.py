@@ -15,7 +15,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from stream.events import Rejected, TimeBounds, parse_record
@@ -68,15 +68,21 @@ class DeadLetter:
 
 @dataclass
 class IngestStats:
-    """Running totals of one worker's ingest, for logs and metrics."""
+    """Running totals of one worker's ingest, logged by the worker."""
 
     records: int = 0
     counted: int = 0
     duplicates: int = 0
     late: int = 0
     dead_letters: int = 0
-    skipped_batches: int = 0
-    per_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    redelivered: int = 0
+    """Partition batches skipped whole because Redis had applied them already (a redelivery)."""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.records:,} records: {self.counted:,} events counted, {self.duplicates:,} duplicates, "
+            f"{self.late:,} late, {self.dead_letters:,} dead letters; {self.redelivered:,} redelivered batches skipped"
+        )
 
 
 class Ingester:
@@ -119,7 +125,7 @@ class Ingester:
         for _ in range(2):
             fresh = [record for record in batch if applied is None or record.offset > applied]
             if not fresh:
-                self.stats.skipped_batches += 1
+                self.stats.redelivered += 1
                 return
             try:
                 await self._apply_fresh(kind, tp, fresh)
@@ -148,7 +154,6 @@ class Ingester:
         stats = self.stats
         stats.records += len(records)
         stats.counted += result.counted
-        stats.per_kind[kind] += result.counted
         stats.duplicates += result.duplicates
         stats.late += result.late
         stats.dead_letters += refused

@@ -232,11 +232,6 @@ def ensure_topics(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> list[T
     return _inspect(admin, specs, create=True)
 
 
-def inspect_topics(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> list[TopicStatus]:
-    """Check every topic against its spec without creating anything: a missing topic is a problem."""
-    return _inspect(admin, specs, create=False)
-
-
 def topic_statuses(
     settings: Settings, specs: Sequence[TopicSpec] | None = None, create: bool = False
 ) -> list[TopicStatus]:
