@@ -12,6 +12,7 @@ import logging
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
+from stream import faust_fastpath
 from stream.app import create_app
 from stream.config import Settings
 from stream.topics import check_topics
@@ -52,6 +53,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
             else f"{problems[0]} (run `sla-stream topics`)"
         )
     partitions = input_partitions(settings)
+    faust_fastpath.install()
     app = create_app(settings, partitions)
     logging.getLogger("stream").setLevel(loglevel.upper())
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
