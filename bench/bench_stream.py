@@ -36,6 +36,7 @@ from kafka import KafkaProducer
 from stream.config import Settings, load_settings
 from stream.events import to_record
 from stream.simulate import TrafficPlan, generate
+from stream.sla.counting import counted_time
 from stream.sla.slots import slot_start_ms
 from stream.topics import admin_client, ensure_topics, plan_topics
 
@@ -147,7 +148,7 @@ async def baseline(settings: Settings) -> float:
                 for message in messages:
                     decoded = json.loads(message.value)
                     for event in decoded if isinstance(decoded, list) else [decoded]:
-                        ts = event.get("request_ts") or event["ts"]
+                        ts = counted_time(event["ts"], event.get("request_ts"))
                         counts[(event["app_id"], slot_start_ms(ts, SHANGHAI))] += 1
                     if message.offset + 1 >= ends[tp]:
                         remaining.discard(tp)
