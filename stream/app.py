@@ -104,7 +104,6 @@ def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.Ap
                     [Record(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events],
                 )
 
-        ingest.__name__ = f"ingest_{kind}s"
         return ingest
 
     app.agent(app.topic(topics.requests), name="ingest_requests", concurrency=1)(ingest_agent("request"))

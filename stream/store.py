@@ -237,16 +237,15 @@ class Store:
         for hash_name in ("offsets", "streamtime", "idle"):
             pipe.hmget(self.key(hash_name), names)
         offsets, stream_times, idle = await pipe.execute()
-        as_int = lambda value: None if value is None else int(value)  # noqa: E731
         return {
-            tp: PartitionState(as_int(offsets[i]), as_int(stream_times[i]), as_int(idle[i]))
+            tp: PartitionState(_int_or_none(offsets[i]), _int_or_none(stream_times[i]), _int_or_none(idle[i]))
             for i, tp in enumerate(names)
         }
 
     async def applied_offsets(self, tps: Iterable[str]) -> dict[str, int | None]:
         names = list(tps)
         values = await self.redis.hmget(self.key("offsets"), names) if names else []
-        return {tp: None if value is None else int(value) for tp, value in zip(names, values, strict=True)}
+        return {tp: _int_or_none(value) for tp, value in zip(names, values, strict=True)}
 
     async def mark_idle(self, idle: Mapping[str, int], busy: Iterable[str]) -> None:
         """Record which partitions are caught up and quiet (with the wall time seen), and which are not."""
@@ -355,8 +354,7 @@ class Store:
         return [_split_slot_key(member) for member in await self.redis.zrange(self.key("open"), 0, -1)]
 
     async def last_closed_slot(self, app_id: str) -> int | None:
-        value = await self.redis.hget(self.key("lastclosed"), app_id)
-        return None if value is None else int(value)
+        return _int_or_none(await self.redis.hget(self.key("lastclosed"), app_id))
 
     async def apps(self) -> set[str]:
         return set(await self.redis.smembers(self.key("apps")))
@@ -404,6 +402,10 @@ class PartialBatch(Exception):
     def __init__(self, applied_offset: int) -> None:
         super().__init__(f"batch overlaps records applied up to offset {applied_offset}")
         self.applied_offset = applied_offset
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _split_slot_key(member: str) -> tuple[str, int]:
