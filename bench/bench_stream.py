@@ -35,6 +35,7 @@ from kafka import KafkaProducer
 
 from stream.config import Settings, load_settings
 from stream.events import to_record
+from stream.kafka_security import aiokafka_options, kafka_python_options
 from stream.simulate import TrafficPlan, generate
 from stream.sla.counting import counted_time
 from stream.sla.slots import slot_start_ms
@@ -102,7 +103,12 @@ def write_config(directory: Path, tag: str) -> Path:
 
 def produce(settings: Settings, events: list[dict], per_record: int) -> dict[str, int]:
     """Write the events, ``per_record`` to a record (1: plain objects); return the record count per topic."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, batch_size=1 << 20)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        linger_ms=20,
+        batch_size=1 << 20,
+        **kafka_python_options(settings.kafka_security),
+    )
     topic_of = {"request": settings.topics.requests, "success": settings.topics.successes}
     pending: dict[str, list[dict]] = defaultdict(list)
     sent: dict[str, int] = defaultdict(int)
@@ -128,7 +134,11 @@ def produce(settings: Settings, events: list[dict], per_record: int) -> dict[str
 
 async def baseline(settings: Settings) -> float:
     """Seconds for a bare aiokafka consumer to read, decode and count every event of the input topics."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        **aiokafka_options(settings.kafka_security),
+    )
     await consumer.start()
     try:
         tps = [
@@ -216,7 +226,7 @@ def run_worker(
 
 
 def cleanup(settings: Settings) -> None:
-    admin = admin_client(settings.kafka_bootstrap)
+    admin = admin_client(settings)
     try:
         admin.delete_topics([spec.name for spec in plan_topics(settings)])
     finally:
@@ -230,7 +240,7 @@ def measure(shape: str, per_record: int, events: list[dict], directory: Path) ->
     tag = f"bench-{shape}-{uuid.uuid4().hex[:8]}"
     config = write_config(directory, tag)
     settings = load_settings(config)
-    admin = admin_client(settings.kafka_bootstrap)
+    admin = admin_client(settings)
     ensure_topics(admin, plan_topics(settings))
     admin.close()
     try:

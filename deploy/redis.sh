@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Start a throw-away Redis server on 127.0.0.1:6379 (no persistence) and wait
-# until it answers PING. Idempotent, no prompts.
+# Start a Redis server on 127.0.0.1:6379 and wait until it answers PING.
+# Idempotent, no prompts. It persists with the append-only file, fsynced
+# before each reply (appendfsync always): a crash or a restart loses no
+# write the stream was told had happened (README, "Your own Redis").
 #
 #   deploy/redis.sh              start (or reuse) and wait until ready;
 #                                installs Debian's redis-server when missing
@@ -74,7 +76,7 @@ log "starting $(redis-server --version | cut -d' ' -f1-3) on $HOST:$PORT"
 rm -f "$PIDFILE"
 redis-server --daemonize yes --bind "$HOST" --port "$PORT" \
   --pidfile "$PIDFILE" --dir "$STATE" --logfile "$STATE/redis.log" \
-  --save "" --appendonly no \
+  --save "" --appendonly yes --appendfsync always \
   || die "redis-server did not start (see ${STATE#"$ROOT"/}/redis.log)"
 if ! wait_until "$WAIT_S" "redis on $HOST:$PORT" "${PROBE[@]}" redis "$URL"; then
   tail -n 20 "$STATE/redis.log" >&2 || true

@@ -8,28 +8,48 @@ sends (dead letters, verdicts) are sent with ``force=True`` and awaited until
 acknowledged, never attached to the consumed event: the Redis state moves on
 at once, so a message must be out before it does.
 
+Faults never escape into Faust (it would restart the agent and commit the
+offsets past the batch): every Redis step waits out an outage
+(:mod:`stream.live.health`), every batch is retried until it applies, and
+input partitions are read from Redis's positions, never Kafka's committed
+offsets (:mod:`stream.live.cursors`): after each rebalance, a partition is
+positioned at Redis's applied offset + 1 before anything of it is counted.
+
 Run one with ``sla-stream worker``; run more in the same group to scale out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
+from faust.types import TP
 from redis.asyncio import Redis
-from redis.exceptions import LockError
+from redis.asyncio.lock import Lock
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import LockError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.closer import Closer, CloserTiming
 from stream.config import Settings
+from stream.dead_letter import DeadLetter
 from stream.events import InvalidEvent, Rejected, TimeBounds
 from stream.exemption_feed import decode_exemption, exemption_from_json, judge_windows_again
-from stream.ingest import DeadLetter, Ingester, Record
+from stream.ingest import Ingester, Record
+from stream.kafka_security import faust_app_options, redact
+from stream.live import faust_positions
+from stream.live.cursors import Cursors
+from stream.live.health import Backoff, Health
+from stream.live.namespace import NamespaceGuard
 from stream.sla.counting import EventKind
-from stream.store import Store
+from stream.store import Fenced, Store
 
 log = logging.getLogger(__name__)
 
@@ -42,37 +62,116 @@ CLOSE_INTERVAL_S = 1.0
 """How often the leader closes due slots and publishes verdicts."""
 STATS_INTERVAL_S = 30.0
 """How often a worker logs its ingest totals (when they changed)."""
-CLOSER_LEASE_S = 15
-"""The closer's Redis lease: long enough for a big tick, short enough that a killed leader's lease lapses soon."""
+CLOSER_LEASE_S = 5.0
+"""The closer's Redis lease, renewed while a tick runs: a killed leader's lease lapses within this."""
 IDLE_AFTER_S = 2.0
 """A caught-up input partition with no new records for this long is reported idle."""
+REDIS_SOCKET_TIMEOUT_S = 10.0
+"""A Redis call that has not answered in this long fails (and is retried): nothing waits forever on a dead socket."""
 
 
 def _tp_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.App:
-    """A Faust app wired to ``settings``; ``input_partitions`` maps each input topic to its partition count."""
+def redis_client(url: str) -> Redis:
+    """The worker's Redis client: bounded connect and call times, so an outage is noticed and waited out.
+
+    A call that fails on a connection is retried twice on a fresh one first:
+    after Redis restarts, every pooled connection fails once, and that is
+    not an outage. (A retried script is safe: the offset fence and the
+    verdict's compare-and-set make a repeat a no-op.)
+    """
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=2.0,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        health_check_interval=5,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+async def until_done(what: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Run ``step`` until it returns: an unexpected error is logged (with its traceback, once) and retried.
+
+    The agents' last line of defence: Faust commits past a batch whose agent
+    raised, so nothing may raise; a step that keeps failing holds its
+    partition (loudly) rather than skipping it.
+    """
+    backoff = Backoff(cap_s=5.0)
+    failures = 0
+    while True:
+        try:
+            await step()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures += 1
+            if failures == 1:
+                log.exception("%s failed; retrying the same records until it succeeds", what)
+            elif failures % 20 == 0:
+                log.error("%s still failing after %d attempts; the partition waits", what, failures)
+            await backoff.wait()
+
+
+@contextlib.asynccontextmanager
+async def renewed(lease: Lock, every_s: float) -> AsyncIterator[None]:
+    """Keep ``lease`` (already acquired) alive while the block runs; release it after."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lease.reacquire()
+
+    keeper = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(LockError, RedisError, OSError):
+            await lease.release()
+
+
+def create_app(
+    settings: Settings,
+    input_partitions: dict[str, int],
+    earlier_progress: str | None = None,
+) -> faust.App:
+    """A Faust app wired to ``settings``.
+
+    ``input_partitions`` maps each input topic to its partition count;
+    ``earlier_progress`` says what Kafka shows of earlier counting (None:
+    nothing), for a namespace found without its marker.
+    """
     app = faust.App(
         settings.group,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        **faust_app_options(settings),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=False,
         stream_buffer_maxsize=TAKE_MAX,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.heartbeat_ms / 1000,
     )
     topics = settings.topics
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = redis_client(settings.redis_url)
     store = Store(redis, settings.key_prefix)
+    where = redact(settings.redis_url)
+    health = Health(where)
+    guard = NamespaceGuard(store, health, where)
+    cursors = Cursors()
     tz = settings.policy.timezone
     dead_letters = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
     verdicts = app.topic(topics.verdicts, value_serializer="raw", key_serializer="raw")
 
     async def send_dead_letter(letter: DeadLetter) -> None:
-        delivery = await dead_letters.send(key=letter.key.encode(), value=letter.to_json().encode(), force=True)
+        delivery = await dead_letters.send(key=letter.key, value=letter.value(), force=True)
         await delivery
 
     async def send_verdicts(messages: Sequence[tuple[str, str]]) -> None:
@@ -84,7 +183,20 @@ def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.Ap
     def bounds() -> TimeBounds:
         return TimeBounds(settings.earliest_event_ms, int(time.time() * 1000) + settings.max_future_ms)
 
-    ingester = Ingester(store, tz, bounds, send_dead_letter)
+    async def reseek(tp_name: str, applied: int) -> None:
+        """Position this worker's consumer of ``tp_name`` right after Redis's applied offset."""
+        topic, _, partition = tp_name.rpartition(":")
+        tp = TP(topic, int(partition))
+        if tp not in app.consumer.assignment():
+            cursors.forget([tp_name])  # revoked meanwhile: whoever has it now positions it
+            return
+        offset = applied + 1 if applied >= 0 else (await app.consumer.earliest_offsets(tp))[tp]
+        await app.consumer.seek_wait({tp: offset})  # in the consumer's own thread: a plain seek races its fetcher
+        cursors.sought(tp_name, applied)
+        log.info("%s: reading from offset %d (Redis's applied offset + 1)", tp_name, offset)
+
+    faust_positions.install(app, input_partitions)
+    ingester = Ingester(store, tz, bounds, send_dead_letter, health, guard, cursors, reseek)
     input_tps = [_tp_name(topic, p) for topic, count in input_partitions.items() for p in range(count)]
     closer = Closer(
         store,
@@ -96,12 +208,19 @@ def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.Ap
         ),
     )
 
+    @app.on_partitions_assigned.connect
+    async def forget_positions(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Faust has just sought every partition to Kafka's committed offset: position them from Redis again."""
+        cursors.forget(input_tps)
+
     def ingest_agent(kind: EventKind) -> Any:
         async def ingest(stream: faust.StreamT) -> None:
             async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-                await ingester.apply(
-                    kind,
-                    [Record(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events],
+                records = [
+                    Record(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events
+                ]
+                await until_done(
+                    f"counting {len(records)} {kind} records", lambda records=records: ingester.apply(kind, records)
                 )
 
         return ingest
@@ -109,73 +228,85 @@ def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.Ap
     app.agent(app.topic(topics.requests), name="ingest_requests", concurrency=1)(ingest_agent("request"))
     app.agent(app.topic(topics.successes), name="ingest_successes", concurrency=1)(ingest_agent("success"))
 
+    async def follow_exemption(message: Any) -> None:
+        exemption_id = (message.key or b"").decode("utf-8", errors="replace")
+        previous = (await health.until_redis_answers(store.exemptions)).get(exemption_id)
+        touched = [exemption_from_json(previous)] if previous else []
+        if message.value is None:
+            await health.until_redis_answers(lambda: store.put_exemption(exemption_id, None))
+        else:
+            try:
+                record = decode_exemption(message.value)
+            except InvalidEvent as error:
+                letter = DeadLetter(
+                    message.topic, message.partition, message.offset, Rejected(str(error), message.value)
+                )
+                await send_dead_letter(letter)
+                return
+            await health.until_redis_answers(lambda: store.put_exemption(exemption_id, record))
+            touched.append(exemption_from_json(record))
+        await health.until_redis_answers(lambda: judge_windows_again(store, touched))
+
     @app.agent(app.topic(topics.exemptions), name="follow_exemptions", concurrency=1)
     async def follow_exemptions(stream: faust.StreamT) -> None:
         """Record exemptions (a null value withdraws one) and have the slots they touch judged again."""
         async for event in stream.events():
             message = event.message
-            exemption_id = (message.key or b"").decode("utf-8", errors="replace")
-            previous = (await store.exemptions()).get(exemption_id)
-            touched = [exemption_from_json(previous)] if previous else []
-            if message.value is None:
-                await store.put_exemption(exemption_id, None)
-            else:
-                try:
-                    record = decode_exemption(message.value)
-                except InvalidEvent as error:
-                    origin = Record(message.topic, message.partition, message.offset, message.value)
-                    payload = message.value.decode("utf-8", errors="replace")
-                    await send_dead_letter(DeadLetter(origin, Rejected(str(error), payload)))
-                    continue
-                await store.put_exemption(exemption_id, record)
-                touched.append(exemption_from_json(record))
-            await judge_windows_again(store, touched)
+            await until_done(f"exemption {message.key!r}", lambda message=message: follow_exemption(message))
 
     @app.task
-    async def judge_config_exemptions_again() -> None:
-        """Exemptions in the config file may have been added since slots closed: judge their slots again."""
-        await judge_windows_again(store, settings.exemptions)
+    async def open_namespace() -> None:
+        """Take up the live state's generation (or initialise it), then judge config exemptions' slots again.
+
+        Exemptions in the config file may have been added since slots closed.
+        """
+        await guard.open(earlier_progress)
+        await health.until_redis_answers(lambda: judge_windows_again(store, settings.exemptions))
 
     @app.timer(interval=CLOSE_INTERVAL_S, on_leader=True)
     async def close_slots() -> None:
         """Close due slots from one place: the leader, holding a Redis lease against a rebalance overlap."""
-        lease = redis.lock(store.key("lock", "closer"), timeout=CLOSER_LEASE_S)
-        if not await lease.acquire(blocking=False):
-            return
         try:
-            result = await closer.tick()
-        except Exception:  # noqa: BLE001 - the state is safe in Redis (outbox, due ledgers); retry next tick
+            fence = guard.fence or await guard.refresh()
+            if fence is None:
+                return
+            lease = redis.lock(store.key("lock", "closer"), timeout=CLOSER_LEASE_S)
+            if not await lease.acquire(blocking=False):
+                return
+            async with renewed(lease, CLOSER_LEASE_S / 3):
+                result = await closer.tick(fence)
+        except Fenced:
+            guard.stale()
+            return
+        except (RedisError, OSError) as error:
+            health.redis_failed(error)
+            return
+        except Exception:
             log.exception("closer tick failed; retrying in %.0f s", CLOSE_INTERVAL_S)
-        else:
-            if result.closed or result.revised:
-                log.info(
-                    "closed %d slots, revised %d, published %d (watermark %s)",
-                    result.closed,
-                    result.revised,
-                    result.published,
-                    result.watermark_ms,
-                )
-        finally:
-            try:
-                await lease.release()
-            except LockError:
-                log.warning("closer lease expired during a tick")
+            return
+        health.redis_answered()
+        if result.closed or result.revised:
+            log.info(
+                "closed %d slots, revised %d, published %d (watermark %s)",
+                result.closed,
+                result.revised,
+                result.published,
+                result.watermark_ms,
+            )
 
     logged: list[str] = [""]
 
     @app.timer(interval=STATS_INTERVAL_S)
     async def log_ingest_totals() -> None:
         """What this worker has counted since it started, when that changed."""
-        line = str(ingester.stats)
+        line = f"{ingester.stats} ({health.state})"
         if line != logged[0]:
             log.info("ingest: %s", line)
             logged[0] = line
 
     progress: dict[str, tuple[int | None, float]] = {}
 
-    @app.timer(interval=1.0)
-    async def report_idle_partitions() -> None:
-        """Tell the closer which of this worker's input partitions are caught up and quiet."""
+    async def idle_partitions() -> None:
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in input_partitions]
         if not assigned:
             return
@@ -198,5 +329,15 @@ def create_app(settings: Settings, input_partitions: dict[str, int]) -> faust.Ap
             else:
                 busy.append(name)
         await store.mark_idle(idle, busy)
+
+    @app.timer(interval=1.0)
+    async def report_idle_partitions() -> None:
+        """Tell the closer which of this worker's input partitions are caught up and quiet (while counting)."""
+        if health.state != "counting":
+            return
+        try:
+            await idle_partitions()
+        except (RedisError, OSError) as error:
+            health.redis_failed(error)
 
     return app

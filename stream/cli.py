@@ -14,6 +14,8 @@ from typing import NoReturn
 from stream import kafka_output, report, simulate, topics, watch, worker
 from stream.arguments import calendar_month_argument
 from stream.config import ConfigError, load_settings
+from stream.kafka_security import redact
+from stream.live import rebuild
 from stream.sla.counting import SlotTally
 from stream.sla.months import calendar_month
 
@@ -102,6 +104,12 @@ def run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_rebuild(args: argparse.Namespace) -> int:
+    summary = asyncio.run(rebuild.rebuild(load_settings(args.config), _say, force=args.force))
+    _say(summary.line())
+    return 0
+
+
 def run_watch(args: argparse.Namespace) -> int:
     asyncio.run(watch.watch(load_settings(args.config), interval_s=args.interval, once=args.once))
     return 0
@@ -144,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     wrk.add_argument("--loglevel", choices=("debug", "info", "warning", "error"), default="info")
     wrk.set_defaults(run=run_worker)
 
+    reb = commands.add_parser(
+        "rebuild", help="recount the live state in Redis from the topics (after Redis lost it); workers resume after"
+    )
+    reb.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (the workers' own)")
+    reb.add_argument("--force", action="store_true", help="recount even though the live state is in place")
+    reb.set_defaults(run=run_rebuild)
+
     wat = commands.add_parser("watch", help="live view of every app's slots and running month, from Redis")
     wat.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
     wat.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
@@ -156,11 +171,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (UsageError, ConfigError, simulate.PlanError, topics.KafkaUnavailable, worker.WorkerStartError) as error:
-        print(f"sla-stream: {error}" if not str(error).startswith("sla-stream") else str(error), file=sys.stderr)
+    except (
+        UsageError,
+        ConfigError,
+        simulate.PlanError,
+        topics.KafkaUnavailable,
+        worker.WorkerStartError,
+        rebuild.RebuildError,
+        watch.RedisUnavailable,
+    ) as error:
+        # Every message goes through redact: an address in it may carry a password (redis://:secret@host).
+        message = str(error) if str(error).startswith("sla-stream") else f"sla-stream: {error}"
+        print(redact(message), file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"sla-stream: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(redact(f"sla-stream: {error.strerror or error}: {error.filename or ''}".rstrip(": ")), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

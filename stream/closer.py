@@ -14,7 +14,11 @@ Each tick it:
 4. recomputes the month ledger of every app whose verdicts changed;
 5. releases the duplicate-detection id sets of slots closed long enough ago.
 
-A verdict is emitted once per revision. If the closer dies after Kafka
+A verdict is emitted once per revision, and any change to a closed slot's
+verdict or counts (a late event, an exemption) makes the next revision, so
+the latest record per key always carries the slot's current counts. Each
+message carries the live state's ``generation``: after ``sla-stream rebuild``
+revisions start again at 1 under a larger generation. If the closer dies after Kafka
 acknowledged a message but before the outbox entry was removed, the same
 message (same key, same revision) is sent again: the topic is compacted and
 keyed by ``app:slot``, so readers see one verdict per revision.
@@ -34,7 +38,7 @@ from stream.report import to_json
 from stream.sla.exemptions import Exemption, exemption_for
 from stream.sla.slots import SLOT_MS, local_date, local_time
 from stream.sla.verdict import SlotCounts, judge_slot
-from stream.store import Store, StoredVerdict
+from stream.store import Fence, Store, StoredVerdict
 from stream.watermark import job_watermark
 
 log = logging.getLogger(__name__)
@@ -84,7 +88,7 @@ def judge(
 
 
 def verdict_message(
-    app_id: str, slot_ms: int, revision: int, verdict: StoredVerdict, settings: Settings
+    app_id: str, slot_ms: int, revision: int, verdict: StoredVerdict, settings: Settings, generation: int
 ) -> tuple[str, str]:
     """The record for the slot-verdicts topic: key ``app:slot_start_ms``, JSON value."""
     rate = judge_slot(verdict.counts, settings.policy).success_rate
@@ -92,6 +96,7 @@ def verdict_message(
         "app_id": app_id,
         "slot_start": local_time(slot_ms, settings.policy.timezone).isoformat(),
         "slot_start_ms": slot_ms,
+        "generation": generation,
         "revision": revision,
         "requests": verdict.counts.requests,
         "successes": verdict.counts.successes,
@@ -105,7 +110,14 @@ def verdict_message(
 
 
 def _same(a: StoredVerdict, b: StoredVerdict) -> bool:
-    return (a.unavailable, a.exempt, a.data_quality, a.clause) == (b.unavailable, b.exempt, b.data_quality, b.clause)
+    """Whether a new revision would say nothing new: same verdict and same counts."""
+    return (a.counts, a.unavailable, a.exempt, a.data_quality, a.clause) == (
+        b.counts,
+        b.unavailable,
+        b.exempt,
+        b.data_quality,
+        b.clause,
+    )
 
 
 class Closer:
@@ -127,7 +139,12 @@ class Closer:
         self._timing = timing
         self._clock = clock
 
-    async def tick(self) -> TickResult:
+    async def tick(self, fence: Fence) -> TickResult:
+        """One round of closing, re-judging, publishing and ledgers, writing to ``fence``'s namespace.
+
+        Raises :class:`stream.store.Fenced` when the namespace stopped being
+        ``fence``'s (state lost, rebuild): nothing was committed past that.
+        """
         result = TickResult()
         timing = self._timing
         now_ms = int(self._clock() * 1000)
@@ -139,8 +156,8 @@ class Closer:
         if watermark is not None:
             # A slot closes when slot end + grace <= watermark.
             due = await self._store.slots_to_close(watermark - timing.grace_ms - SLOT_MS + 1, timing.batch)
-            await self._judge(due, exemptions, hold_from, result)
-        await self._judge(await self._store.dirty_slots(timing.batch), exemptions, hold_from, result)
+            await self._judge(fence, due, exemptions, hold_from, result)
+        await self._judge(fence, await self._store.dirty_slots(timing.batch), exemptions, hold_from, result)
         result.published = await self.publish()
         result.months = await self._refresh_months(exemptions)
         if watermark is not None:
@@ -148,7 +165,12 @@ class Closer:
         return result
 
     async def _judge(
-        self, slots: list[tuple[str, int]], exemptions: Sequence[Exemption], hold_from: int, result: TickResult
+        self,
+        fence: Fence,
+        slots: list[tuple[str, int]],
+        exemptions: Sequence[Exemption],
+        hold_from: int,
+        result: TickResult,
     ) -> None:
         if not slots:
             return
@@ -159,10 +181,14 @@ class Closer:
             verdict = judge(app_id, slot_ms, slot_counts, exemptions, self._settings)
             revision = previous.revision if previous else 0
             changed = previous is None or not _same(previous, verdict)
-            message = verdict_message(app_id, slot_ms, revision + 1, verdict, self._settings) if changed else None
+            message = (
+                verdict_message(app_id, slot_ms, revision + 1, verdict, self._settings, fence.generation)
+                if changed
+                else None
+            )
             month = local_date(slot_ms, tz).strftime("%Y-%m")
             committed = await self._store.commit_verdict(
-                app_id, slot_ms, hold_from, month, revision, verdict if changed else None, slot_counts, message
+                fence, app_id, slot_ms, hold_from, month, revision, verdict if changed else None, slot_counts, message
             )
             if committed is None:
                 result.retried += 1

@@ -9,6 +9,7 @@ mistake raises :class:`ConfigError` naming the file and the key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,39 @@ class Topics:
     dead_letter: str
 
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client authenticates and encrypts (``[kafka.security]``); see docs/security.md.
+
+    Secrets were read from the environment or a file when the settings were
+    loaded (never from the TOML), and are left out of ``repr`` so that
+    printing the settings cannot show them. Paths are absolute.
+    """
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    """None with SSL: the system's trusted CAs (a broker with a public certificate)."""
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: str | None = field(default=None, repr=False)
+    check_hostname: bool = True
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+
 @dataclass(frozen=True)
 class AppTerms:
     """What the agreement with one customer application says beyond the SLA itself."""
@@ -62,7 +96,12 @@ class Settings:
     group: str
     idle_lag_ms: int
     dedup_hold_ms: int
+    session_timeout_ms: int
+    """A worker silent this long loses its partitions to the others (Kafka consumer session timeout)."""
+    heartbeat_ms: int
+    """How often a worker tells the group coordinator it is alive (well under the session timeout)."""
     kafka_bootstrap: str
+    kafka_security: KafkaSecurity
     partitions: int
     retention_ms: int
     """How long the input and dead-letter topics keep records (at least 100 days: a month is rebuilt by replay)."""
@@ -220,6 +259,117 @@ def _exemption(table: _Table, tz: ZoneInfo) -> Exemption:
         raise ConfigError(f"{table.where}: {error}") from None
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _secret(table: _Table, name: str, environ: Mapping[str, str], base: Path) -> str | None:
+    """The secret ``{name}_env`` (an environment variable's name) or ``{name}_file`` points to, if either is given.
+
+    Messages name the key, the variable or the file, never a value: a
+    password written in the TOML itself is refused without being echoed.
+    """
+    if table.take(name, object, None) is not None:
+        raise ConfigError(
+            f"{table.where}.{name}: secrets are not read from the settings file; "
+            f"set {name}_env (an environment variable's name) or {name}_file"
+        )
+    variable = table.take(f"{name}_env", str, None)
+    path = table.take(f"{name}_file", str, None)
+    if variable is not None and path is not None:
+        raise ConfigError(f"{table.where}: give {name}_env or {name}_file, not both")
+    if variable is not None:
+        if not _ENV_NAME.fullmatch(variable):
+            raise ConfigError(f"{table.where}.{name}_env must be an environment variable's name (letters, digits, _)")
+        value = environ.get(variable)
+        if not value:
+            raise ConfigError(f"{table.where}.{name}_env: environment variable {variable} is not set or is empty")
+        return value
+    if path is not None:
+        file = (base / path).resolve()
+        try:
+            value = file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+            raise ConfigError(f"{table.where}.{name}_file: cannot read {file} ({reason})") from None
+        if not value:
+            raise ConfigError(f"{table.where}.{name}_file: {file} is empty")
+        return value
+    return None
+
+
+def _readable(table: _Table, key: str, base: Path) -> Path | None:
+    """The absolute path of the file ``key`` names (relative to ``base``), checked readable now, not at first use."""
+    name = table.take(key, str, None)
+    if name is None:
+        return None
+    path = (base / name).resolve()
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{table.where}.{key}: cannot read {path} ({error.strerror or error})") from None
+    return path
+
+
+def _kafka_security(table: _Table, environ: Mapping[str, str], base: Path) -> KafkaSecurity:
+    """``[kafka.security]``, with every combination that cannot work refused before any connection."""
+    protocol = table.take("protocol", str, "PLAINTEXT")
+    if protocol not in KAFKA_PROTOCOLS:
+        raise ConfigError(f"{table.where}.protocol must be one of {', '.join(KAFKA_PROTOCOLS)}, got {protocol!r}")
+    security = KafkaSecurity(
+        protocol=protocol,
+        sasl_mechanism=table.take("sasl_mechanism", str, None),
+        username=table.take("username", str, None),
+        password=_secret(table, "password", environ, base),
+        ca_file=_readable(table, "ca_file", base),
+        cert_file=_readable(table, "cert_file", base),
+        key_file=_readable(table, "key_file", base),
+        key_password=_secret(table, "key_password", environ, base),
+        check_hostname=table.take("check_hostname", bool, True),
+    )
+    table.done()
+    sasl_keys = {
+        "sasl_mechanism": security.sasl_mechanism,
+        "username": security.username,
+        "password_env or password_file": security.password,
+    }
+    tls_keys = {
+        "ca_file": security.ca_file,
+        "cert_file": security.cert_file,
+        "key_file": security.key_file,
+        "key_password_env or key_password_file": security.key_password,
+        "check_hostname": None if security.check_hostname else False,  # true is the default: only false is "given"
+    }
+    for keys, applies, protocols in (
+        (sasl_keys, security.sasl, "SASL_PLAINTEXT or SASL_SSL"),
+        (tls_keys, security.tls, "SSL or SASL_SSL"),
+    ):
+        given = [key for key, value in keys.items() if value is not None]
+        if given and not applies:
+            raise ConfigError(
+                f"{table.where}.{given[0]} applies only with protocol {protocols} (protocol is {protocol})"
+            )
+    if security.sasl:
+        missing = [key for key, value in sasl_keys.items() if not value]
+        if missing:
+            raise ConfigError(f"{table.where}: protocol {protocol} needs {missing[0]}")
+        if security.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(
+                f"{table.where}.sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}, "
+                f"got {security.sasl_mechanism!r}"
+            )
+    if security.key_file and not security.cert_file:
+        raise ConfigError(f"{table.where}.key_file needs cert_file (the client certificate it belongs to)")
+    if security.key_password and not security.cert_file:
+        raise ConfigError(f"{table.where}: key_password_env/key_password_file need cert_file (the key to unlock)")
+    if not security.check_hostname and security.ca_file is None:
+        raise ConfigError(
+            f"{table.where}.check_hostname = false needs ca_file (your own CA): "
+            "with the system's CAs, any public certificate would be accepted"
+        )
+    return security
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
@@ -268,6 +418,12 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     group = stream.take("group", str)
     idle_lag_s = stream.take("idle_lag_seconds", int)
     dedup_hold_min = stream.take("dedup_hold_minutes", int)
+    session_timeout_s = stream.take("session_timeout_seconds", (int, float))
+    heartbeat_s = stream.take("heartbeat_seconds", (int, float))
+    if not 0 < heartbeat_s * 3 <= session_timeout_s:
+        raise ConfigError(
+            f"{stream.where}: heartbeat_seconds must be positive and at most a third of session_timeout_seconds"
+        )
     stream.done()
 
     kafka = root.table("kafka")
@@ -281,6 +437,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     topic_table = kafka.table("topics")
     topics = Topics(**{name: topic_table.take(name, str) for name in Topics.__dataclass_fields__})
     topic_table.done()
+    base = path.parent if path is not None else DEFAULT_CONFIG.parent  # relative paths: from the file naming them
+    security = _kafka_security(kafka.table("security"), environ, base)
     kafka.done()
 
     redis = root.table("redis")
@@ -315,7 +473,10 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
         group=group,
         idle_lag_ms=idle_lag_s * 1000,
         dedup_hold_ms=dedup_hold_min * 60_000,
+        session_timeout_ms=round(session_timeout_s * 1000),
+        heartbeat_ms=round(heartbeat_s * 1000),
         kafka_bootstrap=environ.get("KAFKA_BOOTSTRAP") or bootstrap,
+        kafka_security=security,
         partitions=partitions,
         retention_ms=retention_days * 86_400_000,
         topics=topics,

@@ -1,8 +1,24 @@
 """The event contract (DESIGN.md): room-entry requests and successes, and their validation.
 
 Every check names what was wrong, so a dead-lettered record or a skipped file
-line can be fixed at its source. ``ts`` and ``request_ts`` are integer epoch
-milliseconds; a time outside :class:`TimeBounds` is refused as absurd.
+line can be fixed at its source. Whatever bytes a Kafka record holds,
+:func:`parse_record` never raises: it yields valid events or refuses with a
+reason, so no input can stop a batch. The rules, in the order they apply:
+
+* **UTF-8.** The contract is UTF-8 JSON. A record is decoded strictly; one
+  that is not UTF-8 is refused (``not UTF-8: ...``), and one starting with a
+  UTF-16 or UTF-32 byte-order mark is named as such. A leading UTF-8
+  byte-order mark is refused too: RFC 8259 forbids sending one, and a
+  refusal that says so gets the producer fixed rather than guessed around.
+* **JSON.** Standard JSON only: ``NaN``, ``Infinity`` and ``-Infinity`` are
+  refused, as are an integer too long to convert (over 4,300 digits) and
+  nesting deeper than the interpreter can parse (``[`` 100,000 times).
+* **Text fields** (ids) are non-empty strings of at most
+  :data:`MAX_TEXT_CHARS` characters that encode as UTF-8: a JSON escape can
+  spell an unpaired surrogate (``"\\ud800"``), which no UTF-8 store can take.
+* **Times**, ``ts`` and ``request_ts``, are integer epoch milliseconds (not
+  ``true``, not ``1.5e12``); a time outside :class:`TimeBounds` is refused as
+  absurd.
 
 Example:
     >>> bounds = TimeBounds(earliest_ms=0, latest_ms=2_000_000_000_000)
@@ -13,6 +29,8 @@ Example:
     Traceback (most recent call last):
     ...
     stream.events.InvalidEvent: missing field 'app_id'
+    >>> parse_record('{"event_id": "r-1"}'.encode("utf-16"), "request", bounds)[1][0].reason
+    'not UTF-8: looks like UTF-16 (little-endian byte-order mark FF FE); the contract is UTF-8'
 """
 
 from __future__ import annotations
@@ -77,6 +95,18 @@ _TEXT_FIELDS: dict[EventKind, tuple[str, ...]] = {
     "success": ("event_id", "request_id", "app_id", "room_id", "user_id"),
 }
 
+MAX_TEXT_CHARS = 256
+"""The longest id (in characters) accepted: ids become Redis set members and
+hash fields, so a bounded id keeps one record from bloating the store."""
+
+_BYTE_ORDER_MARKS: tuple[tuple[bytes, str], ...] = (
+    # UTF-32 first: its little-endian mark begins with UTF-16's.
+    (b"\xff\xfe\x00\x00", "UTF-32 (little-endian byte-order mark FF FE 00 00)"),
+    (b"\x00\x00\xfe\xff", "UTF-32 (big-endian byte-order mark 00 00 FE FF)"),
+    (b"\xff\xfe", "UTF-16 (little-endian byte-order mark FF FE)"),
+    (b"\xfe\xff", "UTF-16 (big-endian byte-order mark FE FF)"),
+)
+
 
 def _text(record: dict[str, Any], name: str) -> str:
     if name not in record:
@@ -86,6 +116,15 @@ def _text(record: dict[str, Any], name: str) -> str:
         raise InvalidEvent(f"field {name!r} must be a string, got {type(value).__name__}")
     if not value:
         raise InvalidEvent(f"field {name!r} is empty")
+    if len(value) > MAX_TEXT_CHARS:
+        raise InvalidEvent(f"field {name!r} is {len(value):,} characters long, more than {MAX_TEXT_CHARS}")
+    if not value.isascii():  # ASCII always encodes: the usual id skips the encoding attempt
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidEvent(
+                f"field {name!r} holds an unpaired surrogate (\\u{ord(value[error.start]):04x}), not encodable as UTF-8"
+            ) from None
     return value
 
 
@@ -96,7 +135,10 @@ def _time(record: dict[str, Any], name: str, bounds: TimeBounds) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidEvent(f"field {name!r} must be integer epoch milliseconds, got {type(value).__name__}")
     if not bounds.earliest_ms <= value <= bounds.latest_ms:
-        raise InvalidEvent(f"field {name!r} = {value} is an absurd time ({_describe_ms(value)})")
+        shown = str(value)
+        if len(shown) > 30:  # a 4,000-digit number would swamp the reason
+            shown = f"a {len(shown.lstrip('-')):,}-digit number"
+        raise InvalidEvent(f"field {name!r} = {shown} is an absurd time ({_describe_ms(value)})")
     return value
 
 
@@ -105,6 +147,12 @@ def _describe_ms(value: int) -> str:
         return datetime.fromtimestamp(value / 1000, timezone.utc).isoformat()
     except (OverflowError, OSError, ValueError):
         return "out of any calendar"
+
+
+def _excerpt(value: Any) -> str:
+    """``repr`` of a received value, cut to a readable length (``repr`` escapes surrogates: reasons stay UTF-8)."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else f"{shown[:40]}... ({len(shown):,} characters)"
 
 
 def parse_event(record: Any, kind: EventKind, bounds: TimeBounds) -> Event:
@@ -119,13 +167,40 @@ def parse_event(record: Any, kind: EventKind, bounds: TimeBounds) -> Event:
     return SuccessEvent(ts=ts, request_ts=request_ts, **text)
 
 
-def _decode_json(text: str | bytes) -> Any:
+def _refuse_constant(name: str) -> Any:
+    raise InvalidEvent(f"not valid JSON: {name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+"""Built once: ``json.loads`` with a keyword argument would build a decoder per record."""
+
+
+def _decode_json(text: str) -> Any:
+    """Standard JSON only; every way ``json`` can fail becomes an :class:`InvalidEvent` naming the cause."""
+    if text.startswith("\ufeff"):
+        raise InvalidEvent("starts with a UTF-8 byte-order mark (EF BB BF); the contract is plain UTF-8 without one")
     try:
-        return json.loads(text)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as error:
-        raise InvalidEvent(f"not valid JSON: {error.msg} at column {error.colno}") from None
-    except (ValueError, RecursionError) as error:  # e.g. a 5000-digit number, bad UTF-8, nesting past the stack
-        raise InvalidEvent(f"not decodable JSON: {str(error)[:80]}") from None
+        line = f"line {error.lineno} " if error.lineno > 1 else ""
+        raise InvalidEvent(f"not valid JSON: {error.msg} at {line}column {error.colno}") from None
+    except InvalidEvent:
+        raise
+    except ValueError as error:  # the only other: int() refusing a number past sys.get_int_max_str_digits()
+        raise InvalidEvent(f"not valid JSON: a number too long to convert ({str(error).split(';')[0]})") from None
+    except RecursionError:
+        raise InvalidEvent("not valid JSON: nested too deeply to parse") from None
+
+
+def _decode_utf8(value: bytes) -> str:
+    """Strict UTF-8, as the contract says: ``json.loads(bytes)`` would guess UTF-16/32 and accept them."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        for mark, encoding in _BYTE_ORDER_MARKS:
+            if value.startswith(mark):
+                raise InvalidEvent(f"not UTF-8: looks like {encoding}; the contract is UTF-8") from None
+        raise InvalidEvent(f"not UTF-8: {error.reason} (0x{value[error.start]:02x}) at byte {error.start}") from None
 
 
 @dataclass(frozen=True)
@@ -133,54 +208,64 @@ class Rejected:
     """A refused record, or one refused element of an array record, with the reason."""
 
     reason: str
-    payload: str
-    """The refused text as received (for an array element: that element re-encoded)."""
+    payload: bytes
+    """The record's bytes as received; for an array element, that element re-encoded as ASCII JSON."""
 
 
 def parse_record(value: bytes | None, kind: EventKind, bounds: TimeBounds) -> tuple[list[Event], list[Rejected]]:
     """Validate one Kafka record's value: an event object, or a JSON array of events of one kind.
 
-    A bad element of an array is refused on its own (``element 3: missing
-    field 'ts'``) and the rest of the array still counts.
+    Never raises, whatever the bytes: what is not a valid event is refused
+    with the reason, so one bad record cannot stop a batch. A bad element of
+    an array is refused on its own (``element 3: missing field 'ts'``) and the
+    rest of the array still counts.
 
     Example:
         >>> bounds = TimeBounds(0, 2_000_000_000_000)
         >>> good = '{"event_id": "r-1", "app_id": "a", "room_id": "1", "user_id": "u", "ts": 5}'
         >>> events, rejected = parse_record(f'[{good}, {{"event_id": 7}}]'.encode(), "request", bounds)
-        >>> len(events), rejected[0].reason
-        (1, "element 1: field 'event_id' must be a string, got int")
+        >>> len(events), rejected[0].reason, rejected[0].payload
+        (1, "element 1: field 'event_id' must be a string, got int", b'{"event_id": 7}')
     """
     if value is None:
-        return [], [Rejected("record has no value", "")]
+        return [], [Rejected("record has no value (a tombstone)", b"")]
     try:
-        decoded = _decode_json(value)
+        decoded = _decode_json(_decode_utf8(value))
     except InvalidEvent as error:
-        return [], [Rejected(str(error), value.decode("utf-8", errors="replace"))]
+        return [], [Rejected(str(error), value)]
     if not isinstance(decoded, list):
         try:
             return [parse_event(decoded, kind, bounds)], []
         except InvalidEvent as error:
-            return [], [Rejected(str(error), value.decode("utf-8"))]
+            return [], [Rejected(str(error), value)]
     if not decoded:
-        return [], [Rejected("empty JSON array", "[]")]
+        return [], [Rejected("empty JSON array", value)]
     events: list[Event] = []
     rejected: list[Rejected] = []
     for index, element in enumerate(decoded):
         try:
             events.append(parse_event(element, kind, bounds))
         except InvalidEvent as error:
-            rejected.append(Rejected(f"element {index}: {error}", json.dumps(element)))
+            # ensure_ascii escapes an unpaired surrogate instead of failing on it. Called right here
+            # (not from a helper), encoding this element, a level shallower than the record, takes no
+            # more stack than parsing the record did: it cannot hit the recursion limit.
+            payload = json.dumps(element, ensure_ascii=True).encode("ascii")
+            rejected.append(Rejected(f"element {index}: {error}", payload))
     return events, rejected
 
 
 def parse_line(line: str, bounds: TimeBounds) -> Event:
-    """Validate one JSON Lines record of an event file, which names its ``type``."""
+    """Validate one JSON Lines record of an event file, which names its ``type``.
+
+    The same rules as :func:`parse_record` from JSON on; decoding the file's
+    bytes is the caller's.
+    """
     record = _decode_json(line)
     if not isinstance(record, dict):
         raise InvalidEvent(f"an event line must be a JSON object, got {type(record).__name__}")
     kind = record.get("type")
     if kind not in ("request", "success"):
-        raise InvalidEvent(f'field \'type\' must be "request" or "success", got {kind!r}')
+        raise InvalidEvent(f'field \'type\' must be "request" or "success", got {_excerpt(kind)}')
     return parse_event(record, kind, bounds)
 
 

@@ -58,10 +58,16 @@ def exemption_from_json(record: Any) -> Exemption:
         raise InvalidEvent(str(error)) from None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def decode_exemption(value: bytes) -> dict[str, Any]:
     """A record's value decoded and checked to be a valid exemption; the dict is what Redis keeps."""
     try:
-        record = json.loads(value)
+        record = json.loads(value.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError as error:
+        raise InvalidEvent(f"exemption record is not UTF-8: {error.reason} at byte {error.start}") from None
     except (ValueError, RecursionError):
         raise InvalidEvent("exemption record is not valid JSON") from None
     exemption_from_json(record)

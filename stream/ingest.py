@@ -1,31 +1,67 @@
-"""Counting a batch of Kafka records into Redis, one atomic step per partition.
+"""Counting a batch of Kafka records into Redis, one atomic step per partition, never skipping one.
 
 The Faust agents hand over whatever ``take_events`` buffered; this module
 turns it into per-partition batches: validates every record against the
 event contract, sends what is invalid to the dead-letter topic with its
 reason and origin, places each event in its slot (a success in its request's
 slot) and applies the partition's batch with :meth:`Store.apply_batch`.
+
+What keeps it exact (DESIGN.md invariant 1):
+
+* A partition is counted only from the position this worker gave it, Redis's
+  applied offset + 1 (:mod:`stream.live.cursors`); a partition not yet
+  positioned since its assignment is positioned first and its batch dropped
+  (the consumer reads it again from there).
+* A batch is applied until it applies: Redis failing, a rebuild, a lost
+  state all make it wait and retry (:mod:`stream.live.health`,
+  :mod:`stream.live.namespace`); nothing raises out of :meth:`Ingester.apply`,
+  so Faust never commits past a batch that was not counted.
+* Redis holding less than this worker's reading continues from (it lost
+  writes) makes the partition be read again from Redis's offset.
+* No record can take others down: parsing is total (every record is counted
+  or dead-lettered alone, :func:`stream.events.parse_record`).
+
 Nothing here depends on Faust, so it is tested with plain records.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from stream.events import Rejected, TimeBounds, parse_record
+from stream.dead_letter import DeadLetter
+from stream.events import Event, Rejected, TimeBounds, parse_record
+from stream.live.cursors import Cursors
+from stream.live.health import Backoff, Health
 from stream.sla.counting import EventKind
 from stream.sla.slots import local_date, slot_start_ms
-from stream.store import PartialBatch, SlotBatch, Store
+from stream.store import ApplyResult, ApplyStatus, Fence, SlotBatch, Store
 
 log = logging.getLogger(__name__)
 
 FIELD_OF_KIND: dict[EventKind, str] = {"request": "requests", "success": "successes"}
+
+Reseek = Callable[[str, int], Awaitable[None]]
+"""Positions the consumer of partition ``topic:partition`` after an applied offset (-1: at the earliest record)."""
+SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
+"""Sends a dead letter; returns once Kafka acknowledged it, raises if it could not."""
+
+
+class Namespace(Protocol):
+    """Which namespace to write to (:class:`stream.live.namespace.NamespaceGuard` for workers)."""
+
+    async def writable(self) -> Fence:
+        """The fence to write with, once the namespace may be written to."""
+        ...
+
+    def stale(self) -> None:
+        """A step was refused by the namespace's marker: the fence held is no longer valid."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -43,27 +79,12 @@ class Record:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
-    """A refused record (or array element), its reason and its origin, as sent to the dead-letter topic."""
+class ParsedRecord:
+    """A record with its valid events and refused parts, parsed once however often its batch is retried."""
 
     record: Record
-    rejected: Rejected
-
-    @property
-    def key(self) -> str:
-        """Unique per origin, so a dead letter sent twice after a crash is recognisable."""
-        return f"{self.record.tp}:{self.record.offset}"
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "reason": self.rejected.reason,
-                "topic": self.record.topic,
-                "partition": self.record.partition,
-                "offset": self.record.offset,
-                "payload": self.rejected.payload,
-            }
-        )
+    events: list[Event]
+    rejected: list[Rejected]
 
 
 @dataclass
@@ -77,28 +98,39 @@ class IngestStats:
     dead_letters: int = 0
     redelivered: int = 0
     """Partition batches skipped whole because Redis had applied them already (a redelivery)."""
+    repositioned: int = 0
+    """Times a partition was positioned at Redis's applied offset (assignments, Redis behind, rebuilds)."""
 
     def __str__(self) -> str:
         return (
             f"{self.records:,} records: {self.counted:,} events counted, {self.duplicates:,} duplicates, "
-            f"{self.late:,} late, {self.dead_letters:,} dead letters; {self.redelivered:,} redelivered batches skipped"
+            f"{self.late:,} late, {self.dead_letters:,} dead letters; {self.redelivered:,} redelivered batches "
+            f"skipped, {self.repositioned:,} partition positionings"
         )
 
 
 class Ingester:
-    """Applies batches of input records of one kind to the store."""
+    """Applies batches of input records of one kind to the store, each partition from Redis's position."""
 
     def __init__(
         self,
         store: Store,
         tz: ZoneInfo,
         bounds: Callable[[], TimeBounds],
-        send_dead_letter: Callable[[DeadLetter], Awaitable[None]],
+        send_dead_letter: SendDeadLetter,
+        health: Health,
+        guard: Namespace,
+        cursors: Cursors,
+        reseek: Reseek,
     ) -> None:
         self._store = store
         self._tz = tz
         self._bounds = bounds
         self._send_dead_letter = send_dead_letter
+        self._health = health
+        self._guard = guard
+        self._cursors = cursors
+        self._reseek = reseek
         self._day_of_slot: dict[int, str] = {}
         self.stats = IngestStats()
 
@@ -111,49 +143,112 @@ class Ingester:
         return day
 
     async def apply(self, kind: EventKind, records: Iterable[Record]) -> None:
-        """Count ``records`` (any mix of partitions, in consumption order) exactly once."""
+        """Count ``records`` (any mix of partitions, in consumption order) exactly once; returns when all are."""
         by_partition: dict[str, list[Record]] = defaultdict(list)
         for record in records:
             by_partition[record.tp].append(record)
-        applied = await self._store.applied_offsets(by_partition)
         # Partitions go concurrently: one's records are parsed while Redis runs another's script.
-        await asyncio.gather(
-            *(self._apply_partition(kind, tp, batch, applied[tp]) for tp, batch in by_partition.items())
-        )
+        await asyncio.gather(*(self._apply_partition(kind, tp, batch) for tp, batch in by_partition.items()))
 
-    async def _apply_partition(self, kind: EventKind, tp: str, batch: Sequence[Record], applied: int | None) -> None:
-        for _ in range(2):
-            fresh = [record for record in batch if applied is None or record.offset > applied]
-            if not fresh:
-                self.stats.redelivered += 1
-                return
-            try:
-                await self._apply_fresh(kind, tp, fresh)
-                return
-            except PartialBatch as overlap:  # another worker applied part of it since we looked
-                applied = overlap.applied_offset
-        raise RuntimeError(f"{tp}: batch kept overlapping applied offsets")
+    async def position(self, tp: str, applied: int | None = None) -> None:
+        """Position the partition's consumer after Redis's applied offset (read now unless given)."""
+        if applied is None:
+            offsets = await self._health.until_redis_answers(lambda: self._store.applied_offsets([tp]))
+            found = offsets[tp]
+            applied = -1 if found is None else found
+        await self._reseek(tp, applied)
+        self.stats.repositioned += 1
 
-    async def _apply_fresh(self, kind: EventKind, tp: str, records: Sequence[Record]) -> None:
+    async def _apply_partition(self, kind: EventKind, tp: str, batch: Sequence[Record]) -> None:
+        cursor = self._cursors.get(tp)
+        if cursor is None:
+            self._cursors.saw(tp, batch)
+            await self.position(tp)
+            return
+        records = self._cursors.admit(tp, batch)
+        if not records:
+            return
         bounds = self._bounds()
+        parsed = [ParsedRecord(r, *parse_record(r.value, kind, bounds)) for r in records]
+        await self._send_dead_letters(parsed)
+        expected, epoch = cursor.applied, cursor.epoch
+        while True:
+            fence = await self._guard.writable()
+            result = await self._health.until_redis_answers(
+                lambda fence=fence, expected=expected, parsed=parsed: self._apply_once(  # type: ignore[misc]
+                    fence, kind, tp, expected, parsed
+                )
+            )
+            status = result.status
+            if status is ApplyStatus.OVERLAP:  # another worker applied part of it since we looked
+                expected = result.applied_offset
+                parsed = [p for p in parsed if p.record.offset > expected]
+                continue
+            if status in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED):
+                if self._cursors.get(tp) is cursor and cursor.epoch == epoch:
+                    cursor.applied = result.applied_offset
+                self._tally(parsed, result)
+                return
+            if status is ApplyStatus.BEHIND:
+                log.warning(
+                    "%s: Redis holds applied offset %d, below the %d this worker continued from (Redis lost "
+                    "writes): reading the partition again from offset %d",
+                    tp,
+                    result.applied_offset,
+                    expected,
+                    result.applied_offset + 1,
+                )
+                await self.position(tp, result.applied_offset)
+                return
+            # STATE_LOST or FENCED: wait until the namespace is live again, then read from its positions.
+            self._guard.stale()
+            await self._guard.writable()
+            await self.position(tp)
+            return
+
+    async def _apply_once(
+        self, fence: Fence, kind: EventKind, tp: str, expected: int, parsed: Sequence[ParsedRecord]
+    ) -> ApplyResult:
         ids_by_slot: dict[tuple[str, int], list[str]] = defaultdict(list)
         stream_ms = -1
         refused = 0
-        for record in records:
-            events, rejected = parse_record(record.value, kind, bounds)
-            for problem in rejected:
-                await self._send_dead_letter(DeadLetter(record, problem))
-            refused += len(rejected)
-            for event in events:
+        for item in parsed:
+            refused += len(item.rejected)
+            for event in item.events:
                 ids_by_slot[(event.app_id, slot_start_ms(event.counted_ts, self._tz))].append(event.event_id)
-                stream_ms = max(stream_ms, event.ts)
+                if event.ts > stream_ms:
+                    stream_ms = event.ts
         slots = [SlotBatch(app, slot_ms, self._day(slot_ms), ids) for (app, slot_ms), ids in ids_by_slot.items()]
-        result = await self._store.apply_batch(
-            tp, [r.offset for r in records], slots, FIELD_OF_KIND[kind], stream_ms, refused
+        offsets = [item.record.offset for item in parsed]
+        return await self._store.apply_batch(
+            fence, tp, expected, offsets, slots, FIELD_OF_KIND[kind], stream_ms, refused
         )
+
+    async def _send_dead_letters(self, parsed: Sequence[ParsedRecord]) -> None:
+        """Send every refused record or element, each retried until Kafka acknowledges it."""
+        for item in parsed:
+            record = item.record
+            for rejected in item.rejected:
+                letter = DeadLetter(record.topic, record.partition, record.offset, rejected)
+                backoff = Backoff(cap_s=5.0)
+                failed = False
+                while True:
+                    try:
+                        await self._send_dead_letter(letter)
+                        break
+                    except Exception as error:  # noqa: BLE001 - a dead letter is never dropped: retry
+                        if not failed:
+                            log.warning("%s:%d: dead letter not sent (%s); retrying", record.tp, record.offset, error)
+                            failed = True
+                        await backoff.wait()
+
+    def _tally(self, parsed: Sequence[ParsedRecord], result: ApplyResult) -> None:
         stats = self.stats
-        stats.records += len(records)
+        if result.status is ApplyStatus.ALREADY_APPLIED:
+            stats.redelivered += 1
+            return
+        stats.records += len(parsed)
+        stats.dead_letters += sum(len(item.rejected) for item in parsed)
         stats.counted += result.counted
         stats.duplicates += result.duplicates
         stats.late += result.late
-        stats.dead_letters += refused

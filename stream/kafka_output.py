@@ -50,6 +50,7 @@ from aiokafka.errors import KafkaError
 from stream import topics
 from stream.config import Settings
 from stream.events import Event, to_record
+from stream.kafka_security import aiokafka_options
 from stream.simulate import PlanError, TrafficPlan, duration_ms, generate_timed
 
 MAX_BATCH = 1000
@@ -201,12 +202,13 @@ async def _produce(
         linger_ms=20 if not options.speed else 5,
         max_batch_size=512 * 1024,
         request_timeout_ms=topics.TIMEOUT_MS,
+        **aiokafka_options(settings.kafka_security),
     )
     try:
         await asyncio.wait_for(producer.start(), topics.TIMEOUT_MS / 1000)
     except (KafkaError, OSError, TimeoutError) as error:
         await producer.stop()
-        raise topics.unavailable(settings.kafka_bootstrap, error) from None
+        raise topics.unavailable(settings, error) from None
 
     async def send(records: list[Record]) -> None:
         for record in records:
@@ -230,7 +232,7 @@ async def _produce(
         await send(packer.drain())
         raise
     except KafkaError as error:
-        raise topics.unavailable(settings.kafka_bootstrap, error) from None
+        raise topics.unavailable(settings, error) from None
     finally:
         await producer.stop()  # delivers whatever is pending first
         delivery.sweep(final=True)

@@ -9,16 +9,26 @@ all, whatever happens to the worker that sent it:
     applied offset and stream time in the same step; a batch at or below the
     recorded offset is skipped, so Kafka's redelivery after a crash counts
     nothing twice (invariant 1). Duplicate ``event_id``\\ s within a slot count
-    once (a set of ids per slot).
+    once (a set of ids per slot). The caller says which applied offset it
+    read from (``expected``): Redis being *behind* it means Redis lost writes
+    (a restore, a lagging replica), and the batch is refused so the partition
+    can be read again from Redis's offset, not counted across a gap.
 ``commit_verdict``
     stores a slot's verdict with the next revision only if the slot's counts
     and revision are still those the verdict was computed from, and queues it
     in the outbox for the verdicts topic; a slot therefore closes once and a
     late event that arrives meanwhile is never lost (invariant 3).
 
+Both steps are fenced by the namespace's **generation** (``meta``): a
+namespace is initialised with one, and a rebuild gives it a new one. A step
+sent with another generation, or to a namespace whose ``meta`` is gone (Redis
+restarted empty, keys flushed), changes nothing and says so, so a worker never
+counts into a state that lost its past (:mod:`stream.live.lifecycle`).
+
 Keys, all under one prefix (``sla:`` by default; tests use their own):
 
 =============================  =========================================================
+``meta``                       HASH generation, state (``live``/``rebuilding``), initialised_ms
 ``offsets``, ``streamtime``    HASH ``topic:partition`` → last applied offset, max event ts
 ``idle``                       HASH ``topic:partition`` → wall ms it was last seen caught up and idle
 ``deadletters``                HASH ``topic:partition`` → records refused
@@ -45,10 +55,11 @@ single Redis server (or one hash slot), not a cluster.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
@@ -56,7 +67,29 @@ from stream.sla.verdict import SlotCounts
 
 COUNT_FIELDS = ("requests", "successes")
 
-_APPLY_BATCH = """
+_SADD_CHUNK = 4000
+"""Ids per SADD inside a script: Lua's ``unpack`` fails past about 8,000 values."""
+
+
+def _fence(lost: str, other: str) -> str:
+    """Lua that returns ``lost`` when the namespace has no marker, ``other`` when its generation or state differ.
+
+    Expects ``p`` (the prefix), ``generation`` and ``state`` (what the caller
+    believes) as locals.
+    """
+    return f"""
+local meta = redis.call('HMGET', p .. 'meta', 'generation', 'state')
+if not meta[1] then
+  return {lost}
+end
+if meta[1] ~= generation or meta[2] ~= state then
+  return {other}
+end
+"""
+
+
+_APPLY_BATCH = (
+    """
 local p = ARGV[1]
 local tp = ARGV[2]
 local min_offset = tonumber(ARGV[3])
@@ -64,7 +97,15 @@ local max_offset = tonumber(ARGV[4])
 local stream_ms = tonumber(ARGV[5])
 local field = ARGV[6]
 local refused = tonumber(ARGV[7])
+local generation, state = ARGV[8], ARGV[9]
+local expected = tonumber(ARGV[10])
+"""
+    + _fence(lost="{-3, -1, 0, 0, 0}", other="{-4, tonumber(meta[1]), 0, 0, 0}")
+    + """
 local applied = tonumber(redis.call('HGET', p .. 'offsets', tp) or '-1')
+if applied < expected then
+  return {-5, applied, 0, 0, 0}
+end
 if max_offset <= applied then
   return {0, applied, 0, 0, 0}
 end
@@ -72,13 +113,17 @@ if min_offset <= applied then
   return {-1, applied, 0, 0, 0}
 end
 local counted, duplicates, late = 0, 0, 0
-local i = 8
+local i = 11
 while i <= #ARGV do
   local app, slot, day, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local sk = app .. ':' .. slot
+  local ids = p .. 'ids:' .. sk .. ':' .. field
   local added = 0
-  if n > 0 then
-    added = redis.call('SADD', p .. 'ids:' .. sk .. ':' .. field, unpack(ARGV, i + 4, i + 3 + n))
+  local first, last = i + 4, i + 3 + n
+  while first <= last do
+    local upto = math.min(first + CHUNK - 1, last)
+    added = added + redis.call('SADD', ids, unpack(ARGV, first, upto))
+    first = upto + 1
   end
   i = i + 4 + n
   duplicates = duplicates + n - added
@@ -104,9 +149,11 @@ if refused > 0 then
   redis.call('HINCRBY', p .. 'deadletters', tp, refused)
 end
 return {1, max_offset, counted, duplicates, late}
-"""
+""".replace("CHUNK", str(_SADD_CHUNK))
+)
 
-_COMMIT_VERDICT = """
+_COMMIT_VERDICT = (
+    """
 local p = ARGV[1]
 local app, slot = ARGV[2], ARGV[3]
 local expected_revision = tonumber(ARGV[4])
@@ -115,6 +162,10 @@ local unavailable, exempt, data_quality = ARGV[7], ARGV[8], ARGV[9]
 local clause, hold_from = ARGV[10], ARGV[11]
 local message_key, message_value = ARGV[12], ARGV[13]
 local ledger_member = ARGV[14]
+local generation, state = ARGV[15], ARGV[16]
+"""
+    + _fence(lost="-3", other="-3")
+    + """
 local sk = app .. ':' .. slot
 local vkey = p .. 'verdict:' .. sk
 local revision = tonumber(redis.call('HGET', vkey, 'revision') or '0')
@@ -151,6 +202,7 @@ end
 redis.call('RPUSH', p .. 'outbox', message_key, message_value)
 return revision
 """
+)
 
 
 @dataclass(frozen=True)
@@ -163,14 +215,60 @@ class SlotBatch:
     event_ids: Sequence[str]
 
 
+NamespaceState = Literal["live", "rebuilding"]
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The namespace a step is meant for: workers write to a ``live`` one, a rebuild to a ``rebuilding`` one.
+
+    ``generation`` is the time (epoch ms) the namespace was initialised or
+    rebuilt; verdict messages carry it, so readers of the compacted topic can
+    tell a rebuild's revisions from the ones they replace.
+    """
+
+    generation: int
+    state: NamespaceState = "live"
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The namespace's marker (``meta``): present from initialisation on; gone means the state was lost."""
+
+    generation: int
+    state: NamespaceState
+    initialised_ms: int
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.generation, self.state)
+
+
+class ApplyStatus(enum.IntEnum):
+    """What ``apply_batch`` did with a partition batch (the script's status code)."""
+
+    APPLIED = 1
+    ALREADY_APPLIED = 0
+    """Every record was at or below the applied offset: a redelivery, nothing counted."""
+    OVERLAP = -1
+    """Part of the batch was applied (by another worker, since the caller looked): drop those records and retry."""
+    STATE_LOST = -3
+    """The namespace has no marker: Redis lost the state; nothing may be counted until it is rebuilt."""
+    FENCED = -4
+    """The namespace has another generation or state (a rebuild began or ended): read positions again."""
+    BEHIND = -5
+    """Redis's applied offset is below the one the caller read: Redis lost writes; read the partition again from it."""
+
+
 @dataclass(frozen=True)
 class ApplyResult:
-    """What one ``apply_batch`` did: ``applied`` False when the batch had been applied before."""
+    """What one ``apply_batch`` did; ``applied_offset`` is the partition's applied offset Redis holds now."""
 
-    applied: bool
-    counted: int
-    duplicates: int
-    late: int
+    status: ApplyStatus
+    applied_offset: int
+    counted: int = 0
+    duplicates: int = 0
+    late: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,7 +306,9 @@ class Store:
 
     async def apply_batch(
         self,
+        fence: Fence,
         tp: str,
+        expected_offset: int,
         offsets: Sequence[int],
         slots: Iterable[SlotBatch],
         field: str,
@@ -217,19 +317,66 @@ class Store:
     ) -> ApplyResult:
         """Count one partition's batch, covering records ``min(offsets)..max(offsets)``, atomically.
 
-        When part of the batch was applied before (a redelivery that overlaps
-        the last applied offset), nothing is counted and ``PartialBatch`` is
-        raised with that offset, so the caller can drop those records and retry.
+        ``expected_offset`` is the applied offset (-1: none) the caller's
+        reading of the partition continues from. Nothing is counted unless the
+        status is ``APPLIED``; see :class:`ApplyStatus` for what each other
+        status asks of the caller.
         """
         if field not in COUNT_FIELDS:
             raise ValueError(f"unknown count field {field!r}")
         args: list[object] = [self.prefix, tp, min(offsets), max(offsets), stream_ms, field, refused]
+        args += [fence.generation, fence.state, expected_offset]
         for batch in slots:
             args += [batch.app_id, batch.slot_ms, batch.day, len(batch.event_ids), *batch.event_ids]
         status, applied_offset, counted, duplicates, late = await self._apply(args=args)
-        if status == -1:
-            raise PartialBatch(int(applied_offset))
-        return ApplyResult(status == 1, counted, duplicates, late)
+        return ApplyResult(ApplyStatus(status), int(applied_offset), counted, duplicates, late)
+
+    async def meta(self) -> Meta | None:
+        """The namespace's marker, or None when it has none (never initialised, or lost)."""
+        raw = await self.redis.hgetall(self.key("meta"))
+        if not raw:
+            return None
+        return Meta(int(raw["generation"]), raw["state"], int(raw["initialised_ms"]))
+
+    async def initialise(self, generation: int, state: NamespaceState = "live") -> bool:
+        """Write the marker of a new namespace; False (nothing written) when it has one already."""
+        written = await self.redis.hsetnx(self.key("meta"), "generation", generation)
+        if written:
+            await self.redis.hset(self.key("meta"), mapping={"state": state, "initialised_ms": generation})
+        return bool(written)
+
+    async def begin_rebuild(self, generation: int) -> int:
+        """Mark the namespace as being rebuilt with a new generation, then delete everything else in it.
+
+        The marker goes first, so every worker's step is refused from that
+        instant on. Returns how many keys were deleted.
+        """
+        meta = self.key("meta")
+        await self.redis.hset(
+            meta, mapping={"generation": generation, "state": "rebuilding", "initialised_ms": generation}
+        )
+        deleted = 0
+        batch: list[str] = []
+        async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=1000):
+            if key != meta:
+                batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await self.redis.delete(*batch)
+                batch = []
+        if batch:
+            deleted += await self.redis.delete(*batch)
+        return deleted
+
+    async def finish_rebuild(self, generation: int) -> bool:
+        """Hand a rebuilt namespace to the workers (state ``live``); False if another rebuild took it over."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self.key("meta"))
+            if await pipe.hget(self.key("meta"), "generation") != str(generation):
+                return False
+            pipe.multi()
+            pipe.hset(self.key("meta"), "state", "live")
+            await pipe.execute()
+        return True
 
     async def partition_states(self, tps: Iterable[str]) -> dict[str, PartitionState]:
         names = list(tps)
@@ -284,6 +431,7 @@ class Store:
 
     async def commit_verdict(
         self,
+        fence: Fence,
         app_id: str,
         slot_ms: int,
         hold_from_ms: int,
@@ -300,6 +448,7 @@ class Store:
         for a ledger update in the same step, so a crash cannot lose either.
         Returns the revision now stored, or ``None`` when the slot's counts or
         revision moved since they were read: the caller judges it again later.
+        Raises :class:`Fenced` when the namespace is not ``fence``'s.
         """
         key, value = message or ("", "")
         v = verdict
@@ -319,8 +468,12 @@ class Store:
                 key,
                 value,
                 f"{ledger_month}:{app_id}",
+                fence.generation,
+                fence.state,
             ]
         )
+        if result == -3:
+            raise Fenced(f"the namespace {self.prefix!r} is no longer generation {fence.generation} ({fence.state})")
         return None if result < 0 else int(result)
 
     async def ledgers_due(self) -> list[tuple[str, str]]:
@@ -396,12 +549,13 @@ class Store:
         return None if raw is None else json.loads(raw)
 
 
-class PartialBatch(Exception):
-    """Part of a batch was applied before; records at or below ``applied_offset`` must be dropped."""
+class Fenced(Exception):
+    """A step was refused: the namespace lost its marker, or has another generation or state."""
 
-    def __init__(self, applied_offset: int) -> None:
-        super().__init__(f"batch overlaps records applied up to offset {applied_offset}")
-        self.applied_offset = applied_offset
+
+def _glob_escape(text: str) -> str:
+    """``text`` with Redis glob metacharacters escaped, for SCAN MATCH."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _int_or_none(value: str | None) -> int | None:

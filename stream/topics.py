@@ -32,6 +32,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from stream.config import ConfigError, Settings, Topics
+from stream.kafka_security import describe, kafka_python_options, redact, refusal
 
 DAY_MS = 86_400_000
 TIMEOUT_MS = 10_000
@@ -41,7 +42,7 @@ _CHECKED_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes")
 
 
 class KafkaUnavailable(Exception):
-    """The broker did not answer; the message names the address."""
+    """The broker did not answer, or refused the security settings; the message names the address, no secret."""
 
 
 @dataclass(frozen=True)
@@ -154,26 +155,44 @@ def topic_problems(spec: TopicSpec, partitions: int, configs: Mapping[str, str])
     return problems
 
 
-def admin_client(bootstrap: str, timeout_ms: int | None = None) -> KafkaAdminClient:
-    """A connected admin client, or :class:`KafkaUnavailable` naming ``bootstrap`` after ``timeout_ms`` (10 s)."""
+def admin_client(settings: Settings, timeout_ms: int | None = None) -> KafkaAdminClient:
+    """A connected admin client, or :class:`KafkaUnavailable` naming the bootstrap after ``timeout_ms`` (10 s).
+
+    With a secured protocol, a broker that refuses the settings (wrong
+    password, a certificate that does not verify) is reported at once, with
+    its reason: kafka-python alone would retry until the timeout, then say
+    only that nothing answered.
+    """
     timeout_ms = timeout_ms or TIMEOUT_MS
+    security = settings.kafka_security
+    reason = refusal(settings.kafka_bootstrap, security, timeout_ms / 1000)
+    if reason is not None:
+        raise KafkaUnavailable(
+            redact(
+                f"Kafka at {settings.kafka_bootstrap} refused sla-stream ({describe(security)}): {reason}; "
+                "check [kafka.security] and the password or certificate it names"
+            )
+        )
     try:
         return KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            bootstrap_servers=settings.kafka_bootstrap,
             client_id="sla-stream-topics",
             bootstrap_timeout_ms=timeout_ms,
             request_timeout_ms=timeout_ms,
+            **kafka_python_options(security),
         )
     except KafkaError:
-        raise unavailable(bootstrap, f"no answer within {timeout_ms // 1000} s") from None
+        raise unavailable(settings, f"no answer within {timeout_ms // 1000} s") from None
 
 
-def unavailable(bootstrap: str, error: Exception | str) -> KafkaUnavailable:
-    """The error to raise when the broker at ``bootstrap`` fails a request: says where, what, and what to do."""
+def unavailable(settings: Settings, error: Exception | str) -> KafkaUnavailable:
+    """The error to raise when the broker fails a request: says where, how, what, and what to do (no secret)."""
     detail = error if isinstance(error, str) else str(error) or type(error).__name__
-    return KafkaUnavailable(
-        f"Kafka at {bootstrap} is not reachable ({detail}); start it (make up), or set KAFKA_BOOTSTRAP"
-    )
+    security = settings.kafka_security
+    secured = security.protocol != "PLAINTEXT"
+    how = f" with {describe(security)}" if secured else ""
+    advice = "start it (make up), or set KAFKA_BOOTSTRAP" + ("; check [kafka.security]" if secured else "")
+    return KafkaUnavailable(redact(f"Kafka at {settings.kafka_bootstrap} is not reachable{how} ({detail}); {advice}"))
 
 
 def _partition_counts(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> dict[str, int | str]:
@@ -235,15 +254,15 @@ def ensure_topics(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> list[T
 def topic_statuses(
     settings: Settings, specs: Sequence[TopicSpec] | None = None, create: bool = False
 ) -> list[TopicStatus]:
-    """Connect to ``settings.kafka_bootstrap``, then check the planned topics or ``specs`` (``create``: create first).
+    """Connect to Kafka (as ``[kafka.security]`` says), then check the planned topics or ``specs`` (``create``: first).
 
     Raises :class:`KafkaUnavailable`, naming the address, when the broker does not answer within 10 seconds.
     """
-    admin = admin_client(settings.kafka_bootstrap)
+    admin = admin_client(settings)
     try:
         return _inspect(admin, plan_topics(settings) if specs is None else specs, create)
     except KafkaError as error:
-        raise unavailable(settings.kafka_bootstrap, error) from None
+        raise unavailable(settings, error) from None
     finally:
         admin.close()
 

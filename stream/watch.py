@@ -3,7 +3,9 @@
 For each app: the open slot's success rate so far, the last closed slots with
 their verdicts, and the running service month (availability, budget left).
 It reads the same state the closer writes, so what it shows is what the
-reports will say.
+reports will say. A Redis that does not answer, or refuses the password or
+the TLS settings of the URL, ends it with one line naming the URL with its
+password hidden.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, RedisError
 
 from stream.config import Settings
+from stream.kafka_security import redact
 from stream.sla.availability import display_percent
 from stream.sla.months import service_months_in
 from stream.sla.slots import SLOT_MS, local_date, local_time
@@ -24,6 +28,21 @@ from stream.sla.verdict import SlotCounts, judge_slot
 from stream.store import Store, StoredVerdict
 
 RECENT_SLOTS = 6
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer, or refused the connection; the message names the URL without its password."""
+
+
+def redis_failure(url: str, error: Exception) -> RedisUnavailable:
+    """The one-line error for a Redis at ``url`` that failed with ``error``: where, why, what to check (no secret)."""
+    if isinstance(error, AuthenticationError):
+        what, advice = "refused sla-stream", "check the password in REDIS_URL or redis.url"
+    elif isinstance(error, ValueError):
+        what, advice = "is not a usable Redis URL", "see docs/security.md for the forms REDIS_URL takes"
+    else:
+        what, advice = "is not reachable", "start it (make up), or set REDIS_URL (rediss://...?ssl_ca_certs=CA for TLS)"
+    return RedisUnavailable(redact(f"Redis at {url} {what} ({error}); {advice}"))
 
 
 @dataclass(frozen=True)
@@ -115,11 +134,22 @@ def render(views: Sequence[AppView], settings: Settings, now: float) -> str:
 
 
 async def watch(settings: Settings, interval_s: float = 1.0, once: bool = False) -> None:
-    """Redraw the view every ``interval_s`` until interrupted (or once)."""
-    store = Store(Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix)
-    while True:
-        screen = render(await snapshot(store, settings), settings, time.time())
-        print(screen if once else "\x1b[H\x1b[2J" + screen, flush=True)
-        if once:
-            return
-        await asyncio.sleep(interval_s)
+    """Redraw the view every ``interval_s`` until interrupted (or once); :class:`RedisUnavailable` if Redis fails."""
+    try:
+        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    except ValueError as error:
+        raise redis_failure(settings.redis_url, error) from None
+    store = Store(redis, settings.key_prefix)
+    try:
+        while True:
+            try:
+                views = await snapshot(store, settings)
+            except RedisError as error:
+                raise redis_failure(settings.redis_url, error) from None
+            screen = render(views, settings, time.time())
+            print(screen if once else "\x1b[H\x1b[2J" + screen, flush=True)
+            if once:
+                return
+            await asyncio.sleep(interval_s)
+    finally:
+        await redis.aclose()

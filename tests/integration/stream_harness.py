@@ -21,9 +21,11 @@ available by ``pytest_plugins = ["stream_harness"]`` in each test module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -245,10 +247,10 @@ def write_event_file(path: Path, events: Iterable[Event]) -> Path:
 class WorkerProcess:
     """One ``sla-stream worker`` subprocess, logging to its own file."""
 
-    def __init__(self, name: str, config: Path, cwd: Path, log: Path) -> None:
+    def __init__(self, name: str, config: Path, cwd: Path, log: Path, redis_url: str | None = None) -> None:
         self.name = name
         self.log = log
-        env = {**os.environ, **WORKER_ENV}
+        env = {**os.environ, **WORKER_ENV, **({"REDIS_URL": redis_url} if redis_url else {})}
         with log.open("ab") as out:
             out.write(f"--- start {name} at {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
@@ -282,11 +284,88 @@ class WorkerProcess:
                 self.proc.wait(timeout=30)
 
     def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.lines()[-lines:])
+
+    def lines(self) -> list[str]:
+        """Every line of the worker's log so far."""
         try:
-            text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+            return self.log.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text[-lines:])
+            return ["(no log)"]
+
+
+class RedisServer:
+    """A Redis server of a test's own (its own port and directory), to stop, kill, restart or wipe.
+
+    Append-only persistence with ``appendfsync always`` (the project's own
+    Redis runs the same way): a stop or a kill loses no acknowledged write.
+    With ``aof=False`` it keeps only the snapshots :meth:`snapshot` writes,
+    so a kill rolls it back to the last one (Redis "losing its last writes").
+    """
+
+    def __init__(self, root: Path, port: int, aof: bool = True) -> None:
+        self.root = root
+        self.port = port
+        self.aof = aof
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        root.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.root)]
+            + ["--save", "", "--logfile", str(self.root / "redis.log"), *persistence],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        client = self.client()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise HarnessTimeout(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.1)
+            finally:
+                client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM: Redis shuts down cleanly (what an operator's restart does)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        """SIGKILL: whatever was not persisted is lost."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def snapshot(self) -> None:
+        """Write the whole dataset to disk now (SAVE): a kill after it comes back to this state."""
+        client = self.client()
+        try:
+            client.save()
+        finally:
+            client.close()
+
+    def wipe(self) -> None:
+        """Delete everything the server persisted (it must be stopped): the next start is empty."""
+        for path in self.root.iterdir():
+            if path.name != "redis.log":
+                if path.is_dir():
+                    for inner in path.iterdir():
+                        inner.unlink()
+                    path.rmdir()
+                else:
+                    path.unlink()
 
 
 # --------------------------------------------------------------------------- deployment
@@ -333,6 +412,8 @@ class Deployment:
     idle_lag_seconds: int = 10
     dedup_hold_minutes: int = 60
     extra_toml: str = ""
+    redis_url: str | None = None
+    """A Redis of the test's own (:class:`RedisServer`); None: the shared one."""
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     workers: list[WorkerProcess] = field(default_factory=list)
     produced: dict[str, int] = field(default_factory=dict)
@@ -368,7 +449,9 @@ class Deployment:
                 """
             )
             + topics_toml
-            + f'\n\n[redis]\nkey_prefix = "{self.prefix}"\n\n'
+            + f'\n\n[redis]\nkey_prefix = "{self.prefix}"\n'
+            + (f'url = "{self.redis_url}"\n' if self.redis_url else "")
+            + "\n"
             + self.extra_toml,
             encoding="utf-8",
         )
@@ -402,7 +485,7 @@ class Deployment:
     def start_worker(self) -> WorkerProcess:
         self._worker_count += 1
         name = f"worker-{self._worker_count}"
-        worker = WorkerProcess(name, self.config, self.root, self.root / f"{name}.log")
+        worker = WorkerProcess(name, self.config, self.root, self.root / f"{name}.log", self.redis_url)
         self.workers.append(worker)
         return worker
 
@@ -638,19 +721,25 @@ class Deployment:
             consumer.close()
 
     def latest_verdicts(self) -> dict[str, dict[str, Any]]:
-        """The verdicts topic reduced to the highest revision per key (checking revisions repeat identically)."""
-        by_key: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+        """The verdicts topic reduced to the latest record per key: the highest revision of the highest generation.
+
+        Checks that a (generation, revision) repeats identically, and that each
+        generation's revisions run 1, 2, ... without a gap.
+        """
+        by_key: dict[str, dict[tuple[int, int], dict[str, Any]]] = defaultdict(dict)
         for record in self.read_topic("verdicts"):
             assert record.key is not None, record
-            revision = record.value["revision"]
-            earlier = by_key[record.key].get(revision)
+            version = (record.value["generation"], record.value["revision"])
+            earlier = by_key[record.key].get(version)
             assert earlier is None or earlier == record.value, (
-                f"{record.key} revision {revision} published twice with different content: {earlier} / {record.value}"
+                f"{record.key} {version} published twice with different content: {earlier} / {record.value}"
             )
-            by_key[record.key][revision] = record.value
-        for key, revisions in by_key.items():
-            assert sorted(revisions) == list(range(1, max(revisions) + 1)), f"{key}: revisions {sorted(revisions)}"
-        return {key: revisions[max(revisions)] for key, revisions in by_key.items()}
+            by_key[record.key][version] = record.value
+        for key, versions in by_key.items():
+            latest = max(versions)
+            revisions = sorted(revision for generation, revision in versions if generation == latest[0])
+            assert revisions == list(range(1, latest[1] + 1)), f"{key}: revisions {revisions} of {latest[0]}"
+        return {key: versions[max(versions)] for key, versions in by_key.items()}
 
     # ----- teardown
 
@@ -670,9 +759,10 @@ class Deployment:
             self.admin.delete_groups([self.group])
         except KafkaError as error:
             print(f"could not delete group {self.group}: {error}")
-        keys = list(self.redis_client.scan_iter(match=self.prefix + "*", count=1000))
-        for i in range(0, len(keys), 1000):
-            self.redis_client.delete(*keys[i : i + 1000])
+        with contextlib.suppress(redis.ConnectionError):  # a test's own Redis may be down by now
+            keys = list(self.redis_client.scan_iter(match=self.prefix + "*", count=1000))
+            for i in range(0, len(keys), 1000):
+                self.redis_client.delete(*keys[i : i + 1000])
 
 
 class EarlyCloseWatch:
@@ -778,6 +868,29 @@ def slot_end_plus_grace(slot_ms: int, settings: Settings) -> int:
 # --------------------------------------------------------------------------- pytest plumbing
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Factory: a started Redis server of the test's own (``aof=False`` for snapshots only); killed afterwards."""
+    servers: list[RedisServer] = []
+
+    def make(aof: bool = True) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(servers)}", free_port(), aof=aof)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.kill()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
     report = yield
@@ -796,8 +909,13 @@ def stream_deployment(
     """Factory: ``stream_deployment(grace_seconds=..., ...)`` makes a deployment with its topics created."""
     made: list[Deployment] = []
 
-    def make(**options: Any) -> Deployment:
-        deployment = Deployment(tmp_path / f"d{len(made)}", kafka_bootstrap, redis_client, kafka_admin, **options)
+    def make(redis_server: RedisServer | None = None, **options: Any) -> Deployment:
+        """A deployment; with ``redis_server``, on that Redis instead of the shared one."""
+        client = redis_client
+        if redis_server is not None:
+            client = redis_server.client()
+            options["redis_url"] = redis_server.url
+        deployment = Deployment(tmp_path / f"d{len(made)}", kafka_bootstrap, client, kafka_admin, **options)
         made.append(deployment)
         deployment.create_topics()
         return deployment

@@ -1,12 +1,15 @@
 """Bad records go to the dead-letter topic with their reason and origin; the good ones around them count.
 
-Among valid records on both input topics: a value that is not JSON, not UTF-8,
-JSON that is not an event object, an empty array, a tombstone, missing fields,
-wrong types, event times in 2100 and 1990, and an array with one bad element
-between good ones. Each bad record (or element) lands on the dead-letter topic
-once, with a reason naming the problem and the topic, partition and offset it
-came from; every valid event, the good array elements included, is counted;
-the worker keeps running and counts what comes after.
+Among valid records on both input topics, all in the worker's first batch:
+a value that is not JSON, not UTF-8, UTF-16 and UTF-32 with byte-order
+marks, a lone surrogate in an id, NaN, a 5,000-digit number, 100,000 levels
+of nesting, a 1,000,000-character field, JSON that is not an event object, an
+empty array, a tombstone, missing fields, wrong types, event times in 2100
+and 1990, and an array with one bad element between good ones. Each bad
+record (or element) lands on the dead-letter topic once, with a reason
+naming the problem and the topic, partition and offset it came from; every
+valid event, the good array elements included, is counted; the worker keeps
+running and counts what comes after.
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ def test_stream_bad_records(stream_deployment):
     # (record, the words its dead letter's reason must contain), in produce order
     bad = [
         (raw("request", '{"event_id": "r-1", "app_id": '), "not valid JSON"),
-        (raw("request", b'{"event_id": "\xff\xfe"}'), "not decodable JSON"),
+        (raw("request", b'{"event_id": "\xff\xfe"}'), "not UTF-8"),
+        (raw("request", json.dumps(good | {"event_id": "r-7"}).encode("utf-16")), "looks like UTF-16"),
+        (raw("request", json.dumps(good | {"event_id": "r-8"}).encode("utf-32")), "looks like UTF-32"),
+        (raw("request", json.dumps(good | {"event_id": "\ud800"})), "surrogate"),
+        (raw("request", json.dumps(good | {"event_id": "r-9"})[:-1] + ', "x": NaN}'), "NaN"),
+        (raw("request", json.dumps(good | {"event_id": "r-10"}).replace(str(slot + 1), "9" * 5000)), "too long"),
+        (raw("request", "[" * 100_000 + "]" * 100_000), "nested too deeply"),
+        (raw("request", json.dumps(good | {"event_id": "r-11", "room_id": "x" * 1_000_000})), "1,000,000 characters"),
         (raw("request", "42"), "must be a JSON object"),
         (raw("request", "[]"), "empty JSON array"),
         (raw("request", None), "no value"),
@@ -78,6 +88,8 @@ def test_stream_bad_records(stream_deployment):
     assert all(
         letter.key == f"{v['topic']}:{v['partition']}:{v['offset']}" for letter in letters for v in [letter.value]
     )
+    huge = next(v for v in by_origin.values() if "1,000,000 characters" in v["reason"])
+    assert huge["payload_truncated"] and huge["payload_bytes"] > 1_000_000 and len(huge["payload_sha256"]) == 64
     refused = {tp: int(n) for tp, n in d.redis_client.hgetall(d.key("deadletters")).items()}
     assert sum(refused.values()) == len(expected)
 

@@ -6,14 +6,16 @@ A slot at exactly 98% closes unavailable (revision 1); a late success for one
 of its failed requests lifts it to 99%, which is available: revision 2 appears
 in Redis and on the verdicts topic and the month ledger loses the unavailable
 slot. Records delivered twice, before or after the slot closed, count once;
-late requests and successes are recorded as such; a late event that does not
-change the verdict makes no new revision. A record re-sent seconds later for
+late requests and successes are recorded as such; a late event that keeps the
+verdict still changes the counts, so it makes a new revision carrying them
+(the latest record per key on the verdicts topic always equals Redis), while
+a duplicate, which changes nothing, makes none. A record re-sent seconds later for
 a slot of three hours ago must count once too (a known bug: it counts again).
 """
 
 from __future__ import annotations
 
-from stream_harness import recent_slot, single_records, slot_traffic, success_for
+from stream_harness import assert_topic_matches_redis, recent_slot, single_records, slot_traffic, success_for
 
 from stream.events import RequestEvent
 from stream.sla.slots import local_date
@@ -65,7 +67,8 @@ def test_stream_late_and_duplicate(stream_deployment):
     assert month_of(d, slot)["unavailable_slots"] == 0
 
     # The late success delivered again, and a late request for the other app's slot (delivered twice):
-    # counted once each; 100 successes of 101 requests keeps that slot available, so no new revision.
+    # counted once each; 100 successes of 101 requests keeps that slot available, but its counts changed:
+    # revision 2 carries them. The duplicate late success changes nothing: no revision 3 for APP's slot.
     late_request = RequestEvent(f"r-late-{OTHER}", OTHER, "1", "u-late", slot + 1000)
     d.produce([single_records([late])[0]] + single_records([late_request]) * 2)
     d.wait_settled()
@@ -73,7 +76,9 @@ def test_stream_late_and_duplicate(stream_deployment):
     mine, other = stored[(APP, slot)], stored[(OTHER, slot)]
     assert (mine.requests, mine.successes, mine.late_successes, mine.verdict["revision"]) == (100, 99, 1, "2")
     assert (other.requests, other.successes, other.late_requests, other.late_successes) == (101, 100, 1, 0)
-    assert other.verdict is not None and (other.verdict["revision"], other.verdict["unavailable"]) == ("1", "0")
+    assert other.verdict is not None and (other.verdict["revision"], other.verdict["unavailable"]) == ("2", "0")
+    latest = assert_topic_matches_redis(d)[f"{OTHER}:{slot}"]
+    assert (latest["revision"], latest["requests"], latest["successes"]) == (2, 101, 100)
     assert month_of(d, slot)["requests"] == 100
 
 

@@ -80,3 +80,46 @@ def test_stream_scale_out(stream_deployment):
     messages = [r for r in d.read_topic("verdicts") if not (r.key or "").startswith(FLUSH_APP)]
     repeated = len(messages) - len(latest)
     assert repeated <= 5, f"{repeated} verdicts were published more than once"
+
+
+def test_killing_one_of_three_workers_resumes_verdicts_within_15_seconds(stream_deployment):
+    """The leader of three workers (it counts partitions and runs the closer) is killed mid-stream.
+
+    Event time runs some two minutes per half second of production, so a slot
+    is due about every second; the gap in verdicts after the kill is the
+    failover time: the session timeout, the rebalance, the closer's lease.
+    """
+    start = hours_ago(30)
+    plan, events = simulated_traffic(
+        APPS, start, 120, peak_per_minute=60, seed=37, trough_share=1.0, late_success_rate=0.0
+    )
+    records = batched_records(events, batch=10)
+    d = stream_deployment(grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
+    workers = [d.start_worker() for _ in range(3)]
+    for worker in workers:
+        d.wait_for(
+            f"{worker.name} to hold input partitions",
+            lambda w=worker: holds_input_partitions(w.tail(400), d.topics.requests),
+            90,
+        )
+    chunks, kill_at = 60, 20
+    verdict_times: list[float] = []
+    killed_at = 0.0
+    for i in range(chunks):
+        d.produce(records[i * len(records) // chunks : (i + 1) * len(records) // chunks])
+        if i == kill_at:
+            leader = next(w for w in workers if "closed " in w.tail(2000))
+            leader.kill()
+            killed_at = time.monotonic()
+            count_at_kill = len(d.verdict_keys())
+        if killed_at:
+            if len(d.verdict_keys()) > count_at_kill and not verdict_times:
+                verdict_times.append(time.monotonic())
+        time.sleep(0.5)
+    d.wait_for("verdicts after the kill", lambda: len(d.verdict_keys()) > count_at_kill, 60)
+    resumed_after = (verdict_times[0] if verdict_times else time.monotonic()) - killed_at
+    print(f"verdicts resumed {resumed_after:.1f} s after the leader was killed")
+    assert resumed_after < 15, f"verdicts resumed only {resumed_after:.1f} s after the kill"
+    d.wait_settled(timeout_s=120, still_open=d.flush_stream_time(plan.end_ms + 3_600_000))
+    assert_slots_match_truth(d, Truth.of(events, d.settings), ignore_apps=[FLUSH_APP])
+    assert_topic_matches_redis(d, ignore_apps=[FLUSH_APP])

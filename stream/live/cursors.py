@@ -1,0 +1,106 @@
+"""Where this worker's reading of each input partition stands against Redis: the position is Redis's.
+
+Kafka's committed offsets run ahead of Redis whenever a batch fails or Redis
+loses its last writes, so they are never trusted (DESIGN.md invariant 1).
+A partition is counted only after this worker positioned its consumer at
+Redis's applied offset + 1 (:meth:`Cursors.sought`), and each batch is
+applied with the applied offset its reading continues from, which the store
+checks (:meth:`stream.store.Store.apply_batch`): no gap, no double count.
+
+After a seek *back* (Redis lost writes, a rebuild), records the consumer had
+already fetched beyond the new position may still come through Faust's
+buffers before the re-read ones. They are dropped until a record at or below
+the highest offset delivered before the seek arrives: from then on, the
+records are the re-read ones, in order.
+
+Example:
+    >>> cursors = Cursors()
+    >>> cursors.sought("requests:0", applied=9)
+    >>> [r for r in cursors.admit("requests:0", [10, 11, 12])]
+    [10, 11, 12]
+    >>> cursors.sought("requests:0", applied=10)  # Redis lost the batch 11-12: read again from 11
+    >>> cursors.admit("requests:0", [13, 14]), cursors.admit("requests:0", [11, 12, 13])
+    ([], [11, 12, 13])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+
+class HasOffset(Protocol):
+    @property
+    def offset(self) -> int: ...
+
+
+R = TypeVar("R", bound="HasOffset | int")
+
+
+def _offset(record: HasOffset | int) -> int:
+    return record if isinstance(record, int) else record.offset
+
+
+@dataclass
+class PartitionCursor:
+    """One partition's reading: the applied offset it continues from, and what was delivered since the last seek."""
+
+    applied: int
+    """The applied offset (-1: none) Redis held when the consumer was positioned after it, or the last one applied."""
+    delivered: int = -1
+    """The highest offset handed to the ingester (kept across seeks)."""
+    skip_above: int | None = None
+    """After a seek back: records above this offset are stale fetches, dropped until one at or below it arrives."""
+    epoch: int = 0
+    """Counts seeks, so a step that began before one does not move the cursor after it."""
+
+
+class Cursors:
+    """The cursors of the input partitions this worker has positioned, by ``topic:partition``."""
+
+    def __init__(self) -> None:
+        self._cursors: dict[str, PartitionCursor] = {}
+        self._delivered: dict[str, int] = {}
+
+    def get(self, tp: str) -> PartitionCursor | None:
+        """The partition's cursor; None when this worker has not positioned the partition since it was assigned."""
+        return self._cursors.get(tp)
+
+    def sought(self, tp: str, applied: int) -> None:
+        """The consumer was positioned at ``applied + 1`` (Redis's applied offset, -1 for none)."""
+        delivered = self._delivered.get(tp, -1)
+        previous = self._cursors.get(tp)
+        self._cursors[tp] = PartitionCursor(
+            applied=applied,
+            delivered=delivered,
+            skip_above=delivered if delivered > applied else None,
+            epoch=(previous.epoch + 1) if previous else 0,
+        )
+
+    def forget(self, tps: Iterable[str]) -> None:
+        """These partitions were revoked or sought elsewhere by Faust: they must be positioned again before counting."""
+        for tp in tps:
+            cursor = self._cursors.pop(tp, None)
+            if cursor is not None:
+                self._delivered[tp] = max(self._delivered.get(tp, -1), cursor.delivered)
+
+    def saw(self, tp: str, records: Sequence[R]) -> None:
+        """Records of a partition that is not positioned yet went by (dropped): remember how far they reached."""
+        if records:
+            self._delivered[tp] = max(self._delivered.get(tp, -1), max(_offset(r) for r in records))
+
+    def admit(self, tp: str, records: Sequence[R]) -> list[R]:
+        """The records of a positioned partition that continue its reading (stale fetches after a seek back dropped)."""
+        cursor = self._cursors[tp]
+        admitted: list[R] = []
+        for record in records:
+            offset = _offset(record)
+            if cursor.skip_above is not None:
+                if offset > cursor.skip_above:
+                    continue
+                cursor.skip_above = None
+            admitted.append(record)
+            cursor.delivered = max(cursor.delivered, offset)
+            self._delivered[tp] = cursor.delivered
+        return admitted

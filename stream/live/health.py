@@ -1,0 +1,115 @@
+"""What state the worker is in, said once per change, and retrying Redis until it answers.
+
+A worker never lets a Redis failure escape: Faust would restart the agent and
+commit the offsets past the batch (DESIGN.md, "Faust: use and avoid"). Every
+Redis step of the worker goes through :meth:`Health.until_redis_answers`,
+which retries with a bounded backoff and reports the outage here. The log
+gets one line when Redis goes and one when it returns, however many parts of
+the worker were waiting, and the state is there for metrics to export.
+
+States (:attr:`Health.state`):
+
+``counting``
+    the normal case;
+``paused``
+    Redis does not answer: counting and closing wait, nothing is skipped;
+``refusing``
+    Redis answers but the live state's marker is gone (Redis restarted
+    empty): nothing is counted until ``sla-stream rebuild`` recounts it;
+``rebuilding``
+    a rebuild is recounting the state; the worker resumes when it ends.
+
+Example:
+    >>> times = iter([0.0, 31.5])
+    >>> health = Health("redis://127.0.0.1:6379/0", clock=lambda: next(times))
+    >>> health.redis_failed(ConnectionError("refused")); health.state
+    'paused'
+    >>> health.redis_answered(); health.state
+    'counting'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WorkerState = Literal["counting", "paused", "refusing", "rebuilding"]
+NamespaceCondition = Literal["ok", "lost", "rebuilding"]
+
+
+class Backoff:
+    """Waits that double from ``first_s`` up to ``cap_s``: quick to notice a return, gentle on a long outage."""
+
+    def __init__(self, first_s: float = 0.1, cap_s: float = 2.0) -> None:
+        self._next = self._first = first_s
+        self._cap = cap_s
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self._next)
+        self._next = min(self._next * 2, self._cap)
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
+class Health:
+    """The worker's state, from what its parts report; logs each change once."""
+
+    def __init__(self, redis_where: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._where = redis_where
+        self._clock = clock
+        self._redis_down_since: float | None = None
+        self._namespace: NamespaceCondition = "ok"
+
+    @property
+    def state(self) -> WorkerState:
+        if self._redis_down_since is not None:
+            return "paused"
+        return {"ok": "counting", "lost": "refusing", "rebuilding": "rebuilding"}[self._namespace]  # type: ignore[return-value]
+
+    def redis_failed(self, error: BaseException) -> None:
+        if self._redis_down_since is None:
+            self._redis_down_since = self._clock()
+            detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            log.warning(
+                "Redis at %s is unavailable (%s): counting and closing paused, nothing is skipped", self._where, detail
+            )
+
+    def redis_answered(self) -> None:
+        if self._redis_down_since is not None:
+            away = self._clock() - self._redis_down_since
+            self._redis_down_since = None
+            log.warning("Redis at %s answers again after %.1f s: counting and closing resume", self._where, away)
+
+    def namespace(self, condition: NamespaceCondition, detail: str = "") -> None:
+        """Report the live state's marker: present (``ok``), gone (``lost``), or being rebuilt."""
+        if condition == self._namespace:
+            return
+        self._namespace = condition
+        if condition == "lost":
+            log.error("%s", detail)
+        elif condition == "rebuilding":
+            log.warning("the live state is being rebuilt (sla-stream rebuild): counting waits until it is done")
+        else:
+            log.warning("the live state is in place%s: counting resumes", f" ({detail})" if detail else "")
+
+    async def until_redis_answers(self, step: Callable[[], Awaitable[T]]) -> T:
+        """``await step()``, retried with backoff for as long as Redis fails; cancellable (a stop is never held up)."""
+        backoff = Backoff()
+        while True:
+            try:
+                result = await step()
+            except (RedisError, OSError) as error:
+                self.redis_failed(error)
+                await backoff.wait()
+                continue
+            self.redis_answered()
+            return result

@@ -1,0 +1,186 @@
+"""Exact under faults: Redis outages, Redis losing its state or its last writes, Kafka's offsets ahead of Redis.
+
+Each test produces a known event history, injects one fault while a real
+worker counts it, and compares every slot's counts and verdict, and the
+verdicts topic, with the truth computed from the events by the pure core.
+Redis is a server of the test's own (:class:`stream_harness.RedisServer`),
+so it can be stopped, killed, wiped or rolled back without touching others.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+from stream_harness import (
+    FLUSH_APP,
+    INPUT_PARTITIONS,
+    SLA_STREAM,
+    OutRecord,
+    Truth,
+    array_value,
+    assert_slots_match_truth,
+    assert_topic_matches_redis,
+    batched_records,
+    hours_ago,
+    idle_lag_before,
+    recent_slot,
+    simulated_traffic,
+)
+
+from stream.events import RequestEvent
+from stream.sla.slots import SLOT_MS
+
+pytest_plugins = ["stream_harness"]
+
+APPS = ("1400000001", "1400000002")
+UNAVAILABLE_LINE = "is unavailable"
+BACK_LINE = "answers again"
+
+
+def traffic(minutes: int = 90, seed: int = 5):
+    start = hours_ago(20)
+    plan, events = simulated_traffic(
+        APPS, start, minutes, incidents=[(30, 45, 0.97, APPS[1])], peak_per_minute=200, seed=seed, trough_share=1.0
+    )
+    return start, plan, events
+
+
+def settle_and_compare(d, plan, events) -> None:
+    """Wait until everything is counted and closed, then compare Redis and the verdicts topic with the truth."""
+    d.wait_settled(timeout_s=180, still_open=d.flush_stream_time(plan.end_ms + 3_600_000))
+    assert_slots_match_truth(d, Truth.of(events, d.settings), ignore_apps=[FLUSH_APP])
+    assert_topic_matches_redis(d, ignore_apps=[FLUSH_APP])
+
+
+def log_lines(worker, text: str) -> list[str]:
+    return [line for line in worker.lines() if text in line]
+
+
+def test_redis_stopped_30s_mid_stream(stream_deployment, redis_server):
+    """Redis stops for 30 s while records keep coming: the worker stays up, says so twice, and loses nothing."""
+    server = redis_server()
+    start, plan, events = traffic()
+    records = batched_records(events, batch=20, single_every=50)
+    d = stream_deployment(redis_server=server, grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
+    worker = d.start_worker()
+    d.wait_ready(worker)
+    chunks = 30
+    outage = threading.Thread(target=lambda: (time.sleep(4), server.stop(), time.sleep(30), server.start()))
+    outage.start()
+    for i in range(chunks):  # production goes on through the outage (Kafka holds the records)
+        d.produce(records[i * len(records) // chunks : (i + 1) * len(records) // chunks])
+        time.sleep(0.5)
+    outage.join()
+    assert worker.alive, worker.tail()
+    settle_and_compare(d, plan, events)
+    assert worker.alive
+    assert len(log_lines(worker, UNAVAILABLE_LINE)) == 1, worker.tail(80)
+    assert len(log_lines(worker, BACK_LINE)) == 1, worker.tail(80)
+
+
+def test_redis_restarted_empty_refuses_then_rebuild_is_exact(stream_deployment, redis_server):
+    """Redis comes back empty: the worker refuses to count from zero; `sla-stream rebuild` makes it exact again."""
+    server = redis_server()
+    start, plan, events = traffic(seed=6)
+    half = len(events) // 2
+    d = stream_deployment(redis_server=server, grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
+    d.produce_events(events[:half], batch=20)
+    worker = d.start_worker()
+    d.wait_applied()
+    d.wait_for("some verdicts", lambda: len(d.verdict_keys()) > 10, 60)
+    first_generation = int(d.redis_client.hget(d.key("meta"), "generation"))
+
+    server.stop()
+    server.wipe()
+    server.start()
+    d.produce_events(events[half:], batch=20)
+    d.wait_for("the worker to refuse", lambda: log_lines(worker, "refusing to count"), 60)
+    time.sleep(3)
+    assert not d.slots(), "the worker counted into a namespace that lost its past"
+    assert "sla-stream rebuild" in log_lines(worker, "refusing to count")[0]
+
+    done = subprocess.run([*SLA_STREAM, "rebuild", "--config", str(d.config)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt generation" in done.stderr
+    settle_and_compare(d, plan, events)
+    assert int(d.redis_client.hget(d.key("meta"), "generation")) > first_generation
+    latest = d.latest_verdicts()
+    generations = {v["generation"] for key, v in latest.items() if not key.startswith(FLUSH_APP)}
+    assert generations == {int(d.redis_client.hget(d.key("meta"), "generation"))}
+    again = subprocess.run([*SLA_STREAM, "rebuild", "--config", str(d.config)], capture_output=True, text=True)
+    assert again.returncode == 2 and "is in place" in again.stderr and again.stderr.count("\n") == 1
+
+
+def test_redis_losing_its_last_writes_is_counted_again(stream_deployment, redis_server):
+    """Redis comes back from an older snapshot while the worker runs: the partitions are read again from it."""
+    server = redis_server(aof=False)
+    start, plan, events = traffic(seed=7)
+    third = len(events) // 3
+    d = stream_deployment(redis_server=server, grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
+    d.produce_events(events[:third], batch=20)
+    worker = d.start_worker()
+    d.wait_applied()
+    server.snapshot()
+    d.produce_events(events[third : 2 * third], batch=20)
+    d.wait_applied()
+    server.kill()  # the second third was counted, but never persisted
+    server.start()
+    d.produce_events(events[2 * third :], batch=20)
+    settle_and_compare(d, plan, events)
+    assert log_lines(worker, "Redis lost writes"), worker.tail(80)
+
+
+def test_kafka_committed_offsets_ahead_of_redis(stream_deployment):
+    """Kafka's committed offsets pushed to the end: the worker still reads from Redis's positions."""
+    start, plan, events = traffic(seed=8)
+    half = len(events) // 2
+    d = stream_deployment(grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
+    d.produce_events(events[:half], batch=20)
+    worker = d.start_worker()
+    d.wait_applied()
+    worker.stop()
+    d.produce_events(events[half:], batch=20)
+    consumer = KafkaConsumer(bootstrap_servers=d.bootstrap, group_id=d.group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in d.input_topics for p in range(INPUT_PARTITIONS)]
+        ends = consumer.end_offsets(tps)
+        consumer.commit({tp: OffsetAndMetadata(ends[tp], "", -1) for tp in tps})
+    finally:
+        consumer.close()
+    d.start_worker()
+    settle_and_compare(d, plan, events)
+
+
+def test_sigterm_while_redis_is_down_stops_in_bounded_time(stream_deployment, redis_server):
+    server = redis_server()
+    start, plan, events = traffic(minutes=20, seed=9)
+    d = stream_deployment(redis_server=server, grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
+    worker = d.start_worker()
+    d.wait_ready(worker)
+    server.stop()
+    d.produce_events(events, batch=20)
+    d.wait_for("the worker to notice", lambda: log_lines(worker, UNAVAILABLE_LINE), 60)
+    began = time.monotonic()
+    worker.stop(timeout_s=40)
+    stopped_in = time.monotonic() - began
+    assert worker.proc.returncode is not None and stopped_in < 25, f"stopped in {stopped_in:.1f} s"
+
+
+def test_100000_events_for_one_app_and_slot_in_one_batch(stream_deployment):
+    """One partition batch holding 100,000 requests of one slot: past Lua's unpack limit, all counted once."""
+    d = stream_deployment(grace_seconds=0)
+    slot = recent_slot(30, d.settings)
+    requests = [
+        RequestEvent(f"r-big-{i}", APPS[0], str(i % 50), f"u{i % 997}", slot + 1 + i % (SLOT_MS - 2))
+        for i in range(100_000)
+    ]
+    records = [OutRecord("request", 0, b"big", array_value(requests[i : i + 1000])) for i in range(0, 100_000, 1000)]
+    d.produce(records)  # all waiting before the worker starts: its first take is one batch
+    worker = d.start_worker()
+    d.wait_applied(timeout_s=120)
+    assert d.slots()[(APPS[0], slot)].requests == 100_000
+    assert not log_lines(worker, "too many results to unpack")

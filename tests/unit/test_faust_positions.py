@@ -1,0 +1,48 @@
+"""stream/live/faust_positions.py: Faust's read offsets switched off for the input topics, pinned to Faust's code."""
+
+from __future__ import annotations
+
+import inspect
+
+import faust
+import pytest
+from faust.transport.consumer import Consumer
+from faust.types import TP
+
+from stream.app import create_app
+from stream.config import load_settings
+from stream.live import faust_positions
+
+
+@pytest.fixture
+def app_and_topics() -> tuple[faust.App, str, str]:
+    settings = load_settings(environ={})
+    app = create_app(settings, {settings.topics.requests: 4, settings.topics.successes: 4})
+    return app, settings.topics.requests, settings.topics.exemptions
+
+
+def test_the_drain_loop_reads_the_mapping_this_module_replaces() -> None:
+    """If Faust stops reading ``_read_offset`` this way, the patch would be silently useless: fail here."""
+    source = inspect.getsource(Consumer._drain_messages)
+    assert "get_read_offset = self._read_offset.__getitem__" in source
+    assert "if r_offset is None or offset >= r_offset:" in source
+    assert faust.__version__ == faust_positions.WRITTEN_FOR
+
+
+def test_input_partitions_have_no_read_offset_and_others_keep_theirs(app_and_topics) -> None:
+    app, requests, exemptions = app_and_topics
+    offsets = app.consumer._read_offset
+    assert isinstance(offsets, faust_positions.ReadOffsetsSkippingTopics)
+    offsets[TP(requests, 1)] = 500  # what the drain loop does after handing on a record
+    assert offsets[TP(requests, 1)] is None and TP(requests, 1) not in offsets
+    del offsets[TP(requests, 1)]  # what Faust's seek_wait does for offset 0: no KeyError
+    offsets[TP(exemptions, 0)] = 7
+    assert offsets[TP(exemptions, 0)] == 7 and TP(exemptions, 0) in offsets
+    assert offsets.pop(TP(requests, 2), None) is None
+
+
+def test_another_faust_version_stops_the_worker(app_and_topics, monkeypatch) -> None:
+    app, requests, _ = app_and_topics
+    monkeypatch.setattr(faust, "__version__", "0.16.0")
+    with pytest.raises(faust_positions.FaustVersionError, match="0.16.0 is installed"):
+        faust_positions.install(app, [requests])
