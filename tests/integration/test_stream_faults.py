@@ -1,4 +1,5 @@
-"""Exact under faults: Redis outages, Redis losing its state or its last writes, Kafka's offsets ahead of Redis.
+"""Exact under faults: Redis outages, Redis losing its state or its last writes, Kafka's offsets ahead of Redis,
+a broker restart, a stop while Redis is down, 100,000 events of one slot in one batch.
 
 Each test produces a known event history, injects one fault while a real
 worker counts it, and compares every slot's counts and verdict, and the
@@ -9,10 +10,13 @@ so it can be stopped, killed, wiped or rolled back without touching others.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from stream_harness import (
@@ -37,6 +41,8 @@ from stream.sla.slots import SLOT_MS
 pytest_plugins = ["stream_harness"]
 
 APPS = ("1400000001", "1400000002")
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+KAFKA_PIDFILE = DEPLOY.parent / ".run" / "kafka.pid"
 UNAVAILABLE_LINE = "is unavailable"
 BACK_LINE = "answers again"
 
@@ -184,3 +190,21 @@ def test_100000_events_for_one_app_and_slot_in_one_batch(stream_deployment):
     d.wait_applied(timeout_s=120)
     assert d.slots()[(APPS[0], slot)].requests == 100_000
     assert not log_lines(worker, "too many results to unpack")
+
+
+def test_broker_restarted_mid_stream(stream_deployment):
+    """The Kafka broker (the one deploy/kafka.sh started) restarts while the worker counts: exact afterwards."""
+    if os.environ.get("KAFKA_BOOTSTRAP") or not KAFKA_PIDFILE.exists():
+        pytest.skip("the broker was not started by deploy/kafka.sh, so this test may not restart it")
+    start, plan, events = traffic(seed=10)
+    half = len(events) // 2
+    d = stream_deployment(grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
+    d.produce_events(events[:half], batch=20)
+    worker = d.start_worker()
+    d.wait_for("some counting", lambda: sum(d.applied_offsets().values()) > 0, 60)
+    for action in ("stop", "start"):
+        done = subprocess.run(["bash", str(DEPLOY / "kafka.sh"), *([action] if action == "stop" else [])], text=True)
+        assert done.returncode == 0, f"deploy/kafka.sh {action} failed"
+    d.produce_events(events[half:], batch=20)
+    settle_and_compare(d, plan, events)
+    assert worker.alive
