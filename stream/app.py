@@ -203,9 +203,7 @@ def create_app(
         settings,
         input_tps,
         send_verdicts,
-        CloserTiming(
-            grace_ms=settings.grace_ms, idle_lag_ms=settings.idle_lag_ms, dedup_hold_ms=settings.dedup_hold_ms
-        ),
+        CloserTiming.of(settings),
     )
 
     @app.on_partitions_assigned.connect

@@ -57,6 +57,11 @@ class CloserTiming:
     dedup_hold_ms: int = 3_600_000
     batch: int = 5_000
 
+    @classmethod
+    def of(cls, settings: Settings) -> CloserTiming:
+        """The timing the settings give (``[stream]``)."""
+        return cls(grace_ms=settings.grace_ms, idle_lag_ms=settings.idle_lag_ms, dedup_hold_ms=settings.dedup_hold_ms)
+
 
 @dataclass
 class TickResult:

@@ -271,9 +271,7 @@ async def _close(
         settings,
         input_tps,
         send_verdicts,
-        CloserTiming(
-            grace_ms=settings.grace_ms, idle_lag_ms=settings.idle_lag_ms, dedup_hold_ms=settings.dedup_hold_ms
-        ),
+        CloserTiming.of(settings),
     )
     closed = 0
     while True:

@@ -6,27 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from event_examples import BOUNDS, EARLIEST, EXAMPLES, LATEST, REQUEST, SUCCESS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.events import InvalidEvent, RequestEvent, SuccessEvent, TimeBounds, parse_event, parse_line, to_line
 
-EARLIEST = 946_684_800_000  # 2000-01-01T00:00Z
-LATEST = 1_800_000_000_000  # 2027-01-15
-BOUNDS = TimeBounds(earliest_ms=EARLIEST, latest_ms=LATEST)
-
-# The contract examples, verbatim from DESIGN.md ("Event contract").
-REQUEST = {"event_id": "r-123", "app_id": "1400000001", "room_id": "42", "user_id": "u1", "ts": 1552183200000}
-SUCCESS = {
-    "event_id": "s-123",
-    "request_id": "r-123",
-    "app_id": "1400000001",
-    "room_id": "42",
-    "user_id": "u1",
-    "ts": 1552183200400,
-    "request_ts": 1552183200000,
-}
-EXAMPLES = {"request": REQUEST, "success": SUCCESS}
 REQUIRED = {
     "request": ["event_id", "app_id", "room_id", "user_id", "ts"],
     "success": ["event_id", "request_id", "app_id", "room_id", "user_id", "ts"],

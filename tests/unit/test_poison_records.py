@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 import pytest
+from event_examples import BOUNDS, EARLIEST, EXAMPLES, LATEST, REQUEST
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -28,26 +29,10 @@ from stream.events import (
     Rejected,
     RequestEvent,
     SuccessEvent,
-    TimeBounds,
     parse_line,
     parse_record,
 )
 
-EARLIEST = 946_684_800_000  # 2000-01-01T00:00Z
-LATEST = 1_800_000_000_000  # 2027-01-15
-BOUNDS = TimeBounds(earliest_ms=EARLIEST, latest_ms=LATEST)
-
-REQUEST = {"event_id": "r-123", "app_id": "1400000001", "room_id": "42", "user_id": "u1", "ts": 1552183200000}
-SUCCESS = {
-    "event_id": "s-123",
-    "request_id": "r-123",
-    "app_id": "1400000001",
-    "room_id": "42",
-    "user_id": "u1",
-    "ts": 1552183200400,
-    "request_ts": 1552183200000,
-}
-EXAMPLES = {"request": REQUEST, "success": SUCCESS}
 TEXT_FIELDS = {
     "request": ["event_id", "app_id", "room_id", "user_id"],
     "success": ["event_id", "request_id", "app_id", "room_id", "user_id"],
@@ -399,11 +384,13 @@ texts = (
     | st.builds("{}{}{}".format, st.text(max_size=3), st.characters(categories=["Cs"]), st.text(max_size=3))
     | st.text(st.sampled_from("ab"), min_size=MAX_TEXT_CHARS - 6, max_size=MAX_TEXT_CHARS + 4)
 )
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | texts,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4),
-    max_leaves=12,
-)
+
+
+def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | texts, _containers, max_leaves=12)
 times = st.integers(EARLIEST, LATEST)
 
 
