@@ -205,6 +205,16 @@ return revision
 )
 
 
+_INITIALISE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'state', 'live', 'initialised_ms', ARGV[1])
+return 1
+"""
+"""Writes a namespace's marker only if it has none, in one step (two workers may start at once)."""
+
+
 @dataclass(frozen=True)
 class SlotBatch:
     """One slot's new event ids from a partition batch, with the local day the slot lies in."""
@@ -300,6 +310,7 @@ class Store:
         self.prefix = prefix
         self._apply = redis.register_script(_APPLY_BATCH)
         self._commit = redis.register_script(_COMMIT_VERDICT)
+        self._initialise = redis.register_script(_INITIALISE)
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(part) for part in parts)
@@ -338,12 +349,9 @@ class Store:
             return None
         return Meta(int(raw["generation"]), raw["state"], int(raw["initialised_ms"]))
 
-    async def initialise(self, generation: int, state: NamespaceState = "live") -> bool:
-        """Write the marker of a new namespace; False (nothing written) when it has one already."""
-        written = await self.redis.hsetnx(self.key("meta"), "generation", generation)
-        if written:
-            await self.redis.hset(self.key("meta"), mapping={"state": state, "initialised_ms": generation})
-        return bool(written)
+    async def initialise(self, generation: int) -> bool:
+        """Write the marker of a new, live namespace; False (nothing written) when it has one already."""
+        return bool(await self._initialise(keys=[self.key("meta")], args=[generation]))
 
     async def begin_rebuild(self, generation: int) -> int:
         """Mark the namespace as being rebuilt with a new generation, then delete everything else in it.

@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WorkerState = Literal["counting", "paused", "refusing", "rebuilding"]
 NamespaceCondition = Literal["ok", "lost", "rebuilding"]
+_STATE_OF_NAMESPACE: dict[NamespaceCondition, WorkerState] = {
+    "ok": "counting",
+    "lost": "refusing",
+    "rebuilding": "rebuilding",
+}
 
 
 class Backoff:
@@ -73,7 +78,7 @@ class Health:
     def state(self) -> WorkerState:
         if self._redis_down_since is not None:
             return "paused"
-        return {"ok": "counting", "lost": "refusing", "rebuilding": "rebuilding"}[self._namespace]  # type: ignore[return-value]
+        return _STATE_OF_NAMESPACE[self._namespace]
 
     def redis_failed(self, error: BaseException) -> None:
         if self._redis_down_since is None:

@@ -1,0 +1,90 @@
+"""The store's atomic steps against the real Redis: the offset fence, the namespace marker, chunked id sets.
+
+Each status :class:`stream.store.ApplyStatus` names is provoked directly, so
+the ingester's reaction to it (tested through workers in
+test_stream_faults.py) rests on a step known to say the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from stream.sla.verdict import SlotCounts
+from stream.store import ApplyStatus, Fence, Fenced, SlotBatch, Store, StoredVerdict
+
+TP = "requests:0"
+SLOT = 1_795_700_000_000
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def with_store(redis_url: str, prefix: str, steps):
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return await steps(Store(redis, prefix))
+    finally:
+        await redis.aclose()
+
+
+def batch(ids: list[str]) -> list[SlotBatch]:
+    return [SlotBatch("app", SLOT, "2026-11-26", ids)]
+
+
+def test_every_status_of_apply_batch(redis_url, redis_prefix):
+    async def steps(store: Store) -> None:
+        fence = Fence(100)
+        lost = await store.apply_batch(fence, TP, -1, [0], batch(["a"]), "requests", SLOT, 0)
+        assert lost.status is ApplyStatus.STATE_LOST, "a namespace without its marker must refuse"
+        assert await store.initialise(100) and not await store.initialise(200)
+
+        first = await store.apply_batch(fence, TP, -1, [0, 1, 2], batch(["a", "b", "c"]), "requests", SLOT, 0)
+        assert (first.status, first.applied_offset, first.counted) == (ApplyStatus.APPLIED, 2, 3)
+        again = await store.apply_batch(fence, TP, -1, [0, 1, 2], batch(["a", "b", "c"]), "requests", SLOT, 0)
+        assert again.status is ApplyStatus.ALREADY_APPLIED  # a redelivery: every offset at or below Redis's
+        overlap = await store.apply_batch(fence, TP, 1, [2, 3], batch(["c", "d"]), "requests", SLOT, 0)
+        assert (overlap.status, overlap.applied_offset) == (ApplyStatus.OVERLAP, 2)
+        behind = await store.apply_batch(fence, TP, 7, [8, 9], batch(["x", "y"]), "requests", SLOT, 0)
+        assert (behind.status, behind.applied_offset) == (ApplyStatus.BEHIND, 2), "Redis lost writes: refuse the gap"
+        other = await store.apply_batch(Fence(99), TP, 2, [3], batch(["d"]), "requests", SLOT, 0)
+        assert other.status is ApplyStatus.FENCED
+        assert await store.slot_counts([("app", SLOT)]) == [SlotCounts(3, 0)], "only the first batch counted"
+
+    run(with_store(redis_url, redis_prefix, steps))
+
+
+def test_a_rebuild_fences_the_live_generation_out(redis_url, redis_prefix):
+    async def steps(store: Store) -> None:
+        await store.initialise(100)
+        await store.apply_batch(Fence(100), TP, -1, [0], batch(["a"]), "requests", SLOT, 0)
+        assert await store.begin_rebuild(200) >= 3  # offsets, slot, ids, ... all gone but the marker
+        assert (await store.meta()).fence == Fence(200, "rebuilding")
+        live = await store.apply_batch(Fence(100), TP, -1, [0], batch(["a"]), "requests", SLOT, 0)
+        assert live.status is ApplyStatus.FENCED
+        verdict = StoredVerdict(0, SlotCounts(0, 0), False, False, False, "")
+        with pytest.raises(Fenced):
+            await store.commit_verdict(Fence(100), "app", SLOT, SLOT, "2026-11", 0, verdict, SlotCounts(0, 0), None)
+        rebuilt = await store.apply_batch(Fence(200, "rebuilding"), TP, -1, [0], batch(["a"]), "requests", SLOT, 0)
+        assert rebuilt.status is ApplyStatus.APPLIED
+        assert await store.finish_rebuild(200) and not await store.finish_rebuild(300)
+        assert (await store.meta()).fence == Fence(200, "live")
+
+    run(with_store(redis_url, redis_prefix, steps))
+
+
+def test_one_slot_receiving_100000_ids_in_one_step(redis_url, redis_prefix):
+    """Past Lua's unpack limit (about 8,000 values): the script adds ids in chunks."""
+
+    async def steps(store: Store) -> None:
+        await store.initialise(1)
+        ids = [f"r-{i}" for i in range(100_000)] + ["r-0", "r-99999"]  # two duplicates
+        offsets = list(range(100))
+        result = await store.apply_batch(Fence(1), TP, -1, offsets, batch(ids), "requests", SLOT, 0)
+        assert (result.status, result.counted, result.duplicates) == (ApplyStatus.APPLIED, 100_000, 2)
+        assert await store.slot_counts([("app", SLOT)]) == [SlotCounts(100_000, 0)]
+
+    run(with_store(redis_url, redis_prefix, steps))
