@@ -158,6 +158,9 @@ def create_app(
         stream_buffer_maxsize=TAKE_MAX,
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_ms / 1000,
+        # A stop or a rebalance does not wait for the batch in hand (it may be waiting out a Redis
+        # outage): the offset fence makes finishing it elsewhere, or again, exact.
+        stream_wait_empty=False,
     )
     topics = settings.topics
     redis = redis_client(settings.redis_url)
@@ -195,7 +198,32 @@ def create_app(
         cursors.sought(tp_name, applied)
         log.info("%s: reading from offset %d (Redis's applied offset + 1)", tp_name, offset)
 
-    faust_positions.install(app, input_partitions)
+    async def position_assigned() -> None:
+        """Faust has just sought its partitions to Kafka's committed offsets: seek the input ones to Redis's.
+
+        One attempt: if Redis does not answer now, each partition is
+        positioned on its first batch instead (the ingester waits for Redis).
+        """
+        assigned = {
+            _tp_name(tp.topic, tp.partition): tp for tp in app.consumer.assignment() if tp.topic in input_partitions
+        }
+        if not assigned:
+            return
+        try:
+            applied = await store.applied_offsets(assigned)
+        except (RedisError, OSError):
+            return
+        unknown = [tp for name, tp in assigned.items() if applied[name] is None]
+        earliest = await app.consumer.earliest_offsets(*unknown) if unknown else {}
+        await app.consumer.seek_wait(
+            {tp: earliest[tp] if applied[name] is None else applied[name] + 1 for name, tp in assigned.items()}
+        )
+        for name in assigned:
+            found = applied[name]
+            cursors.sought(name, -1 if found is None else found)
+        log.info("input partitions read from Redis's positions: %s", ", ".join(sorted(assigned)))
+
+    faust_positions.install(app, input_partitions, position_assigned)
     ingester = Ingester(store, tz, bounds, send_dead_letter, health, guard, cursors, reseek)
     input_tps = [_tp_name(topic, p) for topic, count in input_partitions.items() for p in range(count)]
     closer = Closer(

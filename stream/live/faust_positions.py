@@ -1,4 +1,4 @@
-"""Faust's own read offsets switched off for the input topics: their positions are Redis's.
+"""Faust's own read offsets switched off for the input topics, and its seeks followed by Redis's positions.
 
 Why: faust-streaming 0.15.3's ``Consumer._drain_messages`` drops every
 fetched record below the partition's *read offset* (``Consumer._read_offset``,
@@ -16,6 +16,13 @@ are ignored), so Faust hands on every record of them. Dropping what was
 already applied is done exactly, by the cursors and Redis's offset fence.
 Other topics (exemptions, Faust's own) keep Faust's behaviour.
 
+And: every time Faust seeks the assigned partitions to Kafka's committed
+offsets (``Consumer.perform_seek``, after each rebalance, before fetching
+resumes), ``after_seek`` is called right after, to position the input
+partitions at Redis's applied offsets before anything is fetched from the
+wrong place. (Without it the ingester still positions a partition on its
+first batch, dropping that batch: correct, but a backlog is fetched twice.)
+
 The replacement is checked against the Faust version it was written for; any
 other version stops the worker at start, loudly, rather than run unsafe.
 """
@@ -23,7 +30,7 @@ other version stops the worker at start, loudly, rather than run unsafe.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
@@ -65,8 +72,11 @@ class ReadOffsetsSkippingTopics(defaultdict):  # type: ignore[type-arg]
         return default[0] if self._skipped(tp) and default else super().pop(tp, *default)
 
 
-def install(app: faust.App, input_topics: Iterable[str]) -> None:
-    """Switch Faust's read offsets off for ``input_topics`` on ``app``'s consumer (before it starts fetching)."""
+def install(app: faust.App, input_topics: Iterable[str], after_seek: Callable[[], Awaitable[None]]) -> None:
+    """Turn Faust's read offsets off for ``input_topics`` on ``app``'s consumer; follow its seeks with ``after_seek``.
+
+    Call before the consumer starts fetching.
+    """
     if faust.__version__ != WRITTEN_FOR:
         raise FaustVersionError(
             f"faust-streaming {faust.__version__} is installed, but the worker's read-offset handling was written "
@@ -77,3 +87,10 @@ def install(app: faust.App, input_topics: Iterable[str]) -> None:
     if not isinstance(current, defaultdict):
         raise FaustVersionError("faust's Consumer._read_offset is not the mapping this worker expects")
     consumer._read_offset = ReadOffsetsSkippingTopics(input_topics, current)
+    seek_to_committed = consumer.perform_seek
+
+    async def perform_seek() -> None:
+        await seek_to_committed()
+        await after_seek()
+
+    consumer.perform_seek = perform_seek

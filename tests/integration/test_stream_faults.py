@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from stream_harness import (
     FLUSH_APP,
@@ -173,7 +174,9 @@ def test_sigterm_while_redis_is_down_stops_in_bounded_time(stream_deployment, re
     began = time.monotonic()
     worker.stop(timeout_s=40)
     stopped_in = time.monotonic() - began
-    assert worker.proc.returncode is not None and stopped_in < 25, f"stopped in {stopped_in:.1f} s"
+    print(f"stopped {stopped_in:.1f} s after SIGTERM, Redis down")
+    assert worker.proc.returncode is not None and stopped_in < 10, f"stopped in {stopped_in:.1f} s"
+    assert not log_lines(worker, "did not stop within"), "the stop was forced, not clean"
 
 
 def test_100000_events_for_one_app_and_slot_in_one_batch(stream_deployment):
@@ -205,6 +208,16 @@ def test_broker_restarted_mid_stream(stream_deployment):
     for action in ("stop", "start"):
         done = subprocess.run(["bash", str(DEPLOY / "kafka.sh"), *([action] if action == "stop" else [])], text=True)
         assert done.returncode == 0, f"deploy/kafka.sh {action} failed"
+    d.wait_for("the suite's admin client to reach the broker again", lambda: admin_answers(d.admin), 90)
     d.produce_events(events[half:], batch=20)
     settle_and_compare(d, plan, events)
     assert worker.alive
+
+
+def admin_answers(admin) -> bool:
+    """Whether the (session-wide) admin client gets metadata: after a broker restart it reconnects with a backoff."""
+    try:
+        admin.list_topics()
+    except KafkaError:
+        return False
+    return True

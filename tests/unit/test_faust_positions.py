@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import faust
@@ -41,8 +42,30 @@ def test_input_partitions_have_no_read_offset_and_others_keep_theirs(app_and_top
     assert offsets.pop(TP(requests, 2), None) is None
 
 
+async def no_op() -> None:
+    """An ``after_seek`` that does nothing."""
+
+
+def test_faust_seeks_are_followed_by_after_seek() -> None:
+    """Faust's own perform_seek runs first (its seek to the committed offsets), then the worker's positioning."""
+    app = faust.App("positions-test", broker="kafka://127.0.0.1:1")
+    calls: list[str] = []
+
+    async def seek_to_committed() -> dict:
+        calls.append("faust seeks to committed offsets")
+        return {}
+
+    async def after_seek() -> None:
+        calls.append("worker seeks to Redis's offsets")
+
+    app.consumer.seek_to_committed = seek_to_committed  # the broker-facing step Faust's perform_seek awaits
+    faust_positions.install(app, ["requests"], after_seek)
+    asyncio.run(app.consumer.perform_seek())
+    assert calls == ["faust seeks to committed offsets", "worker seeks to Redis's offsets"]
+
+
 def test_another_faust_version_stops_the_worker(app_and_topics, monkeypatch) -> None:
     app, requests, _ = app_and_topics
     monkeypatch.setattr(faust, "__version__", "0.16.0")
     with pytest.raises(faust_positions.FaustVersionError, match="0.16.0 is installed"):
-        faust_positions.install(app, [requests])
+        faust_positions.install(app, [requests], no_op)
