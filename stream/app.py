@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stream.closer import Closer, CloserTiming
+from stream.closer import Closer
 from stream.config import Settings
 from stream.dead_letter import DeadLetter
 from stream.events import InvalidEvent, Rejected, TimeBounds
@@ -226,13 +226,7 @@ def create_app(
     faust_positions.install(app, input_partitions, position_assigned)
     ingester = Ingester(store, tz, bounds, send_dead_letter, health, guard, cursors, reseek)
     input_tps = [_tp_name(topic, p) for topic, count in input_partitions.items() for p in range(count)]
-    closer = Closer(
-        store,
-        settings,
-        input_tps,
-        send_verdicts,
-        CloserTiming.of(settings),
-    )
+    closer = Closer(store, settings, input_tps, send_verdicts)
 
     @app.on_partitions_assigned.connect
     async def forget_positions(sender: Any, assigned: Any, **kwargs: Any) -> None:

@@ -134,14 +134,14 @@ class Closer:
         settings: Settings,
         input_tps: Sequence[str],
         send_verdicts: SendVerdicts,
-        timing: CloserTiming,
+        timing: CloserTiming | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._settings = settings
         self._input_tps = list(input_tps)
         self._send = send_verdicts
-        self._timing = timing
+        self._timing = timing or CloserTiming.of(settings)
         self._clock = clock
 
     async def tick(self, fence: Fence) -> TickResult:

@@ -63,6 +63,10 @@ class Namespace(Protocol):
         """A step was refused by the namespace's marker: the fence held is no longer valid."""
         ...
 
+    async def lost_writes(self, fence: Fence) -> None:
+        """Redis holds less than was applied under ``fence``: make what follows distinguishable, then go stale."""
+        ...
+
 
 @dataclass(frozen=True)
 class Record:
@@ -198,7 +202,9 @@ class Ingester:
                     expected,
                     result.applied_offset + 1,
                 )
-                await self.position(tp, result.applied_offset)
+                await self._guard.lost_writes(fence)
+                await self._guard.writable()
+                await self.position(tp)
                 return
             # STATE_LOST or FENCED: wait until the namespace is live again, then read from its positions.
             self._guard.stale()

@@ -205,6 +205,16 @@ return revision
 )
 
 
+_NEW_GENERATION = """
+local meta = redis.call('HMGET', KEYS[1], 'generation', 'state')
+if meta[1] ~= ARGV[1] or meta[2] ~= 'live' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'generation', ARGV[2])
+return 1
+"""
+"""Moves a live namespace to a new generation, unless it was moved (or lost) since the caller looked."""
+
 _INITIALISE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
@@ -311,6 +321,7 @@ class Store:
         self._apply = redis.register_script(_APPLY_BATCH)
         self._commit = redis.register_script(_COMMIT_VERDICT)
         self._initialise = redis.register_script(_INITIALISE)
+        self._new_generation = redis.register_script(_NEW_GENERATION)
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(part) for part in parts)
@@ -352,6 +363,15 @@ class Store:
     async def initialise(self, generation: int) -> bool:
         """Write the marker of a new, live namespace; False (nothing written) when it has one already."""
         return bool(await self._initialise(keys=[self.key("meta")], args=[generation]))
+
+    async def new_generation(self, fence: Fence, generation: int) -> bool:
+        """Move the live namespace of ``fence`` to ``generation``; False if it is not ``fence``'s any more.
+
+        For when Redis lost writes: verdict revisions it had counted up to
+        were published and are now forgotten, so revisions published from
+        here on must be told apart by a larger generation.
+        """
+        return bool(await self._new_generation(keys=[self.key("meta")], args=[fence.generation, generation]))
 
     async def begin_rebuild(self, generation: int) -> int:
         """Mark the namespace as being rebuilt with a new generation, then delete everything else in it.

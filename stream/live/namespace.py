@@ -19,10 +19,13 @@ the worker's next step changes nothing and the worker learns it at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from stream.live.health import Health
 from stream.store import Fence, Store
+
+log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 """How often a refusing or waiting worker looks at the marker again."""
@@ -82,6 +85,18 @@ class NamespaceGuard:
             self._fence = meta.fence
             self._health.namespace("ok", f"generation {meta.generation}" if adopted else "")
         return self._fence
+
+    async def lost_writes(self, fence: Fence) -> None:
+        """Redis lost writes made under ``fence``: continue under a new generation (once, whoever notices first).
+
+        Verdict revisions published before the loss are forgotten by Redis,
+        so the same revision number could come again with other counts;
+        a new generation keeps the verdicts topic unambiguous.
+        """
+        generation = int(time.time() * 1000)
+        if await self._health.until_redis_answers(lambda: self._store.new_generation(fence, generation)):
+            log.warning("Redis lost writes: the live state continues as generation %d", generation)
+        self.stale()
 
     def stale(self) -> None:
         """A step was refused: the fence held is no longer the namespace's."""

@@ -42,7 +42,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from stream.app import redis_client
-from stream.closer import Closer, CloserTiming
+from stream.closer import Closer
 from stream.config import Settings
 from stream.dead_letter import DeadLetter
 from stream.events import InvalidEvent, TimeBounds
@@ -94,6 +94,9 @@ class _RebuildNamespace:
 
     def stale(self) -> None:
         raise RebuildError("another rebuild (or a reset of Redis) took the namespace over; run rebuild again")
+
+    async def lost_writes(self, fence: Fence) -> None:
+        raise RebuildError("Redis lost writes during the rebuild; run rebuild again")
 
 
 async def _no_reseek(tp: str, applied: int) -> None:
@@ -266,13 +269,7 @@ async def _close(
         sent = [await producer.send(settings.topics.verdicts, key=k.encode(), value=v.encode()) for k, v in messages]
         await asyncio.gather(*sent)
 
-    closer = Closer(
-        store,
-        settings,
-        input_tps,
-        send_verdicts,
-        CloserTiming.of(settings),
-    )
+    closer = Closer(store, settings, input_tps, send_verdicts)
     closed = 0
     while True:
         result = await closer.tick(fence)

@@ -53,6 +53,10 @@ def test_every_status_of_apply_batch(redis_url, redis_prefix):
         other = await store.apply_batch(Fence(99), TP, 2, [3], batch(["d"]), "requests", SLOT, 0)
         assert other.status is ApplyStatus.FENCED
         assert await store.slot_counts([("app", SLOT)]) == [SlotCounts(3, 0)], "only the first batch counted"
+        assert await store.new_generation(fence, 150) and not await store.new_generation(fence, 160)
+        assert (await store.meta()).fence == Fence(150)
+        moved = await store.apply_batch(fence, TP, 2, [3], batch(["d"]), "requests", SLOT, 0)
+        assert moved.status is ApplyStatus.FENCED, "steps of the generation before Redis lost writes are refused"
 
     run(with_store(redis_url, redis_prefix, steps))
 

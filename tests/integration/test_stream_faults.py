@@ -139,6 +139,7 @@ def test_redis_losing_its_last_writes_is_counted_again(stream_deployment, redis_
     d.produce_events(events[2 * third :], batch=20)
     settle_and_compare(d, plan, events)
     assert log_lines(worker, "Redis lost writes"), worker.tail(80)
+    assert len(log_lines(worker, "continues as generation")) == 1, "one new generation, whoever noticed first"
 
 
 def test_kafka_committed_offsets_ahead_of_redis(stream_deployment):
