@@ -154,13 +154,11 @@ class Ingester:
         # Partitions go concurrently: one's records are parsed while Redis runs another's script.
         await asyncio.gather(*(self._apply_partition(kind, tp, batch) for tp, batch in by_partition.items()))
 
-    async def position(self, tp: str, applied: int | None = None) -> None:
-        """Position the partition's consumer after Redis's applied offset (read now unless given)."""
-        if applied is None:
-            offsets = await self._health.until_redis_answers(lambda: self._store.applied_offsets([tp]))
-            found = offsets[tp]
-            applied = -1 if found is None else found
-        await self._reseek(tp, applied)
+    async def position(self, tp: str) -> None:
+        """Position the partition's consumer after the applied offset Redis holds now."""
+        offsets = await self._health.until_redis_answers(lambda: self._store.applied_offsets([tp]))
+        found = offsets[tp]
+        await self._reseek(tp, -1 if found is None else found)
         self.stats.repositioned += 1
 
     async def _apply_partition(self, kind: EventKind, tp: str, batch: Sequence[Record]) -> None:
@@ -175,7 +173,7 @@ class Ingester:
         bounds = self._bounds()
         parsed = [ParsedRecord(r, *parse_record(r.value, kind, bounds)) for r in records]
         await self._send_dead_letters(parsed)
-        expected, epoch = cursor.applied, cursor.epoch
+        expected = cursor.applied
         while True:
             fence = await self._guard.writable()
             result = await self._health.until_redis_answers(
@@ -189,7 +187,7 @@ class Ingester:
                 parsed = [p for p in parsed if p.record.offset > expected]
                 continue
             if status in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED):
-                if self._cursors.get(tp) is cursor and cursor.epoch == epoch:
+                if self._cursors.get(tp) is cursor:  # not sought again meanwhile (a rebalance)
                     cursor.applied = result.applied_offset
                 self._tally(parsed, result)
                 return

@@ -52,8 +52,6 @@ class PartitionCursor:
     """The highest offset handed to the ingester (kept across seeks)."""
     skip_above: int | None = None
     """After a seek back: records above this offset are stale fetches, dropped until one at or below it arrives."""
-    epoch: int = 0
-    """Counts seeks, so a step that began before one does not move the cursor after it."""
 
 
 class Cursors:
@@ -68,14 +66,14 @@ class Cursors:
         return self._cursors.get(tp)
 
     def sought(self, tp: str, applied: int) -> None:
-        """The consumer was positioned at ``applied + 1`` (Redis's applied offset, -1 for none)."""
+        """The consumer was positioned at ``applied + 1`` (Redis's applied offset, -1 for none).
+
+        A new cursor each time: a step that began before the seek holds the old
+        one, and must not move the new one when it ends.
+        """
         delivered = self._delivered.get(tp, -1)
-        previous = self._cursors.get(tp)
         self._cursors[tp] = PartitionCursor(
-            applied=applied,
-            delivered=delivered,
-            skip_above=delivered if delivered > applied else None,
-            epoch=(previous.epoch + 1) if previous else 0,
+            applied=applied, delivered=delivered, skip_above=delivered if delivered > applied else None
         )
 
     def forget(self, tps: Iterable[str]) -> None:

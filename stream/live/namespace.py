@@ -81,9 +81,8 @@ class NamespaceGuard:
             self._fence = None
             self._health.namespace("rebuilding")
         else:
-            adopted = self._fence is not None and self._fence != meta.fence
             self._fence = meta.fence
-            self._health.namespace("ok", f"generation {meta.generation}" if adopted else "")
+            self._health.namespace("ok", f"generation {meta.generation}")
         return self._fence
 
     async def lost_writes(self, fence: Fence) -> None:
