@@ -101,12 +101,13 @@ def write_config(directory: Path, tag: str) -> Path:
     return path
 
 
-def produce(settings: Settings, events: list[dict], per_record: int) -> dict[str, int]:
+def produce(settings: Settings, events: list[dict], per_record: int, compression: str | None) -> dict[str, int]:
     """Write the events, ``per_record`` to a record (1: plain objects); return the record count per topic."""
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         linger_ms=20,
         batch_size=1 << 20,
+        compression_type=compression,
         **kafka_python_options(settings.kafka_security),
     )
     topic_of = {"request": settings.topics.requests, "success": settings.topics.successes}
@@ -236,7 +237,7 @@ def cleanup(settings: Settings) -> None:
         store.delete(key)
 
 
-def measure(shape: str, per_record: int, events: list[dict], directory: Path) -> Measure:
+def measure(shape: str, per_record: int, events: list[dict], directory: Path, compression: str | None) -> Measure:
     tag = f"bench-{shape}-{uuid.uuid4().hex[:8]}"
     config = write_config(directory, tag)
     settings = load_settings(config)
@@ -244,7 +245,7 @@ def measure(shape: str, per_record: int, events: list[dict], directory: Path) ->
     ensure_topics(admin, plan_topics(settings))
     admin.close()
     try:
-        records = produce(settings, events, per_record)
+        records = produce(settings, events, per_record, compression)
         baseline_s = asyncio.run(baseline(settings))
         worker_s, peak, quarters = run_worker(config, settings, records, directory / f"{tag}.log")
         return Measure(shape, len(events), sum(records.values()), baseline_s, worker_s, peak, quarters)
@@ -256,13 +257,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=500_000, help="events per record shape (default 500,000)")
     parser.add_argument("--array", type=int, default=100, help="events per record in the batched shape (default 100)")
+    parser.add_argument(
+        "--compression", choices=("gzip", "snappy", "lz4", "zstd"), help="the producer's batch codec (default none)"
+    )
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="sla-bench-"))
     print(f"generating {args.events:,} events ...", flush=True)
     events = make_events(args.events)
     results = [
-        measure("single", 1, events, directory),
-        measure(f"array{args.array}", args.array, events, directory),
+        measure("single", 1, events, directory, args.compression),
+        measure(f"array{args.array}", args.array, events, directory, args.compression),
     ]
     print(
         f"\n{'records':<10} {'events':>9} {'baseline ev/s':>14} {'worker ev/s':>12} {'ratio':>6} "

@@ -44,7 +44,7 @@ from stream.events import InvalidEvent, Rejected, TimeBounds
 from stream.exemption_feed import decode_exemption, exemption_from_json, judge_windows_again
 from stream.ingest import Ingester, Record
 from stream.kafka_security import faust_app_options, redact
-from stream.live import faust_positions
+from stream.live import faust_isolation, faust_positions
 from stream.live.cursors import Cursors
 from stream.live.health import Backoff, Health
 from stream.live.namespace import NamespaceGuard
@@ -224,6 +224,7 @@ def create_app(
         log.info("input partitions read from Redis's positions: %s", ", ".join(sorted(assigned)))
 
     faust_positions.install(app, input_partitions, position_assigned)
+    faust_isolation.install(app)
     ingester = Ingester(store, tz, bounds, send_dead_letter, health, guard, cursors, reseek)
     input_tps = [_tp_name(topic, p) for topic, count in input_partitions.items() for p in range(count)]
     closer = Closer(store, settings, input_tps, send_verdicts)
@@ -327,10 +328,19 @@ def create_app(
     progress: dict[str, tuple[int | None, float]] = {}
 
     async def idle_partitions() -> None:
+        """Report each assigned input partition idle (caught up, quiet for ``IDLE_AFTER_S``) or busy.
+
+        Caught up is the consumer's position at the last stable offset (the
+        end offset under read_committed) with nothing handed to the ingester
+        beyond Redis's applied offset. Not "applied offset + 1 >= end": the
+        last offsets of a partition may be transaction markers or other
+        offsets no record is ever delivered for.
+        """
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in input_partitions]
         if not assigned:
             return
-        highwaters = await app.consumer.highwaters(*assigned)
+        ends = await app.consumer.highwaters(*assigned)
+        positions = {tp: await app.consumer.position(tp) for tp in assigned}
         names = {tp: _tp_name(tp.topic, tp.partition) for tp in assigned}
         applied = await store.applied_offsets(names.values())
         now = time.time()
@@ -342,8 +352,9 @@ def create_app(
             if offset != last_offset:
                 since = now
             progress[name] = (offset, since)
-            end = highwaters.get(tp)
-            caught_up = end is not None and (offset if offset is not None else -1) + 1 >= end
+            cursor, end, position = cursors.get(name), ends.get(tp), positions[tp]
+            all_applied = cursor is not None and cursor.delivered <= (-1 if offset is None else offset)
+            caught_up = all_applied and end is not None and position is not None and position >= end
             if caught_up and now - since >= IDLE_AFTER_S:
                 idle[name] = int(now * 1000)
             else:

@@ -58,6 +58,8 @@ MAX_BATCH = 1000
 BATCH_WINDOW_MS = 5_000
 """A record holds events that arrived within this span of its first, like a shipper flushing every few seconds."""
 KEY_FIELDS = {"app": "app_id", "room": "room_id", "user": "user_id"}
+COMPRESSIONS = ("gzip", "snappy", "lz4", "zstd")
+"""The batch codecs Kafka producers use; the worker reads all of them (pyproject.toml pins the codec libraries)."""
 _SHORTEST_WAIT_MS = 2
 """Waits shorter than this are not slept: an event is never sent more than this much early."""
 _NOTE_WAIT_MS = 1_000
@@ -74,6 +76,8 @@ class KafkaOptions:
     key: str = "room"
     duration_ms: int | None = None
     """Live traffic of this length ending now (see :func:`live_period`); None: the --month or --start/--end given."""
+    compression: str | None = None
+    """The producer's ``compression.type`` (gzip, snappy, lz4, zstd); None: uncompressed batches."""
 
 
 def live_period(duration_ms: int, speed: Fraction, now_ms: int) -> tuple[int, int]:
@@ -202,6 +206,7 @@ async def _produce(
         linger_ms=20 if not options.speed else 5,
         max_batch_size=512 * 1024,
         request_timeout_ms=topics.TIMEOUT_MS,
+        compression_type=options.compression,
         **aiokafka_options(settings.kafka_security),
     )
     try:
@@ -322,11 +327,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", type=int, metavar="N", help=f"events per record, 1 to {MAX_BATCH} (default 1)")
     group.add_argument("--key", choices=sorted(KEY_FIELDS), help="record key (default room)")
     group.add_argument("--duration", metavar="D", help="live traffic: a period of D (30m, 2h, 1d) ending now")
+    group.add_argument("--compression", choices=COMPRESSIONS, help="compress the producer's batches (default: none)")
 
 
 def options_from_args(args: argparse.Namespace) -> KafkaOptions | None:
     """The --kafka options (None without --kafka); any of them without --kafka, or a bad value, is a PlanError."""
-    given = [f"--{name}" for name in ("speed", "batch", "key", "duration") if getattr(args, name) is not None]
+    names = ("speed", "batch", "key", "duration", "compression")
+    given = [f"--{name}" for name in names if getattr(args, name) is not None]
     if not args.kafka:
         if given:
             raise PlanError(f"{given[0]} applies only with --kafka")
@@ -343,4 +350,5 @@ def options_from_args(args: argparse.Namespace) -> KafkaOptions | None:
         batch=batch,
         key=args.key or "room",
         duration_ms=duration_ms(args.duration, "--duration") if args.duration is not None else None,
+        compression=args.compression,
     )

@@ -147,7 +147,11 @@ async def rebuild(settings: Settings, say: Callable[[str], None], force: bool = 
 
 async def _consumer(settings: Settings, kafka_options: Mapping[str, object]) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False, **kafka_options
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # as the workers: aborted transactions are never counted
+        **kafka_options,
     )
     await consumer.start()
     return consumer

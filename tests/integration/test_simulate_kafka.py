@@ -83,9 +83,17 @@ def run(*argv: str | Path) -> int:
     return main([str(arg) for arg in argv])
 
 
-@pytest.mark.parametrize(("batch", "key"), [(1, "room"), (50, "app"), (20, "user")])
+@pytest.mark.parametrize(
+    ("batch", "key", "compression"),
+    [(1, "room", None), (50, "app", "zstd"), (20, "user", "snappy"), (1, "user", "lz4"), (5, "room", "gzip")],
+)
 def test_the_topics_hold_what_the_file_holds_packed_and_keyed_as_asked(
-    input_topics: tuple[Path, dict[str, str]], kafka_bootstrap: str, tmp_path: Path, batch: int, key: str
+    input_topics: tuple[Path, dict[str, str]],
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    batch: int,
+    key: str,
+    compression: str | None,
 ) -> None:
     path, names = input_topics
     file = tmp_path / "events.jsonl"
@@ -97,6 +105,7 @@ def test_the_topics_hold_what_the_file_holds_packed_and_keyed_as_asked(
 
     started_ms = time.time_ns() // 1_000_000
     sent = ["--kafka", "--config", path, "--batch", str(batch), "--key", key]
+    sent += ["--compression", compression] if compression else []
     assert run("simulate", *PERIOD, *SEED, *sent) == 0
     records = read_all(kafka_bootstrap, list(names.values()))
 

@@ -1,4 +1,4 @@
-"""stream/live/faust_positions.py: Faust's read offsets switched off for the input topics, pinned to Faust's code."""
+"""The faust-streaming internals the worker relies on (stream/live/faust_positions.py, faust_isolation.py), pinned."""
 
 from __future__ import annotations
 
@@ -69,3 +69,14 @@ def test_another_faust_version_stops_the_worker(app_and_topics, monkeypatch) -> 
     monkeypatch.setattr(faust, "__version__", "0.16.0")
     with pytest.raises(faust_positions.FaustVersionError, match="0.16.0 is installed"):
         faust_positions.install(app, [requests], no_op)
+
+
+def test_the_worker_consumer_reads_committed_records_only(app_and_topics) -> None:
+    """Built as Faust builds it (no broker contacted before start), then set to read_committed."""
+    app, _, _ = app_and_topics
+
+    async def build() -> str:
+        consumer = app.consumer._thread._create_worker_consumer(app.consumer.transport)
+        return consumer._isolation_level
+
+    assert asyncio.run(build()) == "read_committed"
