@@ -24,7 +24,6 @@ caller (:meth:`Service.stop`: SIGTERM, then SIGKILL).
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from stream_harness import terminate
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_LIBS = REPO / ".cache" / "kafka-4.1.2" / "libs"
@@ -126,13 +126,7 @@ class Service:
             time.sleep(0.2)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        terminate(self.proc, timeout_s)
 
 
 def port_open(port: int) -> bool:

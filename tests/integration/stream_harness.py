@@ -244,6 +244,17 @@ def write_event_file(path: Path, events: Iterable[Event]) -> Path:
 # --------------------------------------------------------------------------- workers
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """Stop a process the tests started: SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
 class WorkerProcess:
     """One ``sla-stream worker`` subprocess, logging to its own file."""
 
@@ -275,13 +286,7 @@ class WorkerProcess:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM, then SIGKILL if it has not stopped within ``timeout_s``."""
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        terminate(self.proc, timeout_s)
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.lines()[-lines:])
@@ -338,9 +343,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM: Redis shuts down cleanly (what an operator's restart does)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
+        if self.proc is not None:
+            terminate(self.proc, 30)
 
     def kill(self) -> None:
         """SIGKILL: whatever was not persisted is lost."""
