@@ -49,7 +49,7 @@ from stream.live.cursors import Cursors
 from stream.live.health import Backoff, Health
 from stream.live.namespace import NamespaceGuard
 from stream.sla.counting import EventKind
-from stream.store import Fenced, Store
+from stream.store import Fenced, RolledBack, Store
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +211,15 @@ def create_app(
             return
         try:
             applied = await store.applied_offsets(assigned)
-        except (RedisError, OSError):
+            unknown = [tp for name, tp in assigned.items() if applied[name] is None]
+            earliest = await app.consumer.earliest_offsets(*unknown) if unknown else {}
+            await app.consumer.seek_wait(
+                {tp: earliest[tp] if applied[name] is None else applied[name] + 1 for name, tp in assigned.items()}
+            )
+        except Exception as error:  # noqa: BLE001 - Redis away, or a rebalance moved them: positioned lazily
+            log.info("input partitions not positioned at assignment (%s); each is on its first batch", error)
+            cursors.forget(assigned)
             return
-        unknown = [tp for name, tp in assigned.items() if applied[name] is None]
-        earliest = await app.consumer.earliest_offsets(*unknown) if unknown else {}
-        await app.consumer.seek_wait(
-            {tp: earliest[tp] if applied[name] is None else applied[name] + 1 for name, tp in assigned.items()}
-        )
         for name in assigned:
             found = applied[name]
             cursors.sought(name, -1 if found is None else found)
@@ -299,6 +301,9 @@ def create_app(
         except Fenced:
             guard.stale()
             return
+        except RolledBack:
+            await guard.lost_writes(fence)
+            return
         except (RedisError, OSError) as error:
             health.redis_failed(error)
             return
@@ -370,5 +375,7 @@ def create_app(
             await idle_partitions()
         except (RedisError, OSError) as error:
             health.redis_failed(error)
+        except Exception as error:  # noqa: BLE001 - a timer that raises stops Faust: a rebalance moved a partition
+            log.debug("idle report skipped: %s", error)
 
     return app

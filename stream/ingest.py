@@ -191,15 +191,15 @@ class Ingester:
                     cursor.applied = result.applied_offset
                 self._tally(parsed, result)
                 return
-            if status is ApplyStatus.BEHIND:
-                log.warning(
-                    "%s: Redis holds applied offset %d, below the %d this worker continued from (Redis lost "
-                    "writes): reading the partition again from offset %d",
-                    tp,
-                    result.applied_offset,
-                    expected,
-                    result.applied_offset + 1,
-                )
+            if status in (ApplyStatus.BEHIND, ApplyStatus.ROLLED_BACK):
+                if status is ApplyStatus.BEHIND:
+                    log.warning(
+                        "%s: Redis holds applied offset %d, below the %d this worker continued from (Redis lost "
+                        "writes): reading the partition again from there",
+                        tp,
+                        result.applied_offset,
+                        expected,
+                    )
                 await self._guard.lost_writes(fence)
                 await self._guard.writable()
                 await self.position(tp)

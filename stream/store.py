@@ -28,7 +28,7 @@ counts into a state that lost its past (:mod:`stream.live.lifecycle`).
 Keys, all under one prefix (``sla:`` by default; tests use their own):
 
 =============================  =========================================================
-``meta``                       HASH generation, state (``live``/``rebuilding``), initialised_ms
+``meta``                       HASH generation, state (``live``/``rebuilding``), initialised_ms, seq (steps made)
 ``offsets``, ``streamtime``    HASH ``topic:partition`` → last applied offset, max event ts
 ``idle``                       HASH ``topic:partition`` → wall ms it was last seen caught up and idle
 ``deadletters``                HASH ``topic:partition`` → records refused
@@ -71,19 +71,24 @@ _SADD_CHUNK = 4000
 """Ids per SADD inside a script: Lua's ``unpack`` fails past about 8,000 values."""
 
 
-def _fence(lost: str, other: str) -> str:
-    """Lua that returns ``lost`` when the namespace has no marker, ``other`` when its generation or state differ.
+def _fence(lost: str, other: str, rolled_back: str) -> str:
+    """Lua that refuses a step: ``lost`` without a marker, ``other`` for another generation or state,
+    ``rolled_back`` when the namespace's step counter is below one the caller has seen (Redis lost writes).
 
-    Expects ``p`` (the prefix), ``generation`` and ``state`` (what the caller
-    believes) as locals.
+    Expects ``p`` (the prefix), ``generation``, ``state`` and ``min_seq`` (what
+    the caller believes) as locals; leaves ``seq``, the counter now.
     """
     return f"""
-local meta = redis.call('HMGET', p .. 'meta', 'generation', 'state')
+local meta = redis.call('HMGET', p .. 'meta', 'generation', 'state', 'seq')
 if not meta[1] then
   return {lost}
 end
 if meta[1] ~= generation or meta[2] ~= state then
   return {other}
+end
+local seq = tonumber(meta[3] or '0')
+if seq < min_seq then
+  return {rolled_back}
 end
 """
 
@@ -99,21 +104,22 @@ local field = ARGV[6]
 local refused = tonumber(ARGV[7])
 local generation, state = ARGV[8], ARGV[9]
 local expected = tonumber(ARGV[10])
+local min_seq = tonumber(ARGV[11])
 """
-    + _fence(lost="{-3, -1, 0, 0, 0}", other="{-4, tonumber(meta[1]), 0, 0, 0}")
+    + _fence(lost="{-3, -1, 0, 0, 0, 0}", other="{-4, -1, 0, 0, 0, 0}", rolled_back="{-6, -1, 0, 0, 0, seq}")
     + """
 local applied = tonumber(redis.call('HGET', p .. 'offsets', tp) or '-1')
 if applied < expected then
-  return {-5, applied, 0, 0, 0}
+  return {-5, applied, 0, 0, 0, seq}
 end
 if max_offset <= applied then
-  return {0, applied, 0, 0, 0}
+  return {0, applied, 0, 0, 0, seq}
 end
 if min_offset <= applied then
-  return {-1, applied, 0, 0, 0}
+  return {-1, applied, 0, 0, 0, seq}
 end
 local counted, duplicates, late = 0, 0, 0
-local i = 11
+local i = 12
 while i <= #ARGV do
   local app, slot, day, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local sk = app .. ':' .. slot
@@ -148,7 +154,8 @@ end
 if refused > 0 then
   redis.call('HINCRBY', p .. 'deadletters', tp, refused)
 end
-return {1, max_offset, counted, duplicates, late}
+seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
+return {1, max_offset, counted, duplicates, late, seq}
 """.replace("CHUNK", str(_SADD_CHUNK))
 )
 
@@ -163,18 +170,19 @@ local clause, hold_from = ARGV[10], ARGV[11]
 local message_key, message_value = ARGV[12], ARGV[13]
 local ledger_member = ARGV[14]
 local generation, state = ARGV[15], ARGV[16]
+local min_seq = tonumber(ARGV[17])
 """
-    + _fence(lost="-3", other="-3")
+    + _fence(lost="{-3, 0}", other="{-3, 0}", rolled_back="{-6, seq}")
     + """
 local sk = app .. ':' .. slot
 local vkey = p .. 'verdict:' .. sk
 local revision = tonumber(redis.call('HGET', vkey, 'revision') or '0')
 if revision ~= expected_revision then
-  return -1
+  return {-1, seq}
 end
 local counts = redis.call('HMGET', p .. 'slot:' .. sk, 'requests', 'successes')
 if (counts[1] or '0') ~= requests or (counts[2] or '0') ~= successes then
-  return -2
+  return {-2, seq}
 end
 redis.call('ZREM', p .. 'open', sk)
 redis.call('SREM', p .. 'dirty', sk)
@@ -183,8 +191,9 @@ redis.call('SADD', p .. 'ledgerdue', ledger_member)
 if tonumber(slot) > tonumber(redis.call('HGET', p .. 'lastclosed', app) or '-1') then
   redis.call('HSET', p .. 'lastclosed', app, slot)
 end
+seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
 if message_value == '' then
-  return revision
+  return {revision, seq}
 end
 revision = revision + 1
 redis.call('HSET', vkey, 'revision', revision, 'requests', requests, 'successes', successes,
@@ -200,7 +209,7 @@ else
   redis.call('ZREM', p .. 'dataquality:' .. app, slot)
 end
 redis.call('RPUSH', p .. 'outbox', message_key, message_value)
-return revision
+return {revision, seq}
 """
 )
 
@@ -278,6 +287,8 @@ class ApplyStatus(enum.IntEnum):
     """The namespace has another generation or state (a rebuild began or ended): read positions again."""
     BEHIND = -5
     """Redis's applied offset is below the one the caller read: Redis lost writes; read the partition again from it."""
+    ROLLED_BACK = -6
+    """The namespace's step counter is below one this store saw: Redis lost writes (restored from an older state)."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +332,8 @@ class Store:
         self._apply = redis.register_script(_APPLY_BATCH)
         self._commit = redis.register_script(_COMMIT_VERDICT)
         self._initialise = redis.register_script(_INITIALISE)
+        self._seen: tuple[int, int] = (0, 0)
+        """(generation, step counter): the highest counter this store's steps have seen in that generation."""
         self._new_generation = redis.register_script(_NEW_GENERATION)
 
     def key(self, *parts: object) -> str:
@@ -347,11 +360,21 @@ class Store:
         if field not in COUNT_FIELDS:
             raise ValueError(f"unknown count field {field!r}")
         args: list[object] = [self.prefix, tp, min(offsets), max(offsets), stream_ms, field, refused]
-        args += [fence.generation, fence.state, expected_offset]
+        args += [fence.generation, fence.state, expected_offset, self._min_seq(fence)]
         for batch in slots:
             args += [batch.app_id, batch.slot_ms, batch.day, len(batch.event_ids), *batch.event_ids]
-        status, applied_offset, counted, duplicates, late = await self._apply(args=args)
+        status, applied_offset, counted, duplicates, late, seq = await self._apply(args=args)
+        self._saw(fence, seq)
         return ApplyResult(ApplyStatus(status), int(applied_offset), counted, duplicates, late)
+
+    def _min_seq(self, fence: Fence) -> int:
+        generation, seq = self._seen
+        return seq if generation == fence.generation else 0
+
+    def _saw(self, fence: Fence, seq: int) -> None:
+        """Remember the namespace's step counter: Redis coming back below it means it lost writes."""
+        if seq and (fence.generation, seq) > self._seen:
+            self._seen = (fence.generation, int(seq))
 
     async def meta(self) -> Meta | None:
         """The namespace's marker, or None when it has none (never initialised, or lost)."""
@@ -480,7 +503,7 @@ class Store:
         """
         key, value = message or ("", "")
         v = verdict
-        result = await self._commit(
+        reply = await self._commit(
             args=[
                 self.prefix,
                 app_id,
@@ -498,10 +521,15 @@ class Store:
                 f"{ledger_month}:{app_id}",
                 fence.generation,
                 fence.state,
+                self._min_seq(fence),
             ]
         )
+        result, seq = reply
         if result == -3:
             raise Fenced(f"the namespace {self.prefix!r} is no longer generation {fence.generation} ({fence.state})")
+        if result == -6:
+            raise RolledBack(f"the namespace {self.prefix!r} holds fewer steps than were made: Redis lost writes")
+        self._saw(fence, seq)
         return None if result < 0 else int(result)
 
     async def ledgers_due(self) -> list[tuple[str, str]]:
@@ -579,6 +607,10 @@ class Store:
 
 class Fenced(Exception):
     """A step was refused: the namespace lost its marker, or has another generation or state."""
+
+
+class RolledBack(Exception):
+    """A step was refused: Redis holds fewer of the namespace's steps than this store saw made (it lost writes)."""
 
 
 def _glob_escape(text: str) -> str:

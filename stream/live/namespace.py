@@ -94,7 +94,11 @@ class NamespaceGuard:
         """
         generation = int(time.time() * 1000)
         if await self._health.until_redis_answers(lambda: self._store.new_generation(fence, generation)):
-            log.warning("Redis lost writes: the live state continues as generation %d", generation)
+            log.warning(
+                "Redis lost writes (restored from an older state): the live state continues as generation %d, "
+                "and partitions are read again from Redis's positions",
+                generation,
+            )
         self.stale()
 
     def stale(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from stream.sla.verdict import SlotCounts
-from stream.store import ApplyStatus, Fence, Fenced, SlotBatch, Store, StoredVerdict
+from stream.store import ApplyStatus, Fence, Fenced, RolledBack, SlotBatch, Store, StoredVerdict
 
 TP = "requests:0"
 SLOT = 1_795_700_000_000
@@ -90,5 +90,27 @@ def test_one_slot_receiving_100000_ids_in_one_step(redis_url, redis_prefix):
         result = await store.apply_batch(Fence(1), TP, -1, offsets, batch(ids), "requests", SLOT, 0)
         assert (result.status, result.counted, result.duplicates) == (ApplyStatus.APPLIED, 100_000, 2)
         assert await store.slot_counts([("app", SLOT)]) == [SlotCounts(100_000, 0)]
+
+    run(with_store(redis_url, redis_prefix, steps))
+
+
+def test_a_namespace_rolled_back_below_the_steps_seen_refuses_both_steps(redis_url, redis_prefix):
+    """Redis restored from an older state: fewer steps than this store saw made. Nothing is written over it."""
+
+    async def steps(store: Store) -> None:
+        await store.initialise(100)
+        fence = Fence(100)
+        for offset, event_id in enumerate("abc"):
+            await store.apply_batch(fence, TP, offset - 1, [offset], batch([event_id]), "requests", SLOT, 0)
+        await store.redis.hset(store.key("meta"), "seq", 1)  # what a restore of an older snapshot leaves
+        rolled = await store.apply_batch(fence, TP, 2, [3], batch(["d"]), "requests", SLOT, 0)
+        assert rolled.status is ApplyStatus.ROLLED_BACK
+        verdict = StoredVerdict(0, SlotCounts(3, 0), False, False, False, "")
+        with pytest.raises(RolledBack):
+            await store.commit_verdict(fence, "app", SLOT, SLOT, "2026-11", 0, verdict, SlotCounts(3, 0), None)
+        assert await store.slot_counts([("app", SLOT)]) == [SlotCounts(3, 0)]
+        assert await store.new_generation(fence, 101)
+        moved_on = await store.apply_batch(Fence(101), TP, 2, [3], batch(["d"]), "requests", SLOT, 0)
+        assert moved_on.status is ApplyStatus.APPLIED, "a new generation starts counting steps afresh"
 
     run(with_store(redis_url, redis_prefix, steps))
