@@ -176,6 +176,11 @@ class Ingester:
         expected = cursor.applied
         while True:
             fence = await self._guard.writable()
+            if cursor.generation is None:
+                cursor.generation = fence.generation
+            if cursor.generation != fence.generation:  # positioned in an earlier generation: read it again
+                await self.position(tp)
+                return
             result = await self._health.until_redis_answers(
                 lambda fence=fence, expected=expected, parsed=parsed: self._apply_once(  # type: ignore[misc]
                     fence, kind, tp, expected, parsed

@@ -52,6 +52,9 @@ class PartitionCursor:
     """The highest offset handed to the ingester (kept across seeks)."""
     skip_above: int | None = None
     """After a seek back: records above this offset are stale fetches, dropped until one at or below it arrives."""
+    generation: int | None = None
+    """The live state's generation the position was read in (None: the one in force when first used). A new
+    generation (a rebuild, Redis losing writes) makes every position stale: the partition is positioned again."""
 
 
 class Cursors:
