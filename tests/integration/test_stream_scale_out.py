@@ -17,6 +17,7 @@ import time
 
 from stream_harness import (
     FLUSH_APP,
+    INPUT_PARTITIONS,
     Truth,
     assert_slots_match_truth,
     assert_topic_matches_redis,
@@ -32,10 +33,35 @@ APPS = ("1400000001", "1400000002", "1400000003")
 CHUNKS = 30
 
 
+def input_partitions_held(log: str, topic: str) -> set[int] | None:
+    """The partitions of ``topic`` in the worker's last assignment as Faust logs it; None before any assignment.
+
+    Faust logs an empty assignment on one line ("... partitions set() for group")
+    and a non-empty one as a table with a row "| topic | {0, 2} |".
+    """
+    assignments = log.split("Setting newly assigned partitions")
+    if len(assignments) < 2:
+        return None
+    row = re.search(rf"\| {re.escape(topic)} +\| \{{([0-9, ]+)\}}", assignments[-1])
+    return {int(p) for p in row.group(1).split(",")} if row else set()
+
+
 def holds_input_partitions(log: str, topic: str) -> bool:
     """Whether the worker's last assignment (as Faust logs it) includes partitions of ``topic``."""
-    assignments = log.split("Setting newly assigned partitions")
-    return len(assignments) > 1 and re.search(rf"\| {re.escape(topic)} +\| \{{", assignments[-1]) is not None
+    return bool(input_partitions_held(log, topic))
+
+
+def group_shares_all_partitions(logs: list[str], topic: str, partitions: int) -> bool:
+    """Whether every worker has been assigned and their last assignments split ``topic`` exactly between them.
+
+    Faust's sticky assignor may leave a worker idle (4 partitions, 3 workers:
+    2 + 2 + 0 after a late join), so this asks for a settled group, not a busy
+    worker each.
+    """
+    held = [input_partitions_held(log, topic) for log in logs]
+    if any(h is None for h in held):
+        return False
+    return sum(len(h) for h in held) == partitions and set().union(*held) == set(range(partitions))
 
 
 def test_stream_scale_out(stream_deployment):
@@ -96,12 +122,11 @@ def test_killing_one_of_three_workers_resumes_verdicts_within_15_seconds(stream_
     records = batched_records(events, batch=10)
     d = stream_deployment(grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
     workers = [d.start_worker() for _ in range(3)]
-    for worker in workers:
-        d.wait_for(
-            f"{worker.name} to hold input partitions",
-            lambda w=worker: holds_input_partitions(w.tail(400), d.topics.requests),
-            90,
-        )
+    d.wait_for(
+        "the three workers to share the input partitions",
+        lambda: group_shares_all_partitions([w.tail(400) for w in workers], d.topics.requests, INPUT_PARTITIONS),
+        90,
+    )
     chunks, kill_at = 60, 20
     verdict_times: list[float] = []
     killed_at = 0.0
