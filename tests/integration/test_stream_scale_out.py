@@ -37,13 +37,19 @@ def input_partitions_held(log: str, topic: str) -> set[int] | None:
     """The partitions of ``topic`` in the worker's last assignment as Faust logs it; None before any assignment.
 
     Faust logs an empty assignment on one line ("... partitions set() for group")
-    and a non-empty one as a table with a row "| topic | {0, 2} |".
+    and a non-empty one as a table with a row "| topic | {0, 2} |" (runs as "{2-3}").
     """
     assignments = log.split("Setting newly assigned partitions")
     if len(assignments) < 2:
         return None
-    row = re.search(rf"\| {re.escape(topic)} +\| \{{([0-9, ]+)\}}", assignments[-1])
-    return {int(p) for p in row.group(1).split(",")} if row else set()
+    row = re.search(rf"\| {re.escape(topic)} +\| \{{([0-9, -]+)\}}", assignments[-1])
+    if not row:
+        return set()
+    held: set[int] = set()
+    for item in row.group(1).split(","):  # "0, 2" or a run "2-3"
+        first, _, last = item.strip().partition("-")
+        held.update(range(int(first), int(last or first) + 1))
+    return held
 
 
 def holds_input_partitions(log: str, topic: str) -> bool:
