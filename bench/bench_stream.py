@@ -36,10 +36,10 @@ from kafka import KafkaProducer
 from stream.config import Settings, load_settings
 from stream.events import to_record
 from stream.kafka_security import aiokafka_options, kafka_python_options
-from stream.simulate import TrafficPlan, generate
 from stream.sla.counting import counted_time
 from stream.sla.slots import slot_start_ms
-from stream.topics import admin_client, ensure_topics, plan_topics
+from stream.tools.simulate import TrafficPlan, generate
+from stream.tools.topics import admin_client, ensure_topics, plan_topics
 
 PARTITIONS = 4
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -11,13 +11,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from stream import kafka_output, report, simulate, topics, watch, worker
+from stream import report
 from stream.arguments import calendar_month_argument
 from stream.config import ConfigError, load_settings
+from stream.formats import month_to_json
 from stream.kafka_security import redact
-from stream.live import rebuild
+from stream.live import rebuild, worker
 from stream.sla.counting import SlotTally
 from stream.sla.months import calendar_month
+from stream.tools import producer, simulate, topics, watch
 
 
 class UsageError(Exception):
@@ -53,7 +55,7 @@ def run_report(args: argparse.Namespace) -> int:
         )
     assessments = result.assessments
     if args.format == "json":
-        print(json.dumps([report.to_json(a, tz) for a in assessments], indent=2))
+        print(json.dumps([month_to_json(a, tz) for a in assessments], indent=2))
     else:
         print(report.to_text(assessments, tz, f"SLA month report {year}-{month:02d}"))
     print(
@@ -85,9 +87,9 @@ def _say(line: str) -> None:
 
 def run_simulate(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    options = kafka_output.options_from_args(args)
+    options = producer.options_from_args(args)
     if options is not None:
-        sent = kafka_output.send(
+        sent = producer.send(
             settings, options, lambda period: simulate.plan_from_args(args, settings.policy.timezone, period), _say
         )
         _say(sent.summary())
@@ -138,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = commands.add_parser("simulate", help="realistic room-entry events, to a JSON Lines file or to Kafka")
     simulate.add_arguments(sim)
-    kafka_output.add_arguments(sim)
+    producer.add_arguments(sim)
     sim.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (for the time zone)")
     sim.set_defaults(run=run_simulate)
 

@@ -1,4 +1,4 @@
-"""The event contract (DESIGN.md): room-entry requests and successes, and their validation.
+"""The event contract (docs/design.md): room-entry requests and successes, and their validation.
 
 Every check names what was wrong, so a dead-lettered record or a skipped file
 line can be fixed at its source. Whatever bytes a Kafka record holds,

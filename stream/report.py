@@ -2,7 +2,8 @@
 
 Events are counted with the same rules the stream uses (``stream.sla.counting``)
 and judged by ``stream.sla.assessment``; this module only reads files and
-renders the figures, as JSON for machines or as text for people.
+lays the figures out as text for people. The JSON form is
+:func:`stream.formats.month_to_json`, the shape the live month ledger has too.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from stream.config import Settings
@@ -91,66 +90,6 @@ def assess_calendar_month(
                 )
             )
     return CalendarMonthReport(assessments, unmeasured)
-
-
-def _iso(ts_ms: int, tz: ZoneInfo) -> str:
-    return local_time(ts_ms, tz).isoformat()
-
-
-def _money(amount: Decimal | None) -> str | None:
-    return None if amount is None else str(amount)
-
-
-def _period_json(period: Period, tz: ZoneInfo) -> dict[str, Any]:
-    rate = period.lowest_success_rate
-    record: dict[str, Any] = {
-        "start": _iso(period.start_ms, tz),
-        "end": _iso(period.end_ms, tz),
-        "slots": period.slots,
-        "lowest_success_rate": None if rate is None else float(rate),
-    }
-    if period.exemption is not None:
-        record["clause"] = period.exemption.clause
-        record["note"] = period.exemption.note
-    return record
-
-
-def to_json(assessment: MonthAssessment, tz: ZoneInfo) -> dict[str, Any]:
-    """One service month as the JSON object documented in README.md."""
-    month = assessment.month
-    return {
-        "app_id": assessment.app_id,
-        "service_month": {"start": month.first_day.isoformat(), "end": month.last_day.isoformat(), "days": month.days},
-        "timezone": tz.key,
-        "total_minutes": month.total_minutes,
-        "requests": assessment.requests,
-        "successes": assessment.successes,
-        "unavailable_slots": len(assessment.unavailable),
-        "unavailable_minutes": unavailable_minutes(len(assessment.unavailable)),
-        "exempt_slots": len(assessment.exempt),
-        "data_quality_slots": assessment.data_quality_slots,
-        "availability": float(assessment.availability),
-        "availability_exact": str(assessment.availability),
-        "availability_display": assessment.availability_display,
-        "meets_sla": assessment.meets_sla,
-        "error_budget": {
-            "slots_allowed": assessment.budget.slots_allowed,
-            "slots_used": assessment.budget.slots_used,
-            "slots_left": assessment.budget.slots_left,
-        },
-        "compensation": {
-            "percent": assessment.compensation_percent,
-            "monthly_fee": _money(assessment.monthly_fee),
-            "voucher": _money(assessment.voucher),
-        },
-        "claim_window": {
-            "opens": assessment.claim.opens.isoformat(),
-            "closes": assessment.claim.closes.isoformat(),
-            "estimated": assessment.claim.estimated,
-        },
-        "unavailable_periods": [_period_json(p, tz) for p in assessment.unavailable_periods],
-        "exempt_periods": [_period_json(p, tz) for p in assessment.exempt_periods],
-    }
 
 
 def _clock(ts_ms: int, tz: ZoneInfo, day: date | None = None) -> str:

@@ -6,7 +6,7 @@ reads uncommitted records counts the aborted events, and a retrying producer
 would lower a customer's success rate. faust-streaming 0.15.3 creates its
 consumer with ``read_committed`` only when the app itself runs transactions
 (``processing_guarantee="exactly_once"``, which this project does not use:
-DESIGN.md), and offers no setting for it.
+docs/design.md, "Faust"), and offers no setting for it.
 
 What: the app's consumer thread builds its ``aiokafka.AIOKafkaConsumer`` as
 Faust does, then the isolation level is set before the consumer starts

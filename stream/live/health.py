@@ -1,7 +1,7 @@
 """What state the worker is in, said once per change, and retrying Redis until it answers.
 
 A worker never lets a Redis failure escape: Faust would restart the agent and
-commit the offsets past the batch (DESIGN.md, "Faust: use and avoid"). Every
+commit the offsets past the batch (docs/design.md, "Faust"). Every
 Redis step of the worker goes through :meth:`Health.until_redis_answers`,
 which retries with a bounded backoff and reports the outage here. The log
 gets one line when Redis goes and one when it returns, however many parts of
@@ -118,3 +118,27 @@ class Health:
                 continue
             self.redis_answered()
             return result
+
+
+async def until_done(what: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Run ``step`` until it returns: an unexpected error is logged (with its traceback, once) and retried.
+
+    The agents' last line of defence: Faust commits past a batch whose agent
+    raised, so nothing may raise; a step that keeps failing holds its
+    partition (loudly) rather than skipping it.
+    """
+    backoff = Backoff(cap_s=5.0)
+    failures = 0
+    while True:
+        try:
+            await step()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures += 1
+            if failures == 1:
+                log.exception("%s failed; retrying the same records until it succeeds", what)
+            elif failures % 20 == 0:
+                log.error("%s still failing after %d attempts; the partition waits", what, failures)
+            await backoff.wait()

@@ -1,6 +1,6 @@
 """Which live state a worker writes to, and refusing to count into one that lost its past.
 
-The live state in Redis carries a marker (``meta``, see :mod:`stream.store`)
+The live state in Redis carries a marker (``meta``, see :mod:`stream.live.store`)
 written when it is initialised. Every counting and closing step is fenced by
 the marker's generation, so when Redis restarts empty, or a rebuild begins,
 the worker's next step changes nothing and the worker learns it at once.
@@ -23,7 +23,7 @@ import logging
 import time
 
 from stream.live.health import Health
-from stream.store import Fence, Store
+from stream.live.store import Fence, Store
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """``sla-stream rebuild``: recount the live state from the topics after Redis lost it.
 
-The topics keep at least 100 days (DESIGN.md invariant 4), so the state can
+The topics keep at least 100 days (docs/design.md, invariant 4), so the state can
 be counted again from them, through the same code the workers use: the
-:class:`stream.ingest.Ingester` applies every input record from the earliest
+:class:`stream.live.ingest.Ingester` applies every input record from the earliest
 retained offset to the end offsets seen at the start, and the
-:class:`stream.closer.Closer` closes the slots stream time allows and
+:class:`stream.live.closer.Closer` closes the slots stream time allows and
 publishes their verdicts.
 
 Steps, each safe to repeat (a rebuild that dies is simply run again):
@@ -41,19 +41,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from stream.app import redis_client
-from stream.closer import Closer
 from stream.config import Settings
-from stream.dead_letter import DeadLetter
-from stream.events import InvalidEvent, TimeBounds
-from stream.exemption_feed import decode_exemption
-from stream.ingest import Ingester, Record
+from stream.events import TimeBounds
+from stream.formats import DeadLetter, InvalidExemption, decode_exemption
 from stream.kafka_security import aiokafka_options, redact
+from stream.live.closer import Closer
 from stream.live.cursors import Cursors
 from stream.live.health import Health
+from stream.live.ingest import Ingester, Record
+from stream.live.store import Fence, Store, redis_client
+from stream.live.worker import WorkerStartError, partition_counts
 from stream.sla.counting import EventKind
-from stream.store import Fence, Store
-from stream.worker import WorkerStartError, partition_counts
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +194,7 @@ async def _read_exemptions(
             continue
         try:
             record = decode_exemption(value)
-        except InvalidEvent:
+        except InvalidExemption:
             continue
         await store.put_exemption(exemption_id, record)
         kept += 1

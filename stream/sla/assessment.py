@@ -28,22 +28,14 @@ from fractions import Fraction
 from stream.sla.availability import ErrorBudget, availability, display_percent, error_budget, meets_target
 from stream.sla.claims import ClaimWindow, WorkingDayCalendar, claim_window
 from stream.sla.compensation import compensation_percent, voucher
-from stream.sla.exemptions import Exemption, exemption_for
+from stream.sla.exemptions import Exemption
+from stream.sla.judge import JudgedSlot, judge
 from stream.sla.months import ServiceMonth
 from stream.sla.policy import SlaPolicy
 from stream.sla.slots import SLOT_MS
-from stream.sla.verdict import SlotCounts, SlotVerdict, judge_slot
+from stream.sla.verdict import SlotCounts
 
 _DEFAULT_POLICY = SlaPolicy()
-
-
-@dataclass(frozen=True)
-class JudgedSlot:
-    """A slot's verdict, and the exemption that covers it if any."""
-
-    slot_ms: int
-    verdict: SlotVerdict
-    exemption: Exemption | None
 
 
 @dataclass(frozen=True)
@@ -136,11 +128,10 @@ def assess_month(
             continue
         requests += counts.requests
         successes += counts.successes
-        verdict = judge_slot(counts, policy)
-        data_quality += verdict.data_quality_issue
-        if verdict.unavailable:
-            covering = exemption_for(app_id, slot_ms, exemptions)
-            (exempt if covering else unavailable).append(JudgedSlot(slot_ms, verdict, covering))
+        judged = judge(app_id, slot_ms, counts, exemptions, policy)
+        data_quality += judged.verdict.data_quality_issue
+        if judged.verdict.unavailable:
+            (exempt if judged.exempt else unavailable).append(judged)
     value = availability(month, len(unavailable))
     percent = compensation_percent(value, policy)
     if totals is not None:

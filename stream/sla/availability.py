@@ -1,4 +1,4 @@
-"""Monthly availability and the error budget (SLA-SPEC §4).
+"""Monthly availability and the error budget (docs/sla.md §4).
 
 Availability is an exact ``Fraction``; it is only ever shown truncated, so a
 month at 99.8992% reads 99.89%, never a rounded-up 99.90%.

@@ -1,4 +1,4 @@
-"""When a customer may claim compensation for a service month (SLA-SPEC §5).
+"""When a customer may claim compensation for a service month (docs/sla.md §6).
 
 A claim opens the day after the 5th working day of the calendar month that
 follows the service month's end, and closes on the 60th natural day after it.

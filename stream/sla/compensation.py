@@ -1,4 +1,4 @@
-"""The voucher owed for a month below target (SLA-SPEC §5).
+"""The voucher owed for a month below target (docs/sla.md §5).
 
 Example:
     >>> from fractions import Fraction

@@ -1,4 +1,4 @@
-"""Counting room-entry events into slots (SLA-SPEC §1).
+"""Counting room-entry events into slots (docs/sla.md §1).
 
 Each request counts once however often it is delivered (duplicates carry the
 same ``event_id``), and a success counts in the slot of its request's time,

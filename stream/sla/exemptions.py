@@ -1,4 +1,4 @@
-"""Exemption windows and the slots they exempt (SLA-SPEC §6).
+"""Exemption windows and the slots they exempt (docs/sla.md §7).
 
 An exemption is a time window, for one app or for all apps, with the clause
 of the agreement it rests on. A slot that overlaps a window in any part is

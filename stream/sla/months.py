@@ -1,4 +1,4 @@
-"""Service months: the periods availability is computed over (SLA-SPEC §3).
+"""Service months: the periods availability is computed over (docs/sla.md §3).
 
 A subscription of N months from an activation date covers the calendar months
 it touches, cut at its ends; an app with no subscription on record is measured

@@ -1,6 +1,6 @@
 """The numbers of the agreement, gathered in one value so every rule reads them from one place.
 
-The defaults are those of SLA-SPEC.md; a deployment may change them in its config
+The defaults are the agreement's (docs/sla.md); a deployment may change them in its config
 file (an agreement with other thresholds), never in code. Thresholds are
 ``Fraction`` so that comparisons against them are exact.
 """
@@ -12,7 +12,7 @@ from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 SLOT_MINUTES = 5
-"""Length of a slot. Fixed by the agreement (SLA-SPEC §2), not a setting."""
+"""Length of a slot. Fixed by the agreement (docs/sla.md §2), not a setting."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Aligned 5-minute slots on the clock of the SLA's time zone (SLA-SPEC §2).
+"""Aligned 5-minute slots on the clock of the SLA's time zone (docs/sla.md §2).
 
 A slot is identified by the epoch milliseconds of its start. Slots are aligned
 to the local clock, so in a zone with a whole number of quarter hours of

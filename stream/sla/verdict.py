@@ -1,4 +1,4 @@
-"""Whether one slot was available, from its request and success counts (SLA-SPEC §1–§2).
+"""Whether one slot was available, from its request and success counts (docs/sla.md §1–§2).
 
 Example:
     >>> judge_slot(SlotCounts(requests=100, successes=99)).unavailable  # exactly 99%

@@ -36,6 +36,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,12 @@ from kafka.errors import KafkaError
 
 from stream.config import Settings, load_settings
 from stream.events import Event, RequestEvent, SuccessEvent, to_line, to_record
-from stream.simulate import Incident, TrafficPlan, generate
+from stream.live.clock import ClockTiming, is_due
+from stream.live.store import Keys
 from stream.sla.counting import SlotTally
 from stream.sla.slots import SLOT_MS, slot_start_ms
 from stream.sla.verdict import SlotCounts, judge_slot
+from stream.tools.simulate import Incident, TrafficPlan, generate
 
 INPUT_PARTITIONS = 4
 FLUSH_APP = "flush"
@@ -427,6 +430,8 @@ class Deployment:
         self.root.mkdir(parents=True, exist_ok=True)
         self.group = f"sla-test-{self.name}"
         self.prefix = f"sla-test-{self.name}:"
+        self.keys = Keys(self.prefix)
+        """The store's key names for this deployment's namespace."""
         names = {
             "requests": f"t-{self.name}-requests",
             "successes": f"t-{self.name}-successes",
@@ -578,7 +583,7 @@ class Deployment:
             time.sleep(0.2)
 
     def applied_offsets(self) -> dict[str, int]:
-        return {tp: int(v) for tp, v in self.redis_client.hgetall(self.key("offsets")).items()}
+        return {tp: int(v) for tp, v in self.redis_client.hgetall(self.keys.offsets).items()}
 
     def all_applied(self, expected: Mapping[str, int] | None = None) -> bool:
         applied = self.applied_offsets()
@@ -604,8 +609,8 @@ class Deployment:
         watermark = self.watermark()
         if watermark is None:
             return []
-        before = watermark - self.settings.grace_ms - SLOT_MS + 1
-        return self.redis_client.zrangebyscore(self.key("open"), "-inf", f"({before}")
+        before = ClockTiming.of(self.settings).due_before(watermark)
+        return self.redis_client.zrangebyscore(self.keys.open, "-inf", f"({before}")
 
     def wait_closed_to_watermark(self, timeout_s: float = 60) -> None:
         """Until the closer has closed every slot the event-time watermark allows, and published all."""
@@ -617,7 +622,7 @@ class Deployment:
         )
 
     def open_slots(self) -> list[str]:
-        return self.redis_client.zrange(self.key("open"), 0, -1)
+        return self.redis_client.zrange(self.keys.open, 0, -1)
 
     def settled(self, still_open: Sequence[str] = ()) -> bool:
         return sorted(self.open_slots()) == sorted(still_open) and self.closer_done()
@@ -630,11 +635,7 @@ class Deployment:
         are up to date too.
         """
         r = self.redis_client
-        return (
-            r.llen(self.key("outbox")) == 0
-            and r.scard(self.key("dirty")) == 0
-            and not r.exists(self.key("lock", "closer"))
-        )
+        return r.llen(self.keys.outbox) == 0 and r.scard(self.keys.dirty) == 0 and not r.exists(self.keys.closer_lease)
 
     def wait_settled(self, timeout_s: float = 120, still_open: Sequence[str] = ()) -> None:
         """Until every produced offset is applied, every slot closed (but ``still_open``), nothing queued."""
@@ -645,31 +646,28 @@ class Deployment:
             timeout_s,
             lambda: {
                 "open": self.open_slots()[:10],
-                "outbox": self.redis_client.llen(self.key("outbox")),
-                "dirty": self.redis_client.scard(self.key("dirty")),
-                "closing": self.redis_client.exists(self.key("lock", "closer")),
+                "outbox": self.redis_client.llen(self.keys.outbox),
+                "dirty": self.redis_client.scard(self.keys.dirty),
+                "closing": self.redis_client.exists(self.keys.closer_lease),
             },
         )
 
     # ----- reading state
 
-    def key(self, *parts: object) -> str:
-        return self.prefix + ":".join(str(p) for p in parts)
-
     def _keys(self, kind: str) -> list[tuple[str, int]]:
-        found = []
-        for key in self.redis_client.scan_iter(match=self.key(kind, "*"), count=1000):
-            app, _, slot = key[len(self.key(kind)) + 1 :].rpartition(":")
-            found.append((app, int(slot)))
-        return found
+        """``(app, slot_ms)`` of every per-slot key of ``kind`` (``slot``, ``verdict``)."""
+        return [
+            self.keys.slot_of(key, kind)
+            for key in self.redis_client.scan_iter(match=self.keys.pattern(kind), count=1000)
+        ]
 
     def slots(self) -> dict[tuple[str, int], StoredSlot]:
         """Every slot Redis counted, with its latest verdict (``None`` while open)."""
         keys = sorted(self._keys("slot"))
         pipe = self.redis_client.pipeline(transaction=False)
         for app, slot in keys:
-            pipe.hgetall(self.key("slot", app, slot))
-            pipe.hgetall(self.key("verdict", app, slot))
+            pipe.hgetall(self.keys.slot(app, slot))
+            pipe.hgetall(self.keys.verdict(app, slot))
         raw = pipe.execute()
         result = {}
         for i, key in enumerate(keys):
@@ -695,11 +693,11 @@ class Deployment:
         return set(self._keys("verdict"))
 
     def month(self, app_id: str, first_day: str) -> dict[str, Any] | None:
-        raw = self.redis_client.get(self.key("month", app_id, first_day))
+        raw = self.redis_client.get(self.keys.month(app_id, date.fromisoformat(first_day)))
         return None if raw is None else json.loads(raw)
 
     def stream_times(self) -> dict[str, int]:
-        return {tp: int(v) for tp, v in self.redis_client.hgetall(self.key("streamtime")).items()}
+        return {tp: int(v) for tp, v in self.redis_client.hgetall(self.keys.streamtime).items()}
 
     def read_topic(self, kind: str, timeout_s: float = 30) -> list[TopicRecord]:
         """Every record now on the topic, values decoded as JSON (``None`` for a tombstone)."""
@@ -795,7 +793,7 @@ class EarlyCloseWatch:
             known = [times[tp] for tp in d.input_tps if tp in times]
             watermark = min(known) if len(known) == len(d.input_tps) else None
             for app, slot in closed:
-                if watermark is None or slot_end_plus_grace(slot, d.settings) > watermark:
+                if watermark is None or not is_due(slot, watermark, d.settings.grace_ms):
                     self.violations.append(f"{app}:{slot} closed with watermark {watermark}")
             self.samples += 1
             self._stop.wait(0.05)
@@ -864,10 +862,6 @@ def assert_topic_matches_redis(deployment: Deployment, ignore_apps: Sequence[str
         ), (app, slot)
         assert message["app_id"] == app and message["slot_start_ms"] == slot
     return latest
-
-
-def slot_end_plus_grace(slot_ms: int, settings: Settings) -> int:
-    return slot_ms + SLOT_MS + settings.grace_ms
 
 
 # --------------------------------------------------------------------------- pytest plumbing

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +18,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from services import unique_name
 
-from stream import topics
 from stream.cli import main
 from stream.config import load_settings
-
-
-def unique_name(prefix: str) -> str:
-    """A topic name no other run uses (conftest has one too, but importing conftest breaks mixed collections)."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
+from stream.tools import topics
 
 PERIOD = ["--apps", "2", "--start", "2019-03-10T08:00", "--end", "2019-03-10T09:00", "--peak-per-minute", "300"]
 SEED = ["--seed", "11", "--duplicate-rate", "0.02"]

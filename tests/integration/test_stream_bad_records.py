@@ -90,7 +90,7 @@ def test_stream_bad_records(stream_deployment):
     )
     huge = next(v for v in by_origin.values() if "1,000,000 characters" in v["reason"])
     assert huge["payload_truncated"] and huge["payload_bytes"] > 1_000_000 and len(huge["payload_sha256"]) == 64
-    refused = {tp: int(n) for tp, n in d.redis_client.hgetall(d.key("deadletters")).items()}
+    refused = {tp: int(n) for tp, n in d.redis_client.hgetall(d.keys.deadletters).items()}
     assert sum(refused.values()) == len(expected)
 
     # The worker is still there and counts what comes next.

@@ -118,7 +118,7 @@ def test_stream_crash_between_verdict_and_ledger(stream_deployment):
     worker = d.start_worker()
     d.wait_for(
         "the verdict to be committed (and its publication to fail)",
-        lambda: bool(d.verdict_keys()) and d.redis_client.llen(d.key("outbox")) > 0,
+        lambda: bool(d.verdict_keys()) and d.redis_client.llen(d.keys.outbox) > 0,
         60,
         workers_may_exit=True,
     )

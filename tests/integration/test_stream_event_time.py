@@ -31,8 +31,9 @@ from stream_harness import (
     hours_ago,
     idle_lag_before,
     simulated_traffic,
-    slot_end_plus_grace,
 )
+
+from stream.live.clock import is_due
 
 pytest_plugins = ["stream_harness"]
 
@@ -99,7 +100,7 @@ def test_stream_event_time(stream_deployment):
         watermark = held.watermark()
         assert watermark is not None and watermark == min(held.stream_times()[f"{t}:{HELD}"] for t in held.input_topics)
         held.wait_closed_to_watermark()
-        due = {key for key in truth.counts if slot_end_plus_grace(key[1], held.settings) <= watermark}
+        due = {key for key in truth.counts if is_due(key[1], watermark, held.settings.grace_ms)}
         assert held.verdict_keys() == due
         assert 0 < len(due) < len(truth.counts)
 

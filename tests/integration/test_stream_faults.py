@@ -99,7 +99,7 @@ def test_redis_restarted_empty_refuses_then_rebuild_is_exact(stream_deployment, 
     worker = d.start_worker()
     d.wait_applied()
     d.wait_for("some verdicts", lambda: len(d.verdict_keys()) > 10, 60)
-    first_generation = int(d.redis_client.hget(d.key("meta"), "generation"))
+    first_generation = int(d.redis_client.hget(d.keys.meta, "generation"))
 
     server.stop()
     server.wipe()
@@ -114,10 +114,10 @@ def test_redis_restarted_empty_refuses_then_rebuild_is_exact(stream_deployment, 
     assert done.returncode == 0, done.stderr
     assert "rebuilt generation" in done.stderr
     settle_and_compare(d, plan, events)
-    assert int(d.redis_client.hget(d.key("meta"), "generation")) > first_generation
+    assert int(d.redis_client.hget(d.keys.meta, "generation")) > first_generation
     latest = d.latest_verdicts()
     generations = {v["generation"] for key, v in latest.items() if not key.startswith(FLUSH_APP)}
-    assert generations == {int(d.redis_client.hget(d.key("meta"), "generation"))}
+    assert generations == {int(d.redis_client.hget(d.keys.meta, "generation"))}
     again = subprocess.run([*SLA_STREAM, "rebuild", "--config", str(d.config)], capture_output=True, text=True)
     assert again.returncode == 2 and "is in place" in again.stderr and again.stderr.count("\n") == 1
 

@@ -8,22 +8,16 @@ touched.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from services import unique_name
 
-from stream import topics
 from stream.cli import main
 from stream.config import Topics, load_settings
-
-
-def unique_name(prefix: str) -> str:
-    """A topic name no other run uses (conftest has one too, but importing conftest breaks mixed collections)."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
+from stream.tools import topics
 
 DAY_MS = 86_400_000
 CHECKED = ("cleanup.policy", "retention.ms", "retention.bytes")

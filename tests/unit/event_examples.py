@@ -1,4 +1,4 @@
-"""The event contract's examples (DESIGN.md, "Event contract"), shared by the unit tests of parsing."""
+"""The event contract's examples (docs/design.md, "The event contract"), shared by the unit tests of parsing."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`sla-stream report` end to end: event files and a config written here, JSON and text read back.
 
-Expected figures come from SLA-SPEC.md and from how the events were built
+Expected figures come from the agreement (docs/sla.md) and from how the events were built
 (slot by slot), never from the code under test.
 """
 

@@ -1,4 +1,4 @@
-"""Settings (stream/config.py over config/sla-stream.toml): the defaults of SLA-SPEC, overrides, and errors."""
+"""Settings (stream/config.py over config/sla-stream.toml): the agreement's defaults, overrides, and errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The event contract of DESIGN.md: what parse_line / parse_event accept, and what they refuse and why."""
+"""The event contract of docs/design.md: what parse_line / parse_event accept, and what they refuse and why."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
-from stream.app import create_app
 from stream.config import load_settings
 from stream.live import faust_positions
+from stream.live.app import create_app
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from stream import kafka_security, topics
+from stream import kafka_security
 from stream.config import ConfigError, KafkaSecurity, Settings, load_settings
 from stream.kafka_security import (
     Hidden,
@@ -32,6 +32,7 @@ from stream.kafka_security import (
     redact,
     ssl_context,
 )
+from stream.tools import topics
 
 if TYPE_CHECKING:
     from conftest import CliRun

@@ -21,7 +21,6 @@ from event_examples import BOUNDS, EARLIEST, EXAMPLES, LATEST, REQUEST
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stream.dead_letter import MAX_PAYLOAD_BYTES, MAX_REASON_CHARS, DeadLetter
 from stream.events import (
     MAX_TEXT_CHARS,
     Event,
@@ -32,6 +31,7 @@ from stream.events import (
     parse_line,
     parse_record,
 )
+from stream.formats import MAX_PAYLOAD_BYTES, MAX_REASON_CHARS, DeadLetter
 
 TEXT_FIELDS = {
     "request": ["event_id", "app_id", "room_id", "user_id"],

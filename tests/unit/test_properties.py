@@ -1,4 +1,4 @@
-"""Properties of the pure SLA core (stream/sla), checked with hypothesis against SLA-SPEC.md.
+"""Properties of the pure SLA core (stream/sla), checked with hypothesis against the agreement (docs/sla.md).
 
 Every oracle here is written from the spec's own words (exact fractions,
 brute force over days, seconds or sets), never by calling the function under
@@ -66,13 +66,13 @@ def service_months(draw: st.DrawFn, first_year: int = 1990, last_year: int = 210
 
 
 def spec_availability(month: ServiceMonth, unavailable_slots: int) -> Fraction:
-    """SLA-SPEC §4: 1 − unavailable minutes / (days × 24 × 60), each slot 5 minutes."""
+    """docs/sla.md §4: 1 − unavailable minutes / (days × 24 × 60), each slot 5 minutes."""
     days = (month.last_day - month.first_day).days + 1
     return 1 - Fraction(5 * unavailable_slots, days * MINUTES_PER_DAY)
 
 
 def spec_percent(value: Fraction) -> int:
-    """SLA-SPEC §5 table, lower bounds inclusive."""
+    """docs/sla.md §5 table, lower bounds inclusive."""
     if value >= Fraction(999, 1000):
         return 0
     if value >= Fraction(995, 1000):
@@ -83,7 +83,7 @@ def spec_percent(value: Fraction) -> int:
 
 
 def spec_unavailable(counts: SlotCounts) -> bool:
-    """SLA-SPEC §2: at least one request and successes * 100 < requests * 99 (more successes: rate 1)."""
+    """docs/sla.md §2: at least one request and successes * 100 < requests * 99 (more successes: rate 1)."""
     return counts.requests > 0 and counts.successes * 100 < counts.requests * 99
 
 

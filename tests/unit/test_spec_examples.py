@@ -1,4 +1,4 @@
-"""Every worked example and boundary stated in SLA-SPEC.md, section by section."""
+"""Every worked example and boundary of the agreement (docs/sla.md), section by section."""
 
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ def test_one_day_month_single_bad_slot_owes_compensation() -> None:
     assert result.voucher == Decimal("10.00")
 
 
-# §5 Compensation and claims
+# §5 Compensation and §6 claims
 
 
 @pytest.mark.parametrize(
@@ -262,7 +262,7 @@ def test_claim_window_known_year_is_not_estimated() -> None:
     assert window.opens == date(2026, 10, 14)
 
 
-# §6 Exemptions
+# §7 Exemptions
 
 
 def test_a_slot_touched_by_an_exemption_in_any_part_is_exempt() -> None:

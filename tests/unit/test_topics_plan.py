@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stream.config import ConfigError, load_settings
-from stream.topics import DAY_MS, TopicSpec, TopicStatus, plan_topics, topic_problems
+from stream.tools.topics import DAY_MS, TopicSpec, TopicStatus, plan_topics, topic_problems
 
 RETAINED = {"cleanup.policy": "delete", "retention.ms": str(100 * DAY_MS), "retention.bytes": "-1"}
 COMPACTED = {"cleanup.policy": "compact", "retention.ms": "604800000", "retention.bytes": "-1"}

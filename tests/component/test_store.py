@@ -1,8 +1,8 @@
 """The store's atomic steps against the real Redis: the offset fence, the namespace marker, chunked id sets.
 
-Each status :class:`stream.store.ApplyStatus` names is provoked directly, so
+Each status :class:`stream.live.store.ApplyStatus` names is provoked directly, so
 the ingester's reaction to it (tested through workers in
-test_stream_faults.py) rests on a step known to say the truth.
+tests/integration/test_stream_faults.py) rests on a step known to say the truth.
 """
 
 from __future__ import annotations
@@ -12,8 +12,17 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
+from stream.live.store import (
+    ApplyStatus,
+    Fence,
+    Fenced,
+    LedgerDue,
+    RolledBack,
+    SlotBatch,
+    Store,
+    VerdictCommit,
+)
 from stream.sla.verdict import SlotCounts
-from stream.store import ApplyStatus, Fence, Fenced, RolledBack, SlotBatch, Store, StoredVerdict
 
 TP = "requests:0"
 SLOT = 1_795_700_000_000
@@ -33,6 +42,11 @@ async def with_store(redis_url: str, prefix: str, steps):
 
 def batch(ids: list[str]) -> list[SlotBatch]:
     return [SlotBatch("app", SLOT, "2026-11-26", ids)]
+
+
+def mark_judged(counts: SlotCounts) -> VerdictCommit:
+    """A commit that only marks the slot judged (its verdict unchanged)."""
+    return VerdictCommit("app", SLOT, counts, 0, None, None, LedgerDue(2026, 11, "app"), SLOT)
 
 
 def test_every_status_of_apply_batch(redis_url, redis_prefix):
@@ -69,9 +83,8 @@ def test_a_rebuild_fences_the_live_generation_out(redis_url, redis_prefix):
         assert (await store.meta()).fence == Fence(200, "rebuilding")
         live = await store.apply_batch(Fence(100), TP, -1, [0], batch(["a"]), "requests", SLOT, 0)
         assert live.status is ApplyStatus.FENCED
-        verdict = StoredVerdict(0, SlotCounts(0, 0), False, False, False, "")
         with pytest.raises(Fenced):
-            await store.commit_verdict(Fence(100), "app", SLOT, SLOT, "2026-11", 0, verdict, SlotCounts(0, 0), None)
+            await store.commit_verdicts(Fence(100), [mark_judged(SlotCounts(0, 0))])
         rebuilt = await store.apply_batch(Fence(200, "rebuilding"), TP, -1, [0], batch(["a"]), "requests", SLOT, 0)
         assert rebuilt.status is ApplyStatus.APPLIED
         assert await store.finish_rebuild(200) and not await store.finish_rebuild(300)
@@ -102,12 +115,11 @@ def test_a_namespace_rolled_back_below_the_steps_seen_refuses_both_steps(redis_u
         fence = Fence(100)
         for offset, event_id in enumerate("abc"):
             await store.apply_batch(fence, TP, offset - 1, [offset], batch([event_id]), "requests", SLOT, 0)
-        await store.redis.hset(store.key("meta"), "seq", 1)  # what a restore of an older snapshot leaves
+        await store.redis.hset(store.keys.meta, "seq", 1)  # what a restore of an older snapshot leaves
         rolled = await store.apply_batch(fence, TP, 2, [3], batch(["d"]), "requests", SLOT, 0)
         assert rolled.status is ApplyStatus.ROLLED_BACK
-        verdict = StoredVerdict(0, SlotCounts(3, 0), False, False, False, "")
         with pytest.raises(RolledBack):
-            await store.commit_verdict(fence, "app", SLOT, SLOT, "2026-11", 0, verdict, SlotCounts(3, 0), None)
+            await store.commit_verdicts(fence, [mark_judged(SlotCounts(3, 0))])
         assert await store.slot_counts([("app", SLOT)]) == [SlotCounts(3, 0)]
         assert await store.new_generation(fence, 101)
         moved_on = await store.apply_batch(Fence(101), TP, 2, [3], batch(["d"]), "requests", SLOT, 0)

@@ -20,8 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.events import to_record
-from stream.kafka_output import KEY_FIELDS, Packer, Record, due_ms, live_period
-from stream.simulate import TrafficPlan, generate, generate_timed
+from stream.tools.producer import KEY_FIELDS, Packer, Record, due_ms, live_period
+from stream.tools.simulate import TrafficPlan, generate, generate_timed
 
 if TYPE_CHECKING:
     from conftest import CliRun

@@ -6,7 +6,7 @@ self.suspend_flow.wait())``, so that a rebalance can interrupt a callback
 that is blocked on a full stream buffer. ``wait_first`` wraps each of its
 awaitables, plus the service's stopped and crashed events, in tasks and runs
 ``asyncio.wait`` on them: four tasks per record, most of Faust's ~75 µs a
-record (DESIGN.md, "What Faust costs per record").
+record (docs/design.md, "Faust").
 
 What: while flow is not suspended, the callback is awaited directly and the
 unneeded ``suspend_flow.wait()`` coroutine is closed unstarted. When flow is
@@ -17,7 +17,7 @@ Why it is safe here: the callback only blocks while the stream buffer is
 full, and the ingest agents drain it continuously. Should a rebalance begin
 while a callback waits, that record can reach this worker's agent after its
 partition moved; counting it is still exact, because Redis skips records at
-or below a partition's applied offset (:mod:`stream.store`, invariant 1).
+or below a partition's applied offset (:mod:`stream.live.store`, invariant 1).
 
 The patch is applied only to the Faust version named below; with any other
 version the worker runs on Faust's own path and says so in its log.

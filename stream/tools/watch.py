@@ -14,18 +14,18 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError
 
 from stream.config import Settings
+from stream.formats import MonthSummary, month_summary
 from stream.kafka_security import redact
+from stream.live.store import Store, StoredVerdict
 from stream.sla.availability import display_percent
 from stream.sla.months import service_months_in
 from stream.sla.slots import SLOT_MS, local_date, local_time
 from stream.sla.verdict import SlotCounts, judge_slot
-from stream.store import Store, StoredVerdict
 
 RECENT_SLOTS = 6
 
@@ -56,8 +56,8 @@ class AppView:
     """The slots before the open one, oldest first, with their verdicts (None: no traffic, or not closed yet)."""
     last_closed_ms: int | None
     """Slots after this one are still waiting for stream time to pass their end plus the grace period."""
-    month: dict[str, Any] | None
-    """The running service month, as the month ledger holds it."""
+    month: MonthSummary | None
+    """The running service month, from its month ledger."""
 
 
 async def snapshot(store: Store, settings: Settings) -> list[AppView]:
@@ -81,7 +81,8 @@ async def snapshot(store: Store, settings: Settings) -> list[AppView]:
                 for m in service_months_in(day.year, day.month, settings.terms(app_id).subscriptions)
                 if m.first_day <= day <= m.last_day
             ]
-            month = await store.month(app_id, covering[0].first_day.isoformat()) if covering else None
+            figures = await store.month(app_id, covering[0].first_day) if covering else None
+            month = None if figures is None else month_summary(figures)
         recent = list(zip(recent_slots, verdicts, strict=True))
         views.append(AppView(app_id, current, open_counts, recent, newest_closed, month))
     return views
@@ -115,9 +116,8 @@ def render(views: Sequence[AppView], settings: Settings, now: float) -> str:
         cells = " ".join(f"{_verdict_cell(v, slot_ms <= last_closed):<8}" for slot_ms, v in view.recent)
         month = view.month
         if month:
-            budget = month["error_budget"]
-            month_text = month["availability_display"] + ("" if month["meets_sla"] else " !")
-            budget_text = f"{budget['slots_left']}/{budget['slots_allowed']} slots"
+            month_text = month.availability_display + ("" if month.meets_sla else " !")
+            budget_text = f"{month.slots_left}/{month.slots_allowed} slots"
         else:
             month_text, budget_text = "-", "-"
         lines.append(

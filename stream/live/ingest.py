@@ -6,7 +6,7 @@ event contract, sends what is invalid to the dead-letter topic with its
 reason and origin, places each event in its slot (a success in its request's
 slot) and applies the partition's batch with :meth:`Store.apply_batch`.
 
-What keeps it exact (DESIGN.md invariant 1):
+What keeps it exact (docs/design.md, invariant 1):
 
 * A partition is counted only from the position this worker gave it, Redis's
   applied offset + 1 (:mod:`stream.live.cursors`); a partition not yet
@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from stream.dead_letter import DeadLetter
 from stream.events import Event, Rejected, TimeBounds, parse_record
+from stream.formats import DeadLetter
 from stream.live.cursors import Cursors
 from stream.live.health import Backoff, Health
+from stream.live.store import ApplyResult, ApplyStatus, Fence, SlotBatch, Store
 from stream.sla.counting import EventKind
 from stream.sla.slots import local_date, slot_start_ms
-from stream.store import ApplyResult, ApplyStatus, Fence, SlotBatch, Store
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,19 @@ class IngestStats:
             f"{self.late:,} late, {self.dead_letters:,} dead letters; {self.redelivered:,} redelivered batches "
             f"skipped, {self.repositioned:,} partition positionings"
         )
+
+
+class TotalsLog:
+    """Logs a worker's ingest totals and health state, only when the line changed since the last one logged."""
+
+    def __init__(self) -> None:
+        self._last = ""
+
+    def log_if_changed(self, stats: IngestStats, state: str) -> None:
+        line = f"{stats} ({state})"
+        if line != self._last:
+            log.info("ingest: %s", line)
+            self._last = line
 
 
 class Ingester:

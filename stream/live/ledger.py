@@ -11,17 +11,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from stream.config import Settings
-from stream.exemption_feed import exemption_from_json
+from stream.live.store import Store
 from stream.sla.assessment import MonthAssessment, assess_month
 from stream.sla.exemptions import Exemption
 from stream.sla.months import service_months_in
-from stream.store import Store
-
-
-async def current_exemptions(store: Store, settings: Settings) -> tuple[Exemption, ...]:
-    """The config file's exemptions followed by those recorded on the exemptions topic."""
-    from_topic = [exemption_from_json(record) for _, record in sorted((await store.exemptions()).items())]
-    return (*settings.exemptions, *from_topic)
 
 
 async def assess_live_month(

@@ -10,7 +10,7 @@ from faust.transport.consumer import Consumer
 from mode import Service
 from mode.utils.locks import Event
 
-from stream import faust_fastpath
+from stream.live import fastpath
 
 
 class FlowService(Service):
@@ -27,9 +27,9 @@ async def _callback(log: list[str]) -> str:
 
 
 def test_install_patches_only_the_pinned_version() -> None:
-    assert faust.__version__ == faust_fastpath.PATCHED_FOR, "faust-streaming was upgraded: re-check the fast path"
-    assert faust_fastpath.install() is True
-    assert Consumer.wait_first is faust_fastpath._wait_first
+    assert faust.__version__ == fastpath.PATCHED_FOR, "faust-streaming was upgraded: re-check the fast path"
+    assert fastpath.install() is True
+    assert Consumer.wait_first is fastpath._wait_first
 
 
 def test_running_flow_awaits_the_callback_directly_and_closes_the_suspend_wait() -> None:
@@ -37,7 +37,7 @@ def test_running_flow_awaits_the_callback_directly_and_closes_the_suspend_wait()
         service, log = FlowService(), []
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # a never-awaited coroutine would warn
-            result = await faust_fastpath._wait_first(service, _callback(log), service.suspend_flow.wait())
+            result = await fastpath._wait_first(service, _callback(log), service.suspend_flow.wait())
         return result, log
 
     result, log = asyncio.run(run())
@@ -49,7 +49,7 @@ def test_suspended_flow_takes_faust_own_path() -> None:
     async def run() -> tuple[object, list[str]]:
         service, log = FlowService(), []
         service.suspend_flow.set()  # a rebalance: the suspend wait wins at once
-        result = await faust_fastpath._wait_first(service, asyncio.sleep(5), service.suspend_flow.wait())
+        result = await fastpath._wait_first(service, asyncio.sleep(5), service.suspend_flow.wait())
         return result, log
 
     result, _ = asyncio.run(asyncio.wait_for(run(), timeout=2))

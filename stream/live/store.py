@@ -1,6 +1,6 @@
 """The Redis layout of the live state, and the atomic steps that change it.
 
-Redis is the one source of truth of the stream (DESIGN.md invariant 4). Every
+Redis is the one source of truth of the stream (docs/design.md, invariants). Every
 change that must be exact is one Lua script, so it happens entirely or not at
 all, whatever happens to the worker that sent it:
 
@@ -13,17 +13,18 @@ all, whatever happens to the worker that sent it:
     read from (``expected``): Redis being *behind* it means Redis lost writes
     (a restore, a lagging replica), and the batch is refused so the partition
     can be read again from Redis's offset, not counted across a gap.
-``commit_verdict``
-    stores a slot's verdict with the next revision only if the slot's counts
-    and revision are still those the verdict was computed from, and queues it
-    in the outbox for the verdicts topic; a slot therefore closes once and a
-    late event that arrives meanwhile is never lost (invariant 3).
+``commit_verdicts``
+    stores each slot's verdict of a batch with the next revision only if the
+    slot's counts and revision are still those the verdict was computed from,
+    and queues it in the outbox for the verdicts topic; a slot therefore
+    closes once and a late event that arrives meanwhile is never lost
+    (invariant 3). One step per batch of slots, not per slot.
 
 Both steps are fenced by the namespace's **generation** (``meta``): a
 namespace is initialised with one, and a rebuild gives it a new one. A step
 sent with another generation, or to a namespace whose ``meta`` is gone (Redis
 restarted empty, keys flushed), changes nothing and says so, so a worker never
-counts into a state that lost its past (:mod:`stream.live.lifecycle`).
+counts into a state that lost its past (:mod:`stream.live.namespace`).
 
 Keys, all under one prefix (``sla:`` by default; tests use their own):
 
@@ -47,7 +48,11 @@ Keys, all under one prefix (``sla:`` by default; tests use their own):
 ``outbox``                     LIST of verdict messages not yet acknowledged by Kafka
 ``exemptions``                 HASH exemption id → JSON, from the exemptions topic
 ``month:{app}:{first day}``    STRING the service month's figures as JSON (the month ledger)
+``lock:closer``                STRING the closer's lease (a Redis lock), held while a tick runs
 =============================  =========================================================
+
+:class:`Keys` spells these names; nothing else builds them (the Lua scripts
+excepted, which build them from the prefix inside Redis).
 
 The scripts build key names from their arguments, so this layout needs a
 single Redis server (or one hash slot), not a cluster.
@@ -59,10 +64,20 @@ import enum
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stream.formats import exemption_from_json
+from stream.live.clock import PartitionState
+from stream.sla.exemptions import Exemption
+from stream.sla.judge import JudgedSlot
 from stream.sla.verdict import SlotCounts
 
 COUNT_FIELDS = ("requests", "successes")
@@ -159,59 +174,72 @@ return {1, max_offset, counted, duplicates, late, seq}
 """.replace("CHUNK", str(_SADD_CHUNK))
 )
 
-_COMMIT_VERDICT = (
+_COMMIT_FIELDS = 13
+"""Arguments per slot in ``_COMMIT_VERDICTS`` (after the five common ones): see :meth:`VerdictCommit.args`."""
+
+COMMIT_BATCH = 500
+"""Slots per ``commit_verdicts`` step: one round trip each, short enough not to hold Redis up."""
+
+_COMMIT_VERDICTS = (
     """
 local p = ARGV[1]
-local app, slot = ARGV[2], ARGV[3]
-local expected_revision = tonumber(ARGV[4])
-local requests, successes = ARGV[5], ARGV[6]
-local unavailable, exempt, data_quality = ARGV[7], ARGV[8], ARGV[9]
-local clause, hold_from = ARGV[10], ARGV[11]
-local message_key, message_value = ARGV[12], ARGV[13]
-local ledger_member = ARGV[14]
-local generation, state = ARGV[15], ARGV[16]
-local min_seq = tonumber(ARGV[17])
+local generation, state = ARGV[2], ARGV[3]
+local min_seq = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
 """
     + _fence(lost="{-3, 0}", other="{-3, 0}", rolled_back="{-6, seq}")
     + """
-local sk = app .. ':' .. slot
-local vkey = p .. 'verdict:' .. sk
-local revision = tonumber(redis.call('HGET', vkey, 'revision') or '0')
-if revision ~= expected_revision then
-  return {-1, seq}
+local results = {}
+local changed = false
+for i = 0, n - 1 do
+  local a = 5 + i * FIELDS
+  local app, slot = ARGV[a + 1], ARGV[a + 2]
+  local expected_revision = tonumber(ARGV[a + 3])
+  local requests, successes = ARGV[a + 4], ARGV[a + 5]
+  local unavailable, exempt, data_quality, clause = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
+  local hold_from, message_key, message_value = ARGV[a + 10], ARGV[a + 11], ARGV[a + 12]
+  local sk = app .. ':' .. slot
+  local vkey = p .. 'verdict:' .. sk
+  local revision = tonumber(redis.call('HGET', vkey, 'revision') or '0')
+  local counts = redis.call('HMGET', p .. 'slot:' .. sk, 'requests', 'successes')
+  if revision ~= expected_revision then
+    results[#results + 1] = -1
+  elseif (counts[1] or '0') ~= requests or (counts[2] or '0') ~= successes then
+    results[#results + 1] = -2
+  else
+    changed = true
+    redis.call('ZREM', p .. 'open', sk)
+    redis.call('SREM', p .. 'dirty', sk)
+    redis.call('ZADD', p .. 'idsheld', hold_from, sk)
+    redis.call('SADD', p .. 'ledgerdue', ARGV[a + 13])
+    if tonumber(slot) > tonumber(redis.call('HGET', p .. 'lastclosed', app) or '-1') then
+      redis.call('HSET', p .. 'lastclosed', app, slot)
+    end
+    if message_value ~= '' then
+      revision = revision + 1
+      redis.call('HSET', vkey, 'revision', revision, 'requests', requests, 'successes', successes,
+                 'unavailable', unavailable, 'exempt', exempt, 'data_quality', data_quality, 'clause', clause)
+      if unavailable == '1' then
+        redis.call('ZADD', p .. 'unavailable:' .. app, slot, slot)
+      else
+        redis.call('ZREM', p .. 'unavailable:' .. app, slot)
+      end
+      if data_quality == '1' then
+        redis.call('ZADD', p .. 'dataquality:' .. app, slot, slot)
+      else
+        redis.call('ZREM', p .. 'dataquality:' .. app, slot)
+      end
+      redis.call('RPUSH', p .. 'outbox', message_key, message_value)
+    end
+    results[#results + 1] = revision
+  end
 end
-local counts = redis.call('HMGET', p .. 'slot:' .. sk, 'requests', 'successes')
-if (counts[1] or '0') ~= requests or (counts[2] or '0') ~= successes then
-  return {-2, seq}
+if changed then
+  seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
 end
-redis.call('ZREM', p .. 'open', sk)
-redis.call('SREM', p .. 'dirty', sk)
-redis.call('ZADD', p .. 'idsheld', hold_from, sk)
-redis.call('SADD', p .. 'ledgerdue', ledger_member)
-if tonumber(slot) > tonumber(redis.call('HGET', p .. 'lastclosed', app) or '-1') then
-  redis.call('HSET', p .. 'lastclosed', app, slot)
-end
-seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
-if message_value == '' then
-  return {revision, seq}
-end
-revision = revision + 1
-redis.call('HSET', vkey, 'revision', revision, 'requests', requests, 'successes', successes,
-           'unavailable', unavailable, 'exempt', exempt, 'data_quality', data_quality, 'clause', clause)
-if unavailable == '1' then
-  redis.call('ZADD', p .. 'unavailable:' .. app, slot, slot)
-else
-  redis.call('ZREM', p .. 'unavailable:' .. app, slot)
-end
-if data_quality == '1' then
-  redis.call('ZADD', p .. 'dataquality:' .. app, slot, slot)
-else
-  redis.call('ZREM', p .. 'dataquality:' .. app, slot)
-end
-redis.call('RPUSH', p .. 'outbox', message_key, message_value)
-return {revision, seq}
+return {0, seq, results}
 """
-)
+).replace("FIELDS", str(_COMMIT_FIELDS))
 
 
 _NEW_GENERATION = """
@@ -313,14 +341,146 @@ class StoredVerdict:
     data_quality: bool
     clause: str
 
+    @classmethod
+    def of(cls, judged: JudgedSlot, revision: int = 0) -> StoredVerdict:
+        """What Redis keeps of a judged slot (revision 0 until the store assigns one)."""
+        return cls(
+            revision=revision,
+            counts=judged.verdict.counts,
+            unavailable=judged.verdict.unavailable,
+            exempt=judged.exempt,
+            data_quality=judged.verdict.data_quality_issue,
+            clause=judged.exemption.clause if judged.exemption else "",
+        )
+
+    def says_the_same(self, other: StoredVerdict) -> bool:
+        """Whether ``other`` would say nothing new as the next revision: same verdict, same counts."""
+        return (self.counts, self.unavailable, self.exempt, self.data_quality, self.clause) == (
+            other.counts,
+            other.unavailable,
+            other.exempt,
+            other.data_quality,
+            other.clause,
+        )
+
+
+@dataclass(frozen=True, order=True)
+class LedgerDue:
+    """A month ledger to recompute: the app's service months in calendar month ``year-month``."""
+
+    year: int
+    month: int
+    app_id: str
+
+    @property
+    def member(self) -> str:
+        """How the ``ledgerdue`` set holds it: ``YYYY-MM:app``."""
+        return f"{self.year:04d}-{self.month:02d}:{self.app_id}"
+
+    @classmethod
+    def parse(cls, member: str) -> LedgerDue:
+        month, _, app_id = member.partition(":")
+        year, number = month.split("-")
+        return cls(int(year), int(number), app_id)
+
 
 @dataclass(frozen=True)
-class PartitionState:
-    """What Redis knows of one input partition, for the stream-time watermark."""
+class VerdictCommit:
+    """One slot's part of :meth:`Store.commit_verdicts`: the counts it was judged on and what to store.
 
-    offset: int | None
-    stream_ms: int | None
-    idle_seen_ms: int | None
+    ``verdict`` and ``message`` are None when the verdict is unchanged: the
+    slot is only marked judged (closed, ids held, ledger due).
+    """
+
+    app_id: str
+    slot_ms: int
+    counts: SlotCounts
+    expected_revision: int
+    verdict: StoredVerdict | None
+    message: tuple[str, str] | None
+    ledger: LedgerDue
+    hold_from_ms: int
+    """Stream time from which the slot's event ids are held for duplicate detection."""
+
+    def args(self) -> list[object]:
+        """The slot's :data:`_COMMIT_FIELDS` script arguments."""
+        v = self.verdict
+        key, value = self.message or ("", "")
+        return [
+            self.app_id,
+            self.slot_ms,
+            self.expected_revision,
+            self.counts.requests,
+            self.counts.successes,
+            int(bool(v and v.unavailable)),
+            int(bool(v and v.exempt)),
+            int(bool(v and v.data_quality)),
+            v.clause if v else "",
+            self.hold_from_ms,
+            key,
+            value,
+            self.ledger.member,
+        ]
+
+
+class Keys:
+    """The key names of one namespace (the table above), for the store and for tests that read Redis.
+
+    Example:
+        >>> keys = Keys("sla:")
+        >>> keys.offsets, keys.slot("1400000001", 1552183200000), keys.closer_lease
+        ('sla:offsets', 'sla:slot:1400000001:1552183200000', 'sla:lock:closer')
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def _name(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(part) for part in parts)
+
+    meta = property(lambda self: self._name("meta"))
+    offsets = property(lambda self: self._name("offsets"))
+    streamtime = property(lambda self: self._name("streamtime"))
+    idle = property(lambda self: self._name("idle"))
+    deadletters = property(lambda self: self._name("deadletters"))
+    apps = property(lambda self: self._name("apps"))
+    open = property(lambda self: self._name("open"))
+    dirty = property(lambda self: self._name("dirty"))
+    idsheld = property(lambda self: self._name("idsheld"))
+    ledgerdue = property(lambda self: self._name("ledgerdue"))
+    lastclosed = property(lambda self: self._name("lastclosed"))
+    outbox = property(lambda self: self._name("outbox"))
+    exemptions = property(lambda self: self._name("exemptions"))
+    closer_lease = property(lambda self: self._name("lock", "closer"))
+
+    def slot(self, app_id: str, slot_ms: int) -> str:
+        return self._name("slot", app_id, slot_ms)
+
+    def ids(self, app_id: str, slot_ms: int, field: str) -> str:
+        return self._name("ids", app_id, slot_ms, field)
+
+    def day(self, app_id: str, day: str) -> str:
+        return self._name("day", app_id, day)
+
+    def verdict(self, app_id: str, slot_ms: int) -> str:
+        return self._name("verdict", app_id, slot_ms)
+
+    def unavailable(self, app_id: str) -> str:
+        return self._name("unavailable", app_id)
+
+    def dataquality(self, app_id: str) -> str:
+        return self._name("dataquality", app_id)
+
+    def month(self, app_id: str, first_day: date) -> str:
+        return self._name("month", app_id, first_day.isoformat())
+
+    def pattern(self, kind: str) -> str:
+        """A SCAN pattern for every key of a per-slot ``kind`` (``slot``, ``verdict``)."""
+        return _glob_escape(self._name(kind)) + ":*"
+
+    def slot_of(self, key: str, kind: str) -> tuple[str, int]:
+        """``(app, slot_ms)`` of a per-slot key of ``kind``."""
+        return split_slot_member(key[len(self._name(kind)) + 1 :])
 
 
 class Store:
@@ -329,15 +489,13 @@ class Store:
     def __init__(self, redis: Redis, prefix: str = "sla:") -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self._apply = redis.register_script(_APPLY_BATCH)
-        self._commit = redis.register_script(_COMMIT_VERDICT)
+        self._commit = redis.register_script(_COMMIT_VERDICTS)
         self._initialise = redis.register_script(_INITIALISE)
         self._seen: tuple[int, int] = (0, 0)
         """(generation, step counter): the highest counter this store's steps have seen in that generation."""
         self._new_generation = redis.register_script(_NEW_GENERATION)
-
-    def key(self, *parts: object) -> str:
-        return self.prefix + ":".join(str(part) for part in parts)
 
     async def apply_batch(
         self,
@@ -378,14 +536,14 @@ class Store:
 
     async def meta(self) -> Meta | None:
         """The namespace's marker, or None when it has none (never initialised, or lost)."""
-        raw = await self.redis.hgetall(self.key("meta"))
+        raw = await self.redis.hgetall(self.keys.meta)
         if not raw:
             return None
         return Meta(int(raw["generation"]), raw["state"], int(raw["initialised_ms"]))
 
     async def initialise(self, generation: int) -> bool:
         """Write the marker of a new, live namespace; False (nothing written) when it has one already."""
-        return bool(await self._initialise(keys=[self.key("meta")], args=[generation]))
+        return bool(await self._initialise(keys=[self.keys.meta], args=[generation]))
 
     async def new_generation(self, fence: Fence, generation: int) -> bool:
         """Move the live namespace of ``fence`` to ``generation``; False if it is not ``fence``'s any more.
@@ -394,7 +552,7 @@ class Store:
         were published and are now forgotten, so revisions published from
         here on must be told apart by a larger generation.
         """
-        return bool(await self._new_generation(keys=[self.key("meta")], args=[fence.generation, generation]))
+        return bool(await self._new_generation(keys=[self.keys.meta], args=[fence.generation, generation]))
 
     async def begin_rebuild(self, generation: int) -> int:
         """Mark the namespace as being rebuilt with a new generation, then delete everything else in it.
@@ -402,7 +560,7 @@ class Store:
         The marker goes first, so every worker's step is refused from that
         instant on. Returns how many keys were deleted.
         """
-        meta = self.key("meta")
+        meta = self.keys.meta
         await self.redis.hset(
             meta, mapping={"generation": generation, "state": "rebuilding", "initialised_ms": generation}
         )
@@ -421,19 +579,19 @@ class Store:
     async def finish_rebuild(self, generation: int) -> bool:
         """Hand a rebuilt namespace to the workers (state ``live``); False if another rebuild took it over."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self.key("meta"))
-            if await pipe.hget(self.key("meta"), "generation") != str(generation):
+            await pipe.watch(self.keys.meta)
+            if await pipe.hget(self.keys.meta, "generation") != str(generation):
                 return False
             pipe.multi()
-            pipe.hset(self.key("meta"), "state", "live")
+            pipe.hset(self.keys.meta, "state", "live")
             await pipe.execute()
         return True
 
     async def partition_states(self, tps: Iterable[str]) -> dict[str, PartitionState]:
         names = list(tps)
         pipe = self.redis.pipeline(transaction=False)
-        for hash_name in ("offsets", "streamtime", "idle"):
-            pipe.hmget(self.key(hash_name), names)
+        for hash_name in (self.keys.offsets, self.keys.streamtime, self.keys.idle):
+            pipe.hmget(hash_name, names)
         offsets, stream_times, idle = await pipe.execute()
         return {
             tp: PartitionState(_int_or_none(offsets[i]), _int_or_none(stream_times[i]), _int_or_none(idle[i]))
@@ -442,167 +600,176 @@ class Store:
 
     async def applied_offsets(self, tps: Iterable[str]) -> dict[str, int | None]:
         names = list(tps)
-        values = await self.redis.hmget(self.key("offsets"), names) if names else []
+        values = await self.redis.hmget(self.keys.offsets, names) if names else []
         return {tp: _int_or_none(value) for tp, value in zip(names, values, strict=True)}
 
     async def mark_idle(self, idle: Mapping[str, int], busy: Iterable[str]) -> None:
         """Record which partitions are caught up and quiet (with the wall time seen), and which are not."""
         pipe = self.redis.pipeline(transaction=False)
         if idle:
-            pipe.hset(self.key("idle"), mapping=dict(idle))
+            pipe.hset(self.keys.idle, mapping=dict(idle))
         busy = list(busy)
         if busy:
-            pipe.hdel(self.key("idle"), *busy)
+            pipe.hdel(self.keys.idle, *busy)
         await pipe.execute()
 
     async def slots_to_close(self, before_slot_ms: int, limit: int) -> list[tuple[str, int]]:
         """Open slots starting before ``before_slot_ms``, oldest first: ``(app, slot_ms)``."""
-        members = await self.redis.zrangebyscore(self.key("open"), "-inf", f"({before_slot_ms}", start=0, num=limit)
-        return [_split_slot_key(member) for member in members]
+        members = await self.redis.zrangebyscore(self.keys.open, "-inf", f"({before_slot_ms}", start=0, num=limit)
+        return [split_slot_member(member) for member in members]
 
     async def dirty_slots(self, limit: int) -> list[tuple[str, int]]:
-        return [_split_slot_key(member) for member in await self.redis.srandmember(self.key("dirty"), limit)]
+        return [split_slot_member(member) for member in await self.redis.srandmember(self.keys.dirty, limit)]
 
     async def mark_dirty(self, slots: Iterable[tuple[str, int]]) -> None:
         members = [f"{app}:{slot_ms}" for app, slot_ms in slots]
         if members:
-            await self.redis.sadd(self.key("dirty"), *members)
+            await self.redis.sadd(self.keys.dirty, *members)
 
     async def slot_counts(self, slots: Sequence[tuple[str, int]]) -> list[SlotCounts]:
         pipe = self.redis.pipeline(transaction=False)
         for app, slot_ms in slots:
-            pipe.hmget(self.key("slot", app, slot_ms), COUNT_FIELDS)
+            pipe.hmget(self.keys.slot(app, slot_ms), COUNT_FIELDS)
         return [SlotCounts(int(r or 0), int(s or 0)) for r, s in await pipe.execute()]
 
     async def verdicts(self, slots: Sequence[tuple[str, int]]) -> list[StoredVerdict | None]:
         pipe = self.redis.pipeline(transaction=False)
         for app, slot_ms in slots:
-            pipe.hgetall(self.key("verdict", app, slot_ms))
+            pipe.hgetall(self.keys.verdict(app, slot_ms))
         return [_stored_verdict(raw) if raw else None for raw in await pipe.execute()]
 
-    async def commit_verdict(
-        self,
-        fence: Fence,
-        app_id: str,
-        slot_ms: int,
-        hold_from_ms: int,
-        ledger_month: str,
-        expected_revision: int,
-        verdict: StoredVerdict | None,
-        counts: SlotCounts,
-        message: tuple[str, str] | None,
-    ) -> int | None:
-        """Close (or re-judge) a slot; ``verdict``/``message`` ``None`` means "unchanged, just mark judged".
+    async def commit_verdicts(self, fence: Fence, commits: Sequence[VerdictCommit]) -> list[int | None]:
+        """Close (or re-judge) slots, :data:`COMMIT_BATCH` to a Redis step; one revision (or None) per commit.
 
-        The slot's event ids are held for duplicate detection from
-        ``hold_from_ms`` (stream time), and its month (``YYYY-MM``) is marked
-        for a ledger update in the same step, so a crash cannot lose either.
-        Returns the revision now stored, or ``None`` when the slot's counts or
+        Each slot is committed only if its counts and revision are still those
+        its verdict was computed from; it is then taken out of ``open`` and
+        ``dirty``, its event ids are held for duplicate detection from
+        ``hold_from_ms`` (stream time), and its month is marked for a ledger
+        update, all in the same step, so a crash cannot lose one of them. The
+        result is the revision now stored, or None for a slot whose counts or
         revision moved since they were read: the caller judges it again later.
-        Raises :class:`Fenced` when the namespace is not ``fence``'s.
+        Raises :class:`Fenced` (or :class:`RolledBack`) when the namespace is
+        not ``fence``'s: nothing of that batch was committed.
         """
-        key, value = message or ("", "")
-        v = verdict
-        reply = await self._commit(
-            args=[
-                self.prefix,
-                app_id,
-                slot_ms,
-                expected_revision,
-                counts.requests,
-                counts.successes,
-                int(bool(v and v.unavailable)),
-                int(bool(v and v.exempt)),
-                int(bool(v and v.data_quality)),
-                v.clause if v else "",
-                hold_from_ms,
-                key,
-                value,
-                f"{ledger_month}:{app_id}",
-                fence.generation,
-                fence.state,
-                self._min_seq(fence),
-            ]
-        )
-        result, seq = reply
-        if result == -3:
-            raise Fenced(f"the namespace {self.prefix!r} is no longer generation {fence.generation} ({fence.state})")
-        if result == -6:
-            raise RolledBack(f"the namespace {self.prefix!r} holds fewer steps than were made: Redis lost writes")
-        self._saw(fence, seq)
-        return None if result < 0 else int(result)
+        revisions: list[int | None] = []
+        for start in range(0, len(commits), COMMIT_BATCH):
+            batch = commits[start : start + COMMIT_BATCH]
+            args: list[object] = [self.prefix, fence.generation, fence.state, self._min_seq(fence), len(batch)]
+            for commit in batch:
+                args += commit.args()
+            reply = await self._commit(args=args)
+            status, seq = reply[0], reply[1]
+            if status == -3:
+                raise Fenced(
+                    f"the namespace {self.prefix!r} is no longer generation {fence.generation} ({fence.state})"
+                )
+            if status == -6:
+                raise RolledBack(f"the namespace {self.prefix!r} holds fewer steps than were made: Redis lost writes")
+            self._saw(fence, seq)
+            revisions += [None if result < 0 else int(result) for result in reply[2]]
+        return revisions
 
-    async def ledgers_due(self) -> list[tuple[str, str]]:
-        """``(YYYY-MM, app)`` of every month ledger waiting to be recomputed."""
-        return sorted(tuple(member.split(":", 1)) for member in await self.redis.smembers(self.key("ledgerdue")))
+    async def ledgers_due(self) -> list[LedgerDue]:
+        """Every month ledger waiting to be recomputed, by month then app."""
+        return sorted(LedgerDue.parse(member) for member in await self.redis.smembers(self.keys.ledgerdue))
 
-    async def ledger_done(self, month: str, app_id: str) -> None:
-        await self.redis.srem(self.key("ledgerdue"), f"{month}:{app_id}")
+    async def ledger_done(self, ledger: LedgerDue) -> None:
+        await self.redis.srem(self.keys.ledgerdue, ledger.member)
 
     async def release_ids(self, closed_before_ms: int, limit: int = 1000) -> int:
         """Drop the id sets of slots last judged before ``closed_before_ms`` (stream time)."""
-        members = await self.redis.zrangebyscore(self.key("idsheld"), "-inf", closed_before_ms, start=0, num=limit)
+        members = await self.redis.zrangebyscore(self.keys.idsheld, "-inf", closed_before_ms, start=0, num=limit)
         if not members:
             return 0
         pipe = self.redis.pipeline(transaction=True)
         for member in members:
-            app, slot_ms = _split_slot_key(member)
-            pipe.delete(*(self.key("ids", app, slot_ms, f) for f in COUNT_FIELDS))
-        pipe.zrem(self.key("idsheld"), *members)
+            app, slot_ms = split_slot_member(member)
+            pipe.delete(*(self.keys.ids(app, slot_ms, f) for f in COUNT_FIELDS))
+        pipe.zrem(self.keys.idsheld, *members)
         await pipe.execute()
         return len(members)
 
     async def outbox(self, limit: int) -> list[tuple[str, str]]:
-        raw = await self.redis.lrange(self.key("outbox"), 0, 2 * limit - 1)
+        raw = await self.redis.lrange(self.keys.outbox, 0, 2 * limit - 1)
         return [(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
 
     async def outbox_done(self, count: int) -> None:
-        await self.redis.ltrim(self.key("outbox"), 2 * count, -1)
+        await self.redis.ltrim(self.keys.outbox, 2 * count, -1)
 
     async def open_slots(self) -> list[tuple[str, int]]:
-        return [_split_slot_key(member) for member in await self.redis.zrange(self.key("open"), 0, -1)]
+        return [split_slot_member(member) for member in await self.redis.zrange(self.keys.open, 0, -1)]
 
     async def last_closed_slot(self, app_id: str) -> int | None:
-        return _int_or_none(await self.redis.hget(self.key("lastclosed"), app_id))
+        return _int_or_none(await self.redis.hget(self.keys.lastclosed, app_id))
 
     async def apps(self) -> set[str]:
-        return set(await self.redis.smembers(self.key("apps")))
+        return set(await self.redis.smembers(self.keys.apps))
 
     async def flagged_slots(self, app_id: str, start_ms: int, end_ms: int) -> dict[int, SlotCounts]:
         """Counts of the app's slots in ``[start_ms, end_ms)`` whose verdict is unavailable or data-quality."""
         pipe = self.redis.pipeline(transaction=False)
-        for name in ("unavailable", "dataquality"):
-            pipe.zrangebyscore(self.key(name, app_id), start_ms, f"({end_ms}")
+        for zset in (self.keys.unavailable(app_id), self.keys.dataquality(app_id)):
+            pipe.zrangebyscore(zset, start_ms, f"({end_ms}")
         slot_starts = sorted({int(s) for found in await pipe.execute() for s in found})
         counts = await self.slot_counts([(app_id, s) for s in slot_starts])
         return dict(zip(slot_starts, counts, strict=True))
 
     async def unavailable_slots(self, app_id: str, start_ms: int, end_ms: int) -> list[int]:
-        found = await self.redis.zrangebyscore(self.key("unavailable", app_id), start_ms, f"({end_ms}")
+        found = await self.redis.zrangebyscore(self.keys.unavailable(app_id), start_ms, f"({end_ms}")
         return [int(s) for s in found]
 
     async def day_totals(self, app_id: str, days: Sequence[str]) -> SlotCounts:
         pipe = self.redis.pipeline(transaction=False)
         for day in days:
-            pipe.hmget(self.key("day", app_id, day), COUNT_FIELDS)
+            pipe.hmget(self.keys.day(app_id, day), COUNT_FIELDS)
         rows = await pipe.execute()
         return SlotCounts(sum(int(r or 0) for r, _ in rows), sum(int(s or 0) for _, s in rows))
 
-    async def exemptions(self) -> dict[str, Any]:
-        return {key: json.loads(value) for key, value in (await self.redis.hgetall(self.key("exemptions"))).items()}
+    async def exemptions(self) -> dict[str, Exemption]:
+        """The exemptions recorded from the topic, by exemption id (validated before they were stored)."""
+        raw = await self.redis.hgetall(self.keys.exemptions)
+        return {key: exemption_from_json(json.loads(value)) for key, value in raw.items()}
 
-    async def put_exemption(self, exemption_id: str, record: Mapping[str, Any] | None) -> None:
+    async def put_exemption(self, exemption_id: str, record: Mapping[str, Any] | None) -> Exemption | None:
+        """Record an exemption's JSON object (from :func:`stream.formats.decode_exemption`), or withdraw it (None)."""
         if record is None:
-            await self.redis.hdel(self.key("exemptions"), exemption_id)
-        else:
-            await self.redis.hset(self.key("exemptions"), exemption_id, json.dumps(record))
+            await self.redis.hdel(self.keys.exemptions, exemption_id)
+            return None
+        exemption = exemption_from_json(record)
+        await self.redis.hset(self.keys.exemptions, exemption_id, json.dumps(record))
+        return exemption
 
-    async def save_month(self, app_id: str, first_day: str, figures: Mapping[str, Any]) -> None:
-        await self.redis.set(self.key("month", app_id, first_day), json.dumps(figures))
+    async def save_month(self, app_id: str, first_day: date, figures: Mapping[str, Any]) -> None:
+        await self.redis.set(self.keys.month(app_id, first_day), json.dumps(figures))
 
-    async def month(self, app_id: str, first_day: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.key("month", app_id, first_day))
+    async def month(self, app_id: str, first_day: date) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.keys.month(app_id, first_day))
         return None if raw is None else json.loads(raw)
+
+    def closer_lease(self, timeout_s: float) -> Lock:
+        """The closer's lease: one closer tick at a time, whichever worker leads (not acquired yet)."""
+        return self.redis.lock(self.keys.closer_lease, timeout=timeout_s)
+
+
+def redis_client(url: str, socket_timeout_s: float = 10.0) -> Redis:
+    """A worker's Redis client: bounded connect and call times, so an outage is noticed and waited out.
+
+    A call that has not answered in ``socket_timeout_s`` fails (and is
+    retried by the caller): nothing waits forever on a dead socket. A call
+    that fails on a connection is retried twice on a fresh one first: after
+    Redis restarts, every pooled connection fails once, and that is not an
+    outage. (A retried script is safe: the offset fence and the verdict's
+    compare-and-set make a repeat a no-op.)
+    """
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=2.0,
+        socket_timeout=socket_timeout_s,
+        health_check_interval=5,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 class Fenced(Exception):
@@ -622,7 +789,8 @@ def _int_or_none(value: str | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _split_slot_key(member: str) -> tuple[str, int]:
+def split_slot_member(member: str) -> tuple[str, int]:
+    """``app:slot_ms`` (members of ``open``, ``dirty``, ``idsheld``) as ``(app, slot_ms)``."""
     app, _, slot = member.rpartition(":")
     return app, int(slot)
 

@@ -47,11 +47,11 @@ from typing import NamedTuple
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from stream import topics
 from stream.config import Settings
 from stream.events import Event, to_record
 from stream.kafka_security import aiokafka_options
-from stream.simulate import PlanError, TrafficPlan, duration_ms, generate_timed
+from stream.tools import topics
+from stream.tools.simulate import PlanError, TrafficPlan, duration_ms, generate_timed
 
 MAX_BATCH = 1000
 """Events per record at most: some 250 KB, well inside Kafka's default 1 MB message limit."""

@@ -23,11 +23,11 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, KafkaError
 
-from stream import faust_fastpath
-from stream.app import create_app
 from stream.config import Settings
 from stream.kafka_security import kafka_python_options, redact
-from stream.topics import check_topics
+from stream.live import fastpath
+from stream.live.app import create_app
+from stream.tools.topics import check_topics
 
 
 class WorkerStartError(Exception):
@@ -151,7 +151,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         progress = earlier_progress(settings)
     except KafkaError as error:
         raise WorkerStartError(redact(f"cannot read the consumer group and topics from Kafka: {error}")) from None
-    faust_fastpath.install()
+    fastpath.install()
     app = create_app(settings, partitions, earlier_progress=progress)
     logging.getLogger("stream").setLevel(loglevel.upper())
     BoundedStopWorker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,0 +1,179 @@
+"""The Faust app of a worker: the wiring of agents and timers to the live path's parts, and nothing else.
+
+Faust brings the consumer group, rebalancing, timers and leader election;
+the state and every exactness guarantee live in Redis
+(:mod:`stream.live.store`). Agents run with ``concurrency=1`` and take events
+in batches, Faust's windowed tables are not used, and messages this worker
+sends (dead letters, verdicts) are sent with ``force=True`` and awaited until
+acknowledged, never attached to the consumed event: the Redis state moves on
+at once, so a message must be out before it does.
+
+Faults never escape into Faust (it would restart the agent and commit the
+offsets past the batch): every Redis step waits out an outage
+(:mod:`stream.live.health`), every batch is retried until it applies, and
+input partitions are read from Redis's positions, never Kafka's committed
+offsets (:mod:`stream.live.partitions`).
+
+=====================  ===============================================================
+agent / timer          part it runs
+=====================  ===============================================================
+``ingest_requests``    :class:`stream.live.ingest.Ingester` (one batch at a time)
+``ingest_successes``   the same, for successes
+``follow_exemptions``  :class:`stream.live.exemptions.ExemptionFollower`
+``open_namespace``     :class:`stream.live.namespace.NamespaceGuard` (once, at start)
+``close_slots``        :class:`stream.live.closer.ClosingLeader` (leader only)
+``report_idle``        :meth:`stream.live.partitions.InputPartitions.report_idle`
+``log_ingest_totals``  :class:`stream.live.ingest.TotalsLog`
+=====================  ===============================================================
+
+Run one with ``sla-stream worker``; run more in the same group to scale out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+from redis.exceptions import RedisError
+
+from stream.config import Settings
+from stream.events import TimeBounds
+from stream.formats import DeadLetter
+from stream.kafka_security import faust_app_options, redact
+from stream.live import faust_isolation, faust_positions
+from stream.live.clock import ClockTiming, IdleTracker
+from stream.live.closer import Closer, ClosingLeader
+from stream.live.cursors import Cursors
+from stream.live.exemptions import ExemptionFollower
+from stream.live.health import Health, until_done
+from stream.live.ingest import Ingester, Record, TotalsLog
+from stream.live.namespace import NamespaceGuard
+from stream.live.partitions import InputPartitions
+from stream.live.store import Store, redis_client
+from stream.sla.counting import EventKind
+
+log = logging.getLogger(__name__)
+
+TAKE_MAX = 10_000
+"""Records per ``take_events`` batch: one Redis round trip per partition per batch."""
+TAKE_WITHIN_S = 0.05
+STATS_INTERVAL_S = 30.0
+"""How often a worker logs its ingest totals (when they changed)."""
+
+
+def create_app(
+    settings: Settings,
+    input_partitions: dict[str, int],
+    earlier_progress: str | None = None,
+) -> faust.App:
+    """A Faust app wired to ``settings``.
+
+    ``input_partitions`` maps each input topic to its partition count;
+    ``earlier_progress`` says what Kafka shows of earlier counting (None:
+    nothing), for a namespace found without its marker.
+    """
+    app = faust.App(
+        settings.group,
+        **faust_app_options(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=False,
+        stream_buffer_maxsize=TAKE_MAX,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.heartbeat_ms / 1000,
+        # A stop or a rebalance does not wait for the batch in hand (it may be waiting out a Redis
+        # outage): the offset fence makes finishing it elsewhere, or again, exact.
+        stream_wait_empty=False,
+    )
+    topics = settings.topics
+    timing = ClockTiming.of(settings)
+    store = Store(redis_client(settings.redis_url), settings.key_prefix)
+    where = redact(settings.redis_url)
+    health = Health(where)
+    guard = NamespaceGuard(store, health, where)
+    cursors = Cursors()
+    partitions = InputPartitions(lambda: app.consumer, store, cursors, input_partitions, IdleTracker(timing))
+    dead_letters = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
+    verdicts = app.topic(topics.verdicts, value_serializer="raw", key_serializer="raw")
+
+    async def send_dead_letter(letter: DeadLetter) -> None:
+        delivery = await dead_letters.send(key=letter.key, value=letter.value(), force=True)
+        await delivery
+
+    async def send_verdicts(messages: Sequence[tuple[str, str]]) -> None:
+        deliveries = [
+            await verdicts.send(key=key.encode(), value=value.encode(), force=True) for key, value in messages
+        ]
+        await asyncio.gather(*deliveries)
+
+    def bounds() -> TimeBounds:
+        return TimeBounds(settings.earliest_event_ms, int(time.time() * 1000) + settings.max_future_ms)
+
+    faust_positions.install(app, input_partitions, partitions.position_assigned)
+    faust_isolation.install(app)
+    ingester = Ingester(
+        store, settings.policy.timezone, bounds, send_dead_letter, health, guard, cursors, partitions.reseek
+    )
+    exemptions = ExemptionFollower(store, health, send_dead_letter)
+    leader = ClosingLeader(Closer(store, settings, partitions.names, send_verdicts, timing), store, guard, health)
+    totals = TotalsLog()
+
+    @app.on_partitions_assigned.connect
+    async def forget_positions(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        partitions.forget_positions()
+
+    def ingest_agent(kind: EventKind) -> Any:
+        async def ingest(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+                records = [
+                    Record(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events
+                ]
+                await until_done(
+                    f"counting {len(records)} {kind} records", lambda records=records: ingester.apply(kind, records)
+                )
+
+        return ingest
+
+    app.agent(app.topic(topics.requests), name="ingest_requests", concurrency=1)(ingest_agent("request"))
+    app.agent(app.topic(topics.successes), name="ingest_successes", concurrency=1)(ingest_agent("success"))
+
+    @app.agent(app.topic(topics.exemptions), name="follow_exemptions", concurrency=1)
+    async def follow_exemptions(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            m = event.message
+            await until_done(
+                f"exemption {m.key!r}",
+                lambda m=m: exemptions.follow(m.topic, m.partition, m.offset, m.key, m.value),
+            )
+
+    @app.task
+    async def open_namespace() -> None:
+        await guard.open(earlier_progress)
+        await exemptions.judge_config_windows_again(settings)
+
+    @app.timer(interval=timing.report_interval_s, on_leader=True)
+    async def close_slots() -> None:
+        await leader.tick()
+
+    @app.timer(interval=STATS_INTERVAL_S)
+    async def log_ingest_totals() -> None:
+        totals.log_if_changed(ingester.stats, health.state)
+
+    @app.timer(interval=timing.report_interval_s)
+    async def report_idle() -> None:
+        if health.state != "counting":
+            return
+        try:
+            await partitions.report_idle()
+        except (RedisError, OSError) as error:
+            health.redis_failed(error)
+        except Exception as error:  # noqa: BLE001 - a timer that raises stops Faust: a rebalance moved a partition
+            log.debug("idle report skipped: %s", error)
+
+    return app

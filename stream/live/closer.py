@@ -1,0 +1,273 @@
+"""Closing slots by stream time, re-judging late ones, and publishing verdicts (docs/design.md, verdicts and revisions).
+
+One closer runs at a time: the Faust leader's timer (:class:`ClosingLeader`),
+holding a Redis lease renewed while a tick runs. Each tick it:
+
+1. computes the job's watermark (:mod:`stream.live.clock`);
+2. closes every open slot that is due (its end plus the grace period at or
+   before the watermark), and re-judges closed slots that late events or
+   exemptions touched. Each slot is judged by :func:`stream.sla.judge.judge`,
+   and a batch of verdicts is committed in one Redis step
+   (:meth:`Store.commit_verdicts`), which refuses the verdict of a slot whose
+   counts moved since they were read (it is judged again on the next tick)
+   and queues the others' messages in the outbox;
+3. publishes the outbox to the slot-verdicts topic, removing entries only
+   once Kafka has acknowledged them;
+4. recomputes the month ledger of every app whose verdicts changed;
+5. releases the duplicate-detection id sets of slots closed long enough ago.
+
+A verdict is emitted once per revision, and any change to a closed slot's
+verdict or counts (a late event, an exemption) makes the next revision, so
+the latest record per key always carries the slot's current counts. Each
+message carries the live state's ``generation``: after ``sla-stream rebuild``
+revisions start again at 1 under a larger generation. If the closer dies
+after Kafka acknowledged a message but before the outbox entry was removed,
+the same message (same key, same revision) is sent again: the topic is
+compacted and keyed by ``app:slot``, so readers see one verdict per revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, RedisError
+
+from stream.config import Settings
+from stream.formats import month_to_json, verdict_message
+from stream.live.clock import ClockTiming
+from stream.live.exemptions import current_exemptions
+from stream.live.health import Health
+from stream.live.ledger import assess_live_month
+from stream.live.namespace import NamespaceGuard
+from stream.live.store import Fence, Fenced, LedgerDue, RolledBack, Store, StoredVerdict, VerdictCommit
+from stream.sla.exemptions import Exemption
+from stream.sla.judge import judge
+from stream.sla.slots import local_date
+
+log = logging.getLogger(__name__)
+
+SendVerdicts = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
+"""Sends ``(key, value)`` records to the verdicts topic; returns once Kafka has acknowledged them all."""
+
+LEASE_S = 5.0
+"""The closer's Redis lease, renewed while a tick runs: a killed leader's lease lapses within this."""
+
+
+@dataclass(frozen=True)
+class CloserLimits:
+    """How much one tick takes on."""
+
+    slots: int = 5_000
+    """Slots read per query (due, dirty) and outbox messages sent per batch."""
+    dedup_hold_ms: int = 3_600_000
+    """How long (stream time) a judged slot keeps its event ids for duplicate detection."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> CloserLimits:
+        return cls(dedup_hold_ms=settings.dedup_hold_ms)
+
+
+@dataclass
+class TickResult:
+    """What one tick did, for logs, metrics and tests."""
+
+    watermark_ms: int | None = None
+    closed: int = 0
+    revised: int = 0
+    published: int = 0
+    retried: int = 0
+    months: list[LedgerDue] = field(default_factory=list)
+    """The month ledgers recomputed."""
+
+
+class Closer:
+    """Closes slots in ``store`` for the input partitions ``input_tps``.
+
+    ``clock`` gives wall-clock seconds (injectable for tests); it only matters
+    for idle partitions, whose stream time follows the wall clock.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        input_tps: Sequence[str],
+        send_verdicts: SendVerdicts,
+        timing: ClockTiming | None = None,
+        limits: CloserLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._input_tps = list(input_tps)
+        self._send = send_verdicts
+        self._timing = timing or ClockTiming.of(settings)
+        self._limits = limits or CloserLimits.of(settings)
+        self._clock = clock
+
+    async def tick(self, fence: Fence) -> TickResult:
+        """One round of closing, re-judging, publishing and ledgers, writing to ``fence``'s namespace.
+
+        Raises :class:`stream.live.store.Fenced` when the namespace stopped
+        being ``fence``'s (state lost, rebuild): nothing was committed past that.
+        """
+        result = TickResult()
+        store, limit = self._store, self._limits.slots
+        now_ms = int(self._clock() * 1000)
+        watermark = self._timing.watermark(await store.partition_states(self._input_tps), now_ms)
+        result.watermark_ms = watermark
+        exemptions = await current_exemptions(store, self._settings)
+        hold_from = watermark if watermark is not None else now_ms
+        if watermark is not None:
+            due = await store.slots_to_close(self._timing.due_before(watermark), limit)
+            await self._judge(fence, due, exemptions, hold_from, result)
+        await self._judge(fence, await store.dirty_slots(limit), exemptions, hold_from, result)
+        result.published = await self.publish()
+        result.months = await self._refresh_months(exemptions)
+        if watermark is not None:
+            await store.release_ids(watermark - self._limits.dedup_hold_ms)
+        return result
+
+    async def _judge(
+        self,
+        fence: Fence,
+        slots: list[tuple[str, int]],
+        exemptions: Sequence[Exemption],
+        hold_from: int,
+        result: TickResult,
+    ) -> None:
+        """Judge ``slots`` and commit their verdicts in batches: one Redis step per batch."""
+        if not slots:
+            return
+        store, policy = self._store, self._settings.policy
+        counts = await store.slot_counts(slots)
+        stored = await store.verdicts(slots)
+        commits = []
+        for (app_id, slot_ms), slot_counts, previous in zip(slots, counts, stored, strict=True):
+            judged = judge(app_id, slot_ms, slot_counts, exemptions, policy)
+            verdict = StoredVerdict.of(judged)
+            revision = previous.revision if previous else 0
+            changed = previous is None or not previous.says_the_same(verdict)
+            message = (
+                verdict_message(app_id, judged, revision + 1, fence.generation, policy.timezone) if changed else None
+            )
+            day = local_date(slot_ms, policy.timezone)
+            commits.append(
+                VerdictCommit(
+                    app_id=app_id,
+                    slot_ms=slot_ms,
+                    counts=slot_counts,
+                    expected_revision=revision,
+                    verdict=verdict if changed else None,
+                    message=message,
+                    ledger=LedgerDue(day.year, day.month, app_id),
+                    hold_from_ms=hold_from,
+                )
+            )
+        revisions = await store.commit_verdicts(fence, commits)
+        for commit, previous, revision in zip(commits, stored, revisions, strict=True):
+            if revision is None:
+                result.retried += 1
+            elif previous is None:
+                result.closed += 1
+            elif commit.verdict is not None:
+                result.revised += 1
+
+    async def publish(self) -> int:
+        """Send the outbox to the verdicts topic; entries leave the outbox only once acknowledged."""
+        sent = 0
+        while True:
+            messages = await self._store.outbox(self._limits.slots)
+            if not messages:
+                return sent
+            await self._send(messages)
+            await self._store.outbox_done(len(messages))
+            sent += len(messages)
+
+    async def _refresh_months(self, exemptions: Sequence[Exemption]) -> list[LedgerDue]:
+        """Recompute every month ledger a judged slot marked due; unmark each only once it is saved."""
+        tz = self._settings.policy.timezone
+        due = await self._store.ledgers_due()
+        for ledger in due:
+            for assessment in await assess_live_month(
+                self._store, self._settings, ledger.app_id, ledger.year, ledger.month, exemptions
+            ):
+                await self._store.save_month(ledger.app_id, assessment.month.first_day, month_to_json(assessment, tz))
+            await self._store.ledger_done(ledger)
+        return due
+
+
+@contextlib.asynccontextmanager
+async def renewed(lease: Lock, every_s: float) -> AsyncIterator[None]:
+    """Keep ``lease`` (already acquired) alive while the block runs; release it after."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lease.reacquire()
+
+    keeper = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(LockError, RedisError, OSError):
+            await lease.release()
+
+
+class ClosingLeader:
+    """The leader's closer timer: one tick at a time, under a Redis lease against a rebalance overlap.
+
+    A tick never raises (a Faust timer that raises stops the worker): a
+    namespace that moved on is handed to the guard, a Redis fault to the
+    health state, anything else is logged and the next tick tries again.
+    """
+
+    def __init__(self, closer: Closer, store: Store, guard: NamespaceGuard, health: Health) -> None:
+        self._closer = closer
+        self._store = store
+        self._guard = guard
+        self._health = health
+
+    async def tick(self) -> TickResult | None:
+        """One closer tick if the namespace is writable and the lease is free; what it did, or None."""
+        fence = None
+        try:
+            fence = self._guard.fence or await self._guard.refresh()
+            if fence is None:
+                return None
+            lease = self._store.closer_lease(LEASE_S)
+            if not await lease.acquire(blocking=False):
+                return None
+            async with renewed(lease, LEASE_S / 3):
+                result = await self._closer.tick(fence)
+        except Fenced:
+            self._guard.stale()
+            return None
+        except RolledBack:
+            if fence is not None:
+                await self._guard.lost_writes(fence)
+            return None
+        except (RedisError, OSError) as error:
+            self._health.redis_failed(error)
+            return None
+        except Exception:
+            log.exception("closer tick failed; retrying on the next tick")
+            return None
+        self._health.redis_answered()
+        if result.closed or result.revised:
+            log.info(
+                "closed %d slots, revised %d, published %d (watermark %s)",
+                result.closed,
+                result.revised,
+                result.published,
+                result.watermark_ms,
+            )
+        return result

@@ -1,0 +1,144 @@
+"""This worker's input partitions as its Kafka consumer holds them: positioned from Redis, reported idle.
+
+Two jobs that need the consumer and Redis together, kept out of the Faust
+wiring so they read as plain code:
+
+* **Positioning** (:meth:`InputPartitions.position_assigned`,
+  :meth:`InputPartitions.reseek`): after each rebalance Faust seeks every
+  partition to Kafka's committed offset; the input partitions are sought
+  again to Redis's applied offset + 1 before anything of them is counted
+  (:mod:`stream.live.cursors` says why Kafka's offsets are never trusted).
+* **Idleness** (:meth:`InputPartitions.report_idle`): which assigned input
+  partitions are caught up and quiet, by the rule of
+  :class:`stream.live.clock.IdleTracker`, written to Redis for the closer.
+
+The consumer is anything with aiokafka's (Faust's) ``assignment``,
+``seek_wait``, ``earliest_offsets``, ``highwaters`` and ``position``
+coroutines, looked up on each call (Faust creates it after the app).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from faust.types import TP
+
+from stream.live.clock import IdleTracker, PartitionProgress
+from stream.live.cursors import Cursors
+from stream.live.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Consumer(Protocol):
+    """The parts of Faust's consumer this module uses."""
+
+    def assignment(self) -> set[TP]: ...
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None: ...
+
+    async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]: ...
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]: ...
+
+    async def position(self, tp: TP) -> int | None: ...
+
+
+def tp_name(topic: str, partition: int) -> str:
+    """``topic:partition``: how Redis and the cursors name a partition."""
+    return f"{topic}:{partition}"
+
+
+class InputPartitions:
+    """The input partitions (``topic`` → partition count) of one worker's consumer."""
+
+    def __init__(
+        self,
+        consumer: Callable[[], Consumer],
+        store: Store,
+        cursors: Cursors,
+        counts: Mapping[str, int],
+        idle: IdleTracker,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._consumer = consumer
+        self._store = store
+        self._cursors = cursors
+        self._counts = dict(counts)
+        self._idle = idle
+        self._clock = clock
+
+    @property
+    def names(self) -> list[str]:
+        """Every input partition of the job (not only this worker's), as ``topic:partition``."""
+        return [tp_name(topic, p) for topic, count in self._counts.items() for p in range(count)]
+
+    def _assigned(self) -> dict[str, Any]:
+        return {tp_name(tp.topic, tp.partition): tp for tp in self._consumer().assignment() if tp.topic in self._counts}
+
+    async def reseek(self, name: str, applied: int) -> None:
+        """Position this worker's consumer of ``name`` right after Redis's applied offset (-1: none)."""
+        consumer = self._consumer()
+        topic, _, partition = name.rpartition(":")
+        tp = TP(topic, int(partition))
+        if tp not in consumer.assignment():
+            self._cursors.forget([name])  # revoked meanwhile: whoever has it now positions it
+            return
+        offset = applied + 1 if applied >= 0 else (await consumer.earliest_offsets(tp))[tp]
+        await consumer.seek_wait({tp: offset})  # in the consumer's own thread: a plain seek races its fetcher
+        self._cursors.sought(name, applied)
+        log.info("%s: reading from offset %d (Redis's applied offset + 1)", name, offset)
+
+    async def position_assigned(self) -> None:
+        """Faust has just sought its partitions to Kafka's committed offsets: seek the input ones to Redis's.
+
+        One attempt: if Redis does not answer now, each partition is
+        positioned on its first batch instead (the ingester waits for Redis).
+        """
+        assigned = self._assigned()
+        if not assigned:
+            return
+        consumer = self._consumer()
+        try:
+            applied = await self._store.applied_offsets(assigned)
+            unknown = [tp for name, tp in assigned.items() if applied[name] is None]
+            earliest = await consumer.earliest_offsets(*unknown) if unknown else {}
+            await consumer.seek_wait(
+                {tp: earliest[tp] if applied[name] is None else applied[name] + 1 for name, tp in assigned.items()}
+            )
+        except Exception as error:  # noqa: BLE001 - Redis away, or a rebalance moved them: positioned lazily
+            log.info("input partitions not positioned at assignment (%s); each is on its first batch", error)
+            self._cursors.forget(assigned)
+            return
+        for name in assigned:
+            found = applied[name]
+            self._cursors.sought(name, -1 if found is None else found)
+        log.info("input partitions read from Redis's positions: %s", ", ".join(sorted(assigned)))
+
+    def forget_positions(self) -> None:
+        """Faust sought every partition to Kafka's committed offset: each must be positioned from Redis again."""
+        self._cursors.forget(self.names)
+
+    async def report_idle(self) -> None:
+        """Write which of this worker's input partitions are idle (with the wall time seen) and which are busy."""
+        assigned = self._assigned()
+        if not assigned:
+            return
+        consumer = self._consumer()
+        ends = await consumer.highwaters(*assigned.values())
+        positions = {name: await consumer.position(tp) for name, tp in assigned.items()}
+        applied = await self._store.applied_offsets(assigned)
+        progress = {}
+        for name, tp in assigned.items():
+            cursor = self._cursors.get(name)
+            progress[name] = PartitionProgress(
+                applied=applied[name],
+                delivered=None if cursor is None else cursor.delivered,
+                position=positions[name],
+                stable_end=ends.get(tp),
+            )
+        idle, busy = self._idle.report(progress, int(self._clock() * 1000))
+        await self._store.mark_idle(idle, busy)
