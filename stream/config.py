@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from stream.events import TimeBounds
 from stream.sla.claims import OfficialYear, WorkingDayCalendar
 from stream.sla.compensation import CENT
 from stream.sla.exemptions import Exemption
 from stream.sla.months import Subscription, check_no_overlap
 from stream.sla.policy import CompensationTier, SlaPolicy
-from stream.sla.slots import to_epoch_ms
+from stream.sla.slots import instant_ms, to_epoch_ms
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sla-stream.toml"
 
@@ -115,6 +116,10 @@ class Settings:
         """The app's terms, or none on record (measured in calendar months, fee unknown)."""
         return self.apps.get(app_id) or AppTerms(app_id)
 
+    def event_bounds(self, now_ms: int) -> TimeBounds:
+        """Event times accepted as plausible at wall time ``now_ms``: from the earliest to a little past now."""
+        return TimeBounds(self.earliest_event_ms, now_ms + self.max_future_ms)
+
 
 class _Table:
     """A TOML table read key by key, so leftovers (typos) can be reported."""
@@ -180,12 +185,6 @@ def _date(table: _Table, key: str) -> date:
     return value
 
 
-def _instant(table: _Table, key: str, tz: ZoneInfo) -> int:
-    """Epoch ms of a TOML datetime; one without an offset is read on the SLA's clock."""
-    value = table.take(key, datetime)
-    return to_epoch_ms(value if value.tzinfo else value.replace(tzinfo=tz))
-
-
 def _policy(sla: _Table) -> SlaPolicy:
     name = sla.take("timezone", str)
     try:
@@ -247,8 +246,8 @@ def _app_terms(table: _Table) -> AppTerms:
 def _exemption(table: _Table, tz: ZoneInfo) -> Exemption:
     try:
         return Exemption(
-            start_ms=_instant(table, "start", tz),
-            end_ms=_instant(table, "end", tz),
+            start_ms=instant_ms(table.take("start", datetime), tz),
+            end_ms=instant_ms(table.take("end", datetime), tz),
             app_id=table.take("app_id", str, None),
             clause=table.take("clause", str),
             note=table.take("note", str, ""),

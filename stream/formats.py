@@ -29,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,7 +39,7 @@ from stream.sla.assessment import MonthAssessment, Period
 from stream.sla.availability import unavailable_minutes
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
-from stream.sla.slots import local_time, to_epoch_ms
+from stream.sla.slots import instant_ms, local_time
 
 VERDICT_SCHEMA = "sla-stream/verdict/1"
 DEAD_LETTER_SCHEMA = "sla-stream/dead-letter/1"
@@ -233,17 +233,19 @@ def exemption_from_json(record: Any) -> Exemption:
     if not isinstance(note, str) or not isinstance(record.get("clause"), str):
         raise InvalidExemption("exemption fields 'clause' and 'note' must be strings")
     try:
-        return Exemption(_offset_time(record, "start"), _offset_time(record, "end"), app_id, record["clause"], note)
+        return Exemption(
+            _time_with_offset(record, "start"), _time_with_offset(record, "end"), app_id, record["clause"], note
+        )
     except ValueError as error:
         raise InvalidExemption(str(error)) from None
 
 
-def _offset_time(record: Mapping[str, Any], name: str) -> int:
+def _time_with_offset(record: Mapping[str, Any], name: str) -> int:
     value = record.get(name)
     if not isinstance(value, str):
         raise InvalidExemption(f"exemption field {name!r} must be an ISO 8601 time with offset")
     try:
-        return to_epoch_ms(datetime.fromisoformat(value))
+        return instant_ms(value)
     except ValueError as error:
         raise InvalidExemption(f"exemption field {name!r}: {error}") from None
 

@@ -157,4 +157,4 @@ def to_text(assessments: Sequence[MonthAssessment], tz: ZoneInfo, title: str) ->
 
 def now_bounds(settings: Settings, now: datetime) -> TimeBounds:
     """Event times accepted in files: from the configured earliest to a little past ``now``."""
-    return TimeBounds(settings.earliest_event_ms, int(now.timestamp() * 1000) + settings.max_future_ms)
+    return settings.event_bounds(int(now.timestamp() * 1000))

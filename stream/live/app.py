@@ -113,7 +113,7 @@ def create_app(
         await asyncio.gather(*deliveries)
 
     def bounds() -> TimeBounds:
-        return TimeBounds(settings.earliest_event_ms, int(time.time() * 1000) + settings.max_future_ms)
+        return settings.event_bounds(int(time.time() * 1000))
 
     faust_positions.install(app, input_partitions, partitions.position_assigned)
     faust_isolation.install(app)

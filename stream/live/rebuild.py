@@ -217,7 +217,7 @@ async def _count_inputs(
         await (await producer.send(settings.topics.dead_letter, key=letter.key, value=letter.value()))
 
     def bounds() -> TimeBounds:
-        return TimeBounds(settings.earliest_event_ms, int(time.time() * 1000) + settings.max_future_ms)
+        return settings.event_bounds(int(time.time() * 1000))
 
     cursors = Cursors()
     ingester = Ingester(

@@ -64,6 +64,31 @@ def to_epoch_ms(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
+def instant_ms(moment: datetime | str, tz: ZoneInfo | None = None) -> int:
+    """Epoch ms of a time given by hand (ISO 8601 text or a datetime); one without an offset is read on ``tz``.
+
+    With ``tz`` None a time without an offset is refused: where the reader
+    cannot know the writer's clock (the exemptions topic), the offset is
+    required. Raises ``ValueError`` naming what is wrong.
+
+    Example:
+        >>> from zoneinfo import ZoneInfo
+        >>> instant_ms("2019-03-10T10:00:00+08:00"), instant_ms("2019-03-10T10:00", ZoneInfo("Asia/Shanghai"))
+        (1552183200000, 1552183200000)
+        >>> instant_ms("2019-03-10T10:00")
+        Traceback (most recent call last):
+        ValueError: time 2019-03-10T10:00:00 has no time zone
+    """
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment)
+        except ValueError:
+            raise ValueError(f"{moment!r} is not an ISO 8601 date or time") from None
+    if tz is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return to_epoch_ms(moment)
+
+
 def local_date(ts_ms: int, tz: ZoneInfo) -> date:
     """The calendar day, in the SLA's zone, that an instant falls on."""
     return local_time(ts_ms, tz).date()

@@ -99,7 +99,7 @@ def due_ms(arrival_ms: int, start_ms: int, run_start_ms: int, speed: Fraction) -
     return max(paced, arrival_ms)
 
 
-class Record(NamedTuple):
+class PackedRecord(NamedTuple):
     """One Kafka record to send: events of one kind and one key."""
 
     kind: str
@@ -123,7 +123,7 @@ class Packer:
         self.batch, self.key_field, self.window_ms = batch, key_field, window_ms
         self._open: dict[tuple[str, str], tuple[int, list[Event]]] = {}  # oldest first
 
-    def add(self, arrival_ms: int, event: Event) -> list[Record]:
+    def add(self, arrival_ms: int, event: Event) -> list[PackedRecord]:
         """Take one event; return the records it completes (none, or some)."""
         done = []
         while self._open:
@@ -132,18 +132,18 @@ class Packer:
             if arrival_ms - first_ms < self.window_ms:
                 break
             del self._open[oldest]
-            done.append(Record(*oldest, events))
+            done.append(PackedRecord(*oldest, events))
         slot = (event.kind, getattr(event, self.key_field))
         events = self._open.setdefault(slot, (arrival_ms, []))[1]
         events.append(event)
         if len(events) >= self.batch:
             del self._open[slot]
-            done.append(Record(*slot, events))
+            done.append(PackedRecord(*slot, events))
         return done
 
-    def drain(self) -> list[Record]:
+    def drain(self) -> list[PackedRecord]:
         """Every record still open, oldest first."""
-        done = [Record(*slot, events) for slot, (_, events) in self._open.items()]
+        done = [PackedRecord(*slot, events) for slot, (_, events) in self._open.items()]
         self._open.clear()
         return done
 
@@ -159,7 +159,7 @@ class Delivery:
     pending: list[tuple[asyncio.Future, str, int]] = field(default_factory=list)
     next_sweep: int = _SWEEP_EVERY
 
-    def sent(self, future: asyncio.Future, record: Record) -> None:
+    def sent(self, future: asyncio.Future, record: PackedRecord) -> None:
         self.pending.append((future, record.kind, len(record.events)))
         if len(self.pending) >= self.next_sweep:
             self.sweep()
@@ -215,7 +215,7 @@ async def _produce(
         await producer.stop()
         raise topics.unavailable(settings, error) from None
 
-    async def send(records: list[Record]) -> None:
+    async def send(records: list[PackedRecord]) -> None:
         for record in records:
             delivery.sent(await producer.send(topic[record.kind], record.value(array), key=record.key.encode()), record)
 

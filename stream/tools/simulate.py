@@ -27,14 +27,13 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from stream.arguments import calendar_month_argument
 from stream.events import Event, RequestEvent, SuccessEvent, to_line
 from stream.sla.months import calendar_month
-from stream.sla.slots import SLOT_MS, local_time, slots_between, to_epoch_ms
+from stream.sla.slots import SLOT_MS, instant_ms, local_time, slots_between
 
 _MINUTE_MS = 60_000
 MAX_PEAK_PER_MINUTE = 1_000_000
@@ -161,12 +160,11 @@ def write_file(plan: TrafficPlan, out: Path) -> str:
     return f"{written['request']:,} request and {written['success']:,} success records for {len(plan.app_ids)} apps"
 
 
-def _instant(text: str, tz: ZoneInfo, what: str) -> int:
+def _plan_time(text: str, tz: ZoneInfo, what: str) -> int:
     try:
-        moment = datetime.fromisoformat(text)
+        return instant_ms(text, tz)
     except ValueError:
         raise PlanError(f"{what}: {text!r} is not an ISO date or time") from None
-    return to_epoch_ms(moment if moment.tzinfo else moment.replace(tzinfo=tz))
 
 
 def duration_ms(text: str, what: str = "incident duration", zero: bool = False) -> int:
@@ -194,7 +192,7 @@ def parse_incident(text: str, tz: ZoneInfo, period_start_ms: int | None = None) 
     if parts[0].startswith("+") and period_start_ms is not None:
         start = period_start_ms + duration_ms(parts[0][1:], "incident offset (+OFFSET)", zero=True)
     else:
-        start = _instant(parts[0], tz, "incident start")
+        start = _plan_time(parts[0], tz, "incident start")
     try:
         rate = float(parts[2]) if len(parts) > 2 else 0.9
     except ValueError:
@@ -247,7 +245,7 @@ def plan_from_args(args: argparse.Namespace, tz: ZoneInfo, period: tuple[int, in
     elif args.month:
         start, end = calendar_month(*args.month).span_ms(tz)
     elif args.start and args.end:
-        start, end = _instant(args.start, tz, "--start"), _instant(args.end, tz, "--end")
+        start, end = _plan_time(args.start, tz, "--start"), _plan_time(args.end, tz, "--end")
     else:
         raise PlanError("give --month YYYY-MM, or --start and --end")
     if end <= start:

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.events import to_record
-from stream.tools.producer import KEY_FIELDS, Packer, Record, due_ms, live_period
+from stream.tools.producer import KEY_FIELDS, PackedRecord, Packer, due_ms, live_period
 from stream.tools.simulate import TrafficPlan, generate, generate_timed
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ PLAN = TrafficPlan(
 )
 
 
-def pack(batch: int, key: str, window_ms: int = 5000) -> list[tuple[int, Record]]:
+def pack(batch: int, key: str, window_ms: int = 5000) -> list[tuple[int, PackedRecord]]:
     """Every record the plan's events make, with the arrival time of the event that completed it."""
     packer = Packer(batch, KEY_FIELDS[key], window_ms)
     records = [(arrival, record) for arrival, event in generate_timed(PLAN) for record in packer.add(arrival, event)]
@@ -123,9 +123,9 @@ def test_a_record_holds_events_that_arrived_within_the_window() -> None:
 
 def test_record_values_are_the_contract_json_without_type() -> None:
     request, success = (next(e for e in generate(PLAN) if e.kind == kind) for kind in ("request", "success"))
-    single = json.loads(Record("request", "k", [request]).value(array=False))
+    single = json.loads(PackedRecord("request", "k", [request]).value(array=False))
     assert single == to_record(request) and "type" not in single
-    assert json.loads(Record("success", "k", [success, success]).value(array=True)) == [to_record(success)] * 2
+    assert json.loads(PackedRecord("success", "k", [success, success]).value(array=True)) == [to_record(success)] * 2
 
 
 def test_relative_incidents_and_periods_inside_slots(cli: Callable[..., CliRun], tmp_path: Path) -> None:
