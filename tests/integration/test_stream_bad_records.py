@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from schemas import assert_valid
 from stream_harness import OutRecord, Truth, event_value, recent_slot, single_records, slot_traffic
 
 from stream.sla.slots import to_epoch_ms
@@ -78,6 +79,8 @@ def test_stream_bad_records(stream_deployment):
     assert {k: s.counts for k, s in d.slots().items()} == truth.counts
 
     letters = d.read_topic("dead_letter")
+    for letter in letters:
+        assert_valid("dead-letter", letter.value)  # docs/schemas/dead-letter.schema.json
     origins = placed[len(before) : len(before) + len(bad) + 1]
     expected = [reason for _, reason in bad] + ["element 1: field 'ts'"]
     assert len(letters) == len(expected), [letter.value for letter in letters]

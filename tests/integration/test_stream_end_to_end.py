@@ -27,6 +27,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from schemas import assert_valid
 from stream_harness import (
     FLUSH_APP,
     SLA_STREAM,
@@ -139,6 +140,10 @@ def test_stream_end_to_end(run):
     d = run.d
     assert_slots_match_truth(d, Truth.of(run.events, d.settings), ignore_apps=[FLUSH_APP])
     assert_topic_matches_redis(d, ignore_apps=[FLUSH_APP])
+    published = d.read_topic("verdicts")
+    assert len(published) > len(d.verdict_keys()), "late successes should have made second revisions"
+    for record in published:
+        assert_valid("verdict", record.value)  # every revision, against docs/schemas/verdict.schema.json
     slots = d.slots()
     assert sum(s.late_successes for s in slots.values()) > len(run.late), "successes should come after slots closed"
     tz = d.settings.policy.timezone
@@ -178,6 +183,8 @@ def test_stream_end_to_end_month_ledger(run):
     for month in expected:
         ledger = d.month(month["app_id"], month["service_month"]["start"])
         assert ledger is not None, f"no ledger for {month['app_id']} {month['service_month']}"
+        assert_valid("month", ledger)  # docs/schemas/month.schema.json, as the report's JSON below
+        assert_valid("month", month)
         where = (month["app_id"], month["service_month"]["start"])
         assert {k: v for k, v in ledger.items() if k not in counts_only} == {
             k: v for k, v in month.items() if k not in counts_only
