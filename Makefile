@@ -29,7 +29,7 @@ up:
 down:
 	bash deploy/stop.sh
 
-# test: the whole suite (unit + integration) against real services; the
+# test: the whole suite (unit, component on Redis, integration on Kafka and Redis) against real services; the
 # services are always stopped afterwards, and the recipe exits with pytest's
 # status (make reports it as "Error N" and itself exits 2). After a Ctrl-C,
 # run `make down`.

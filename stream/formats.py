@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -219,13 +220,17 @@ def exemption_from_json(record: Any) -> Exemption:
         ...                          "clause": "force-majeure"})
         >>> e.app_id is None, e.end_ms - e.start_ms
         (True, 3600000)
-        >>> exemption_from_json({"start": "2026-10-27T02:00:00", "end": "2026-10-27T03:00:00+08:00",
-        ...                      "clause": "force-majeure"})
-        Traceback (most recent call last):
-        stream.formats.InvalidExemption: exemption field 'start': time 2026-10-27T02:00:00 has no time zone
+        >>> try:
+        ...     exemption_from_json({"start": "2026-10-27T02:00:00", "end": "2026-10-27T03:00:00+08:00",
+        ...                          "clause": "force-majeure"})
+        ... except InvalidExemption as error:
+        ...     print(str(error)[:61])
+        exemption field 'start' must be a time with seconds and a UTC
     """
     if not isinstance(record, dict):
         raise InvalidExemption("an exemption must be a JSON object")
+    if "schema" in record and record["schema"] != EXEMPTION_SCHEMA:
+        raise InvalidExemption(f"exemption field 'schema' must be {EXEMPTION_SCHEMA!r} when given")
     app_id = record.get("app_id")
     if app_id is not None and (not isinstance(app_id, str) or not app_id):
         raise InvalidExemption("exemption field 'app_id' must be a non-empty string or null")
@@ -240,10 +245,16 @@ def exemption_from_json(record: Any) -> Exemption:
         raise InvalidExemption(str(error)) from None
 
 
+OFFSET_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+"""An exemption's ``start`` and ``end``: RFC 3339 (ISO 8601 with seconds and a UTC offset), as the schema says."""
+
+
 def _time_with_offset(record: Mapping[str, Any], name: str) -> int:
     value = record.get(name)
-    if not isinstance(value, str):
-        raise InvalidExemption(f"exemption field {name!r} must be an ISO 8601 time with offset")
+    if not isinstance(value, str) or not OFFSET_TIME.fullmatch(value):
+        raise InvalidExemption(
+            f"exemption field {name!r} must be a time with seconds and a UTC offset, like 2026-10-27T02:00:00+08:00"
+        )
     try:
         return instant_ms(value)
     except ValueError as error:
@@ -336,7 +347,8 @@ def month_summary(figures: Mapping[str, Any]) -> MonthSummary:
 
 
 def _money(amount: Decimal | None) -> str | None:
-    return None if amount is None else str(amount)
+    """A decimal string in plain notation (``1000.00``, never ``1E+3``)."""
+    return None if amount is None else format(amount, "f")
 
 
 def _period_json(period: Period, tz: ZoneInfo) -> dict[str, Any]:

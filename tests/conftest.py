@@ -34,3 +34,9 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
     keys = list(redis_client.scan_iter(match=prefix + "*"))
     if keys:
         redis_client.delete(*keys)
+
+
+collect_ignore_glob = ["*conftest.py"]
+"""No conftest (here or below) is collected for doctests: --doctest-modules would import each a second time
+under the one module name ``conftest``, which another folder's conftest may hold by then (pytest 9 fails on
+that). They are still loaded as conftests."""

@@ -1,7 +1,18 @@
-"""The live worker's parts that keep it exact under faults.
+"""The live worker: Faust agents counting Kafka's records into Redis, and the closer judging slots.
 
-``health`` (Redis outages, the worker's state), ``namespace`` (the marker and
-its generation, refusing a lost state), ``cursors`` (positions from Redis),
-``faust_positions`` and ``faust_isolation`` (the Faust internals they need,
-pinned), ``rebuild`` (recounting a lost state from the topics).
+``app`` wires the parts to Faust and nothing else; ``worker`` starts one.
+The path of a record: ``partitions`` (the consumer's input partitions,
+positioned from Redis) → ``ingest`` (parse, dead-letter, count one
+partition's batch atomically) → ``store`` (the Redis layout and its Lua
+steps). The path of a verdict: ``clock`` (stream time, idleness, watermark,
+the due rule) → ``closer`` (judge, commit in batches, publish the outbox) →
+``ledger`` (running service months); ``exemptions`` re-judges the slots an
+exemption touches.
+
+What keeps it exact under faults: ``health`` (Redis outages, the worker's
+state), ``namespace`` (the marker and its generation, refusing a lost
+state), ``cursors`` (positions from Redis), ``faust_positions`` and
+``faust_isolation`` (the Faust internals they need, pinned), ``rebuild``
+(recounting a lost state from the topics); ``fastpath`` trims Faust's
+per-record path. See docs/design.md and docs/reliability.md.
 """

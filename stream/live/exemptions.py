@@ -17,19 +17,18 @@ they enter one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from stream.config import Settings
 from stream.events import Rejected
 from stream.formats import DeadLetter, InvalidExemption, decode_exemption
 from stream.live.health import Health
+from stream.live.ingest import SendDeadLetter
 from stream.live.store import Store
 from stream.sla.exemptions import Exemption
 from stream.sla.slots import SLOT_MS
 
 log = logging.getLogger(__name__)
-
-SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 
 
 async def current_exemptions(store: Store, settings: Settings) -> tuple[Exemption, ...]:
@@ -63,7 +62,7 @@ class ExemptionFollower:
         """Record exemption ``key`` (a null ``value`` withdraws it), then have its old and new slots judged again."""
         store, health = self._store, self._health
         exemption_id = (key or b"").decode("utf-8", errors="replace")
-        previous = (await health.until_redis_answers(store.exemptions)).get(exemption_id)
+        previous = await health.until_redis_answers(lambda: store.exemption(exemption_id))
         touched = [previous] if previous else []
         if value is None:
             await health.until_redis_answers(lambda: store.put_exemption(exemption_id, None))

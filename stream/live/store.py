@@ -342,10 +342,10 @@ class StoredVerdict:
     clause: str
 
     @classmethod
-    def of(cls, judged: JudgedSlot, revision: int = 0) -> StoredVerdict:
+    def of(cls, judged: JudgedSlot) -> StoredVerdict:
         """What Redis keeps of a judged slot (revision 0 until the store assigns one)."""
         return cls(
-            revision=revision,
+            revision=0,
             counts=judged.verdict.counts,
             unavailable=judged.verdict.unavailable,
             exempt=judged.exempt,
@@ -724,6 +724,11 @@ class Store:
             pipe.hmget(self.keys.day(app_id, day), COUNT_FIELDS)
         rows = await pipe.execute()
         return SlotCounts(sum(int(r or 0) for r, _ in rows), sum(int(s or 0) for _, s in rows))
+
+    async def exemption(self, exemption_id: str) -> Exemption | None:
+        """The exemption recorded from the topic under ``exemption_id``, if any."""
+        raw = await self.redis.hget(self.keys.exemptions, exemption_id)
+        return None if raw is None else exemption_from_json(json.loads(raw))
 
     async def exemptions(self) -> dict[str, Exemption]:
         """The exemptions recorded from the topic, by exemption id (validated before they were stored)."""

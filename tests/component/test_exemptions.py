@@ -92,7 +92,7 @@ def test_an_invalid_exemption_is_dead_lettered_and_changes_nothing(live) -> None
             (8, b"exemptions:0:8"),
         ]
         assert "unknown exemption clause 'because-i-said-so'" in kit.dead_letters[0].rejected.reason
-        assert "no time zone" in kit.dead_letters[1].rejected.reason
+        assert "UTC offset" in kit.dead_letters[1].rejected.reason
         assert await kit.store.exemptions() == {}
         assert latest(kit, APP)["revision"] == 1
 

@@ -127,9 +127,17 @@ def test_money_as_a_float_is_refused_by_the_month_schema() -> None:
     assert problems("month", month)
 
 
+def test_money_is_written_in_plain_notation() -> None:
+    """A fee given as 1E+3 (config accepts "1e3") is written 1000, as the schema's pattern asks."""
+    march = calendar_month(2019, 3)
+    month = month_to_json(assess_month("a", march, {}, (), WorkingDayCalendar(), Decimal("1E+3")), TZ)
+    assert month["compensation"]["monthly_fee"] == "1000"
+    assert_valid("month", month)
+
+
 EXEMPTIONS_ACCEPTED = [
     {"start": "2026-10-27T02:00:00+08:00", "end": "2026-10-27T03:00:00+08:00", "clause": "force-majeure"},
-    {"app_id": None, "start": "2026-10-27T02:00:00Z", "end": "2026-10-27T03:00:00Z", "clause": "attack"},
+    {"app_id": None, "start": "2026-10-27T02:00:00Z", "end": "2026-10-27T03:00:00.250Z", "clause": "attack"},
     {
         "app_id": "1400000001",
         "start": "2026-10-27T02:00:00+08:00",
@@ -147,6 +155,17 @@ EXEMPTIONS_REFUSED = [
     {"app_id": 7, "start": "2026-10-27T02:00:00+08:00", "end": "2026-10-27T03:00:00+08:00", "clause": "attack"},
     {"start": "2026-10-27T02:00:00+08:00", "end": "2026-10-27T03:00:00+08:00", "clause": "attack", "note": 1},
     ["not", "an", "object"],
+    {"start": "2026-10-27T02:00:00+0800", "end": "2026-10-27T03:00:00+08:00", "clause": "attack"},
+    {"start": "2026-10-27 02:00:00+08:00", "end": "2026-10-27T03:00:00+08:00", "clause": "attack"},
+    {"start": "2026-10-27T02:00+08:00", "end": "2026-10-27T03:00:00+08:00", "clause": "attack"},
+    {"start": "2026-10-27T02:00:00+08", "end": "2026-10-27T03:00:00+08:00", "clause": "attack"},
+    {
+        "start": "2026-10-27T02:00:00+08:00",
+        "end": "2026-10-27T03:00:00+08:00",
+        "clause": "attack",
+        "schema": "sla-stream/exemption/2",
+    },
+    {"start": "2026-10-27T02:00:00+08:00", "end": "2026-10-27T03:00:00+08:00", "clause": "attack", "schema": 5},
 ]
 
 

@@ -1,4 +1,4 @@
-"""The topic plan (stream/topics.py) from the settings, and how an existing topic is judged against it."""
+"""The topic plan (stream/tools/topics.py) from the settings, and how an existing topic is judged against it."""
 
 from __future__ import annotations
 
