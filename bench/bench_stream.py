@@ -196,7 +196,9 @@ def run_worker(
     total = sum(records.values())
     with log.open("w") as output:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "--config", str(config)], stdout=output, stderr=output
+            [sys.executable, "-m", "stream.cli", "worker", "--config", str(config), "--metrics-port", "off"],
+            stdout=output,
+            stderr=output,
         )
     try:
         first = None

@@ -44,30 +44,12 @@ ours_or_other_answers() {
   fi
 }
 
-# install_redis: Debian's redis-server, without letting its postinst start
-# the packaged service (policy-rc.d 101 = "do not start", as in containers).
-install_redis() {
-  need_cmd apt-get "redis-server (Redis 7) with your system's package manager"
-  (( EUID == 0 )) || die "redis-server is missing; install it with: sudo apt-get install -y redis-server"
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  log "redis-server not installed: apt-get update && apt-get install redis-server"
-  mkdir -p "$STATE"
-  {
-    apt-get update -q &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server
-  } >"$STATE/apt.log" 2>&1 || { tail -n 20 "$STATE/apt.log" >&2; die "apt-get install redis-server failed"; }
-}
-
 ours_or_other_answers && exit 0
 port_open "$HOST" "$PORT" \
   && die "port $PORT is taken by something that does not answer as Redis; free it or set REDIS_URL"
 
 if ! command -v redis-server >/dev/null 2>&1; then
-  install_redis
+  apt_install "$STATE/apt.log" redis-server
   ours_or_other_answers && exit 0  # in case the package started its service
 fi
 

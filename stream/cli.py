@@ -16,7 +16,7 @@ from stream.arguments import calendar_month_argument
 from stream.config import ConfigError, load_settings
 from stream.formats import month_to_json
 from stream.kafka_security import redact
-from stream.live import rebuild, worker
+from stream.live import metrics, rebuild, worker
 from stream.sla.counting import SlotTally
 from stream.sla.months import calendar_month
 from stream.tools import producer, simulate, topics, watch
@@ -100,9 +100,16 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_address(text: str) -> tuple[str, int] | None:
+    try:
+        return metrics.metrics_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def run_worker(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    worker.run_worker(settings, loglevel=args.loglevel)
+    worker.run_worker(settings, loglevel=args.loglevel, metrics_at=args.metrics_port)
     return 0
 
 
@@ -152,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     wrk = commands.add_parser("worker", help="run a stream worker (run more in the same group to scale out)")
     wrk.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
     wrk.add_argument("--loglevel", choices=("debug", "info", "warning", "error"), default="info")
+    wrk.add_argument(
+        "--metrics-port",
+        type=_metrics_address,
+        default=metrics.DEFAULT_ADDRESS,
+        metavar="[HOST:]PORT",
+        help=f"serve Prometheus metrics at http://HOST:PORT/metrics (default {metrics.DEFAULT_ADDRESS}; 0/off: none)",
+    )
     wrk.set_defaults(run=run_worker)
 
     reb = commands.add_parser(

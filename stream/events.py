@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -203,6 +204,19 @@ def _decode_utf8(value: bytes) -> str:
         raise InvalidEvent(f"not UTF-8: {error.reason} (0x{value[error.start]:02x}) at byte {error.start}") from None
 
 
+REASON_CATEGORIES = ("encoding", "json", "shape", "missing_field", "bad_field", "time", "empty")
+"""What a dead letter's reason is about, in a few words that stay few: the ``reason`` label of the metrics."""
+
+_CATEGORY_OF_PREFIX = (
+    ("not UTF-8", "encoding"),
+    ("starts with a UTF-8 byte-order mark", "encoding"),
+    ("not valid JSON", "json"),
+    ("empty JSON array", "shape"),
+    ("record has no value", "empty"),
+    ("missing field", "missing_field"),
+)
+
+
 @dataclass(frozen=True)
 class Rejected:
     """A refused record, or one refused element of an array record, with the reason."""
@@ -210,6 +224,28 @@ class Rejected:
     reason: str
     payload: bytes
     """The record's bytes as received; for an array element, that element re-encoded as ASCII JSON."""
+
+    @property
+    def category(self) -> str:
+        """One of :data:`REASON_CATEGORIES`, for counting refusals by kind without a label per message.
+
+        Example:
+            >>> Rejected("element 3: missing field 'ts'", b"").category
+            'missing_field'
+            >>> Rejected("not UTF-8: looks like UTF-16; the contract is UTF-8", b"").category
+            'encoding'
+        """
+        reason = re.sub(r"^element \d+: ", "", self.reason)
+        for prefix, category in _CATEGORY_OF_PREFIX:
+            if reason.startswith(prefix):
+                return category
+        if " must be a JSON object" in reason:
+            return "shape"
+        if "absurd time" in reason or "epoch milliseconds" in reason:
+            return "time"
+        if "surrogate" in reason:
+            return "encoding"
+        return "bad_field"
 
 
 def parse_record(value: bytes | None, kind: EventKind, bounds: TimeBounds) -> tuple[list[Event], list[Rejected]]:

@@ -24,7 +24,11 @@ agent / timer          part it runs
 ``close_slots``        :class:`stream.live.closer.ClosingLeader` (leader only)
 ``report_idle``        :meth:`stream.live.partitions.InputPartitions.report_idle`
 ``log_ingest_totals``  :class:`stream.live.ingest.TotalsLog`
+``refresh_metrics``    :func:`stream.live.metrics.read_snapshot` into the ``/metrics`` collector
 =====================  ===============================================================
+
+With a metrics address, the worker serves ``/metrics`` (:mod:`stream.live.metrics`)
+on a thread of its own, with Faust's own sensors on the same registry.
 
 Run one with ``sla-stream worker``; run more in the same group to scale out.
 """
@@ -38,6 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from redis.exceptions import RedisError
 
 from stream.config import Settings
@@ -51,6 +56,7 @@ from stream.live.cursors import Cursors
 from stream.live.exemptions import ExemptionFollower
 from stream.live.health import Health, until_done
 from stream.live.ingest import Ingester, Record, TotalsLog
+from stream.live.metrics import REFRESH_INTERVAL_S, WorkerMetrics, read_snapshot
 from stream.live.namespace import NamespaceGuard
 from stream.live.partitions import InputPartitions
 from stream.live.store import Store, redis_client
@@ -69,12 +75,15 @@ def create_app(
     settings: Settings,
     input_partitions: dict[str, int],
     earlier_progress: str | None = None,
+    metrics_at: tuple[str, int] | None = None,
 ) -> faust.App:
     """A Faust app wired to ``settings``.
 
     ``input_partitions`` maps each input topic to its partition count;
     ``earlier_progress`` says what Kafka shows of earlier counting (None:
-    nothing), for a namespace found without its marker.
+    nothing), for a namespace found without its marker; ``metrics_at`` is
+    where to serve ``/metrics`` (None: nowhere). Raises ``OSError`` when that
+    address cannot be bound.
     """
     app = faust.App(
         settings.group,
@@ -123,6 +132,10 @@ def create_app(
     exemptions = ExemptionFollower(store, health, send_dead_letter)
     leader = ClosingLeader(Closer(store, settings, partitions.names, send_verdicts, timing), store, guard, health)
     totals = TotalsLog()
+    metrics = WorkerMetrics.create(settings, health, ingester.by_topic)
+    if metrics_at is not None:
+        metrics.serve(*metrics_at)
+        app.monitor = PrometheusMonitor(FaustMetrics.create(metrics.registry, "faust"))
 
     @app.on_partitions_assigned.connect
     async def forget_positions(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -159,7 +172,22 @@ def create_app(
 
     @app.timer(interval=timing.report_interval_s, on_leader=True)
     async def close_slots() -> None:
-        await leader.tick()
+        started = time.perf_counter()
+        result = await leader.tick()
+        if result is not None:
+            metrics.closer_ticked(result, time.perf_counter() - started)
+
+    @app.timer(interval=REFRESH_INTERVAL_S)
+    async def refresh_metrics() -> None:
+        if metrics_at is None or health.state == "paused":
+            return
+        try:
+            metrics.collector.snapshot = await read_snapshot(store, settings, partitions.names, int(time.time() * 1000))
+        except (RedisError, OSError) as error:
+            health.redis_failed(error)
+        except Exception:  # noqa: BLE001 - a timer that raises stops Faust; the next refresh tries again
+            log.exception("metrics snapshot failed")
+        metrics.pipeline.consumer_lag = partitions.lag
 
     @app.timer(interval=STATS_INTERVAL_S)
     async def log_ingest_totals() -> None:

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 from redis.exceptions import RedisError
 
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WorkerState = Literal["counting", "paused", "refusing", "rebuilding"]
+STATES: tuple[WorkerState, ...] = get_args(WorkerState)
+"""Every state a worker can be in, for the metrics' ``state`` label."""
 NamespaceCondition = Literal["ok", "lost", "rebuilding"]
 _STATE_OF_NAMESPACE: dict[NamespaceCondition, WorkerState] = {
     "ok": "counting",

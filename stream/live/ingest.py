@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -104,6 +104,8 @@ class IngestStats:
     """Partition batches skipped whole because Redis had applied them already (a redelivery)."""
     repositioned: int = 0
     """Times a partition was positioned at Redis's applied offset (assignments, Redis behind, rebuilds)."""
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    """Dead letters by :attr:`stream.events.Rejected.category`."""
 
     def __str__(self) -> str:
         return (
@@ -150,6 +152,9 @@ class Ingester:
         self._reseek = reseek
         self._day_of_slot: dict[int, str] = {}
         self.stats = IngestStats()
+        """This worker's totals since it started."""
+        self.by_topic: dict[str, IngestStats] = defaultdict(IngestStats)
+        """The same, per input topic (the metrics' ``topic`` label)."""
 
     def _day(self, slot_ms: int) -> str:
         day = self._day_of_slot.get(slot_ms)
@@ -207,7 +212,7 @@ class Ingester:
             if status in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED):
                 if self._cursors.get(tp) is cursor:  # not sought again meanwhile (a rebalance)
                     cursor.applied = result.applied_offset
-                self._tally(parsed, result)
+                self._tally(tp.rpartition(":")[0], parsed, result)
                 return
             if status in (ApplyStatus.BEHIND, ApplyStatus.ROLLED_BACK):
                 if status is ApplyStatus.BEHIND:
@@ -264,13 +269,14 @@ class Ingester:
                             failed = True
                         await backoff.wait()
 
-    def _tally(self, parsed: Sequence[ParsedRecord], result: ApplyResult) -> None:
-        stats = self.stats
-        if result.status is ApplyStatus.ALREADY_APPLIED:
-            stats.redelivered += 1
-            return
-        stats.records += len(parsed)
-        stats.dead_letters += sum(len(item.rejected) for item in parsed)
-        stats.counted += result.counted
-        stats.duplicates += result.duplicates
-        stats.late += result.late
+    def _tally(self, topic: str, parsed: Sequence[ParsedRecord], result: ApplyResult) -> None:
+        for stats in (self.stats, self.by_topic[topic]):
+            if result.status is ApplyStatus.ALREADY_APPLIED:
+                stats.redelivered += 1
+                continue
+            stats.records += len(parsed)
+            stats.dead_letters += sum(len(item.rejected) for item in parsed)
+            stats.dead_letter_reasons.update(r.category for item in parsed for r in item.rejected)
+            stats.counted += result.counted
+            stats.duplicates += result.duplicates
+            stats.late += result.late

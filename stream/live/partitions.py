@@ -70,6 +70,9 @@ class InputPartitions:
         self._counts = dict(counts)
         self._idle = idle
         self._clock = clock
+        self.lag: dict[tuple[str, int], int] = {}
+        """Records between the consumer's position and the last stable offset, per assigned input partition,
+        as of the last idle report."""
 
     @property
     def names(self) -> list[str]:
@@ -140,5 +143,10 @@ class InputPartitions:
                 position=positions[name],
                 stable_end=ends.get(tp),
             )
+        self.lag = {
+            (tp.topic, tp.partition): max(0, ends[tp] - positions[name])
+            for name, tp in assigned.items()
+            if ends.get(tp) is not None and positions[name] is not None
+        }
         idle, busy = self._idle.report(progress, int(self._clock() * 1000))
         await self._store.mark_idle(idle, busy)

@@ -49,6 +49,8 @@ Keys, all under one prefix (``sla:`` by default; tests use their own):
 ``exemptions``                 HASH exemption id → JSON, from the exemptions topic
 ``month:{app}:{first day}``    STRING the service month's figures as JSON (the month ledger)
 ``lock:closer``                STRING the closer's lease (a Redis lock), held while a tick runs
+``calls:{app}``                HASH requests, successes ever counted (the metrics' call counters)
+``outcomes:{app}``             HASH good, bad, exempt: slots by their first verdict; failed_calls in them
 =============================  =========================================================
 
 :class:`Keys` spells these names; nothing else builds them (the Lua scripts
@@ -152,6 +154,7 @@ while i <= #ARGV do
     counted = counted + added
     redis.call('HINCRBY', p .. 'slot:' .. sk, field, added)
     redis.call('HINCRBY', p .. 'day:' .. app .. ':' .. day, field, added)
+    redis.call('HINCRBY', p .. 'calls:' .. app, field, added)
     if redis.call('EXISTS', p .. 'verdict:' .. sk) == 1 then
       late = late + added
       redis.call('HINCRBY', p .. 'slot:' .. sk, 'late_' .. field, added)
@@ -216,6 +219,15 @@ for i = 0, n - 1 do
       redis.call('HSET', p .. 'lastclosed', app, slot)
     end
     if message_value ~= '' then
+      if revision == 0 then
+        local outcome = 'good'
+        if unavailable == '1' then
+          outcome = exempt == '1' and 'exempt' or 'bad'
+        end
+        local failed = math.max(0, tonumber(requests) - tonumber(successes))
+        redis.call('HINCRBY', p .. 'outcomes:' .. app, outcome, 1)
+        redis.call('HINCRBY', p .. 'outcomes:' .. app, 'failed_calls', failed)
+      end
       revision = revision + 1
       redis.call('HSET', vkey, 'revision', revision, 'requests', requests, 'successes', successes,
                  'unavailable', unavailable, 'exempt', exempt, 'data_quality', data_quality, 'clause', clause)
@@ -364,6 +376,25 @@ class StoredVerdict:
         )
 
 
+@dataclass(frozen=True)
+class AppCounters:
+    """An app's counters in Redis: they only grow (a rebuild starts them again, under a new generation).
+
+    Slots are counted by their first verdict (revision 1): a slot later
+    exempted, or changed by a late event, stays where it was first counted;
+    the month's figures (availability, budget) follow every revision instead.
+    ``failed_calls`` are the requests without a success in those slots at
+    their first verdict.
+    """
+
+    requests: int
+    successes: int
+    good_slots: int
+    bad_slots: int
+    exempt_slots: int
+    failed_calls: int
+
+
 @dataclass(frozen=True, order=True)
 class LedgerDue:
     """A month ledger to recompute: the app's service months in calendar month ``year-month``."""
@@ -473,6 +504,12 @@ class Keys:
 
     def month(self, app_id: str, first_day: date) -> str:
         return self._name("month", app_id, first_day.isoformat())
+
+    def calls(self, app_id: str) -> str:
+        return self._name("calls", app_id)
+
+    def outcomes(self, app_id: str) -> str:
+        return self._name("outcomes", app_id)
 
     def pattern(self, kind: str) -> str:
         """A SCAN pattern for every key of a per-slot ``kind`` (``slot``, ``verdict``)."""
@@ -750,6 +787,26 @@ class Store:
     async def month(self, app_id: str, first_day: date) -> dict[str, Any] | None:
         raw = await self.redis.get(self.keys.month(app_id, first_day))
         return None if raw is None else json.loads(raw)
+
+    async def app_counters(self, app_ids: Sequence[str]) -> dict[str, AppCounters]:
+        """Each app's counters since its state began: calls counted, and slots by their first verdict."""
+        pipe = self.redis.pipeline(transaction=False)
+        for app_id in app_ids:
+            pipe.hgetall(self.keys.calls(app_id))
+            pipe.hgetall(self.keys.outcomes(app_id))
+        raw = await pipe.execute()
+        counters = {}
+        for i, app_id in enumerate(app_ids):
+            calls, outcomes = raw[2 * i], raw[2 * i + 1]
+            counters[app_id] = AppCounters(
+                requests=int(calls.get("requests", 0)),
+                successes=int(calls.get("successes", 0)),
+                good_slots=int(outcomes.get("good", 0)),
+                bad_slots=int(outcomes.get("bad", 0)),
+                exempt_slots=int(outcomes.get("exempt", 0)),
+                failed_calls=int(outcomes.get("failed_calls", 0)),
+            )
+        return counters
 
     def closer_lease(self, timeout_s: float) -> Lock:
         """The closer's lease: one closer tick at a time, whichever worker leads (not acquired yet)."""

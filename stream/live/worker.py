@@ -137,8 +137,11 @@ def _exit_after(seconds: float) -> None:
     timer.start()
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Run one worker until it is stopped (SIGINT/SIGTERM stop it, within ``STOP_GRACE_S``)."""
+def run_worker(settings: Settings, loglevel: str = "info", metrics_at: tuple[str, int] | None = None) -> None:
+    """Run one worker until it is stopped (SIGINT/SIGTERM stop it, within ``STOP_GRACE_S``).
+
+    ``metrics_at`` is where to serve ``/metrics`` (None: nowhere).
+    """
     problems = check_topics(settings)
     if problems:
         raise WorkerStartError(
@@ -152,6 +155,13 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     except KafkaError as error:
         raise WorkerStartError(redact(f"cannot read the consumer group and topics from Kafka: {error}")) from None
     fastpath.install()
-    app = create_app(settings, partitions, earlier_progress=progress)
+    try:
+        app = create_app(settings, partitions, earlier_progress=progress, metrics_at=metrics_at)
+    except OSError as error:
+        host, port = metrics_at or ("", 0)
+        raise WorkerStartError(
+            f"cannot serve metrics on {host}:{port} ({error.strerror or error}); another worker on this machine? "
+            "give each its own --metrics-port, or --metrics-port off"
+        ) from None
     logging.getLogger("stream").setLevel(loglevel.upper())
     BoundedStopWorker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

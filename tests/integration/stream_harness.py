@@ -264,12 +264,14 @@ class WorkerProcess:
     def __init__(self, name: str, config: Path, cwd: Path, log: Path, redis_url: str | None = None) -> None:
         self.name = name
         self.log = log
+        self.metrics_port = free_port()
+        """Each worker serves /metrics on a port of its own (the default 9464 would clash between workers)."""
         env = {**os.environ, **WORKER_ENV, **({"REDIS_URL": redis_url} if redis_url else {})}
         with log.open("ab") as out:
             out.write(f"--- start {name} at {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                [*SLA_STREAM, "worker", "--config", str(config)],
+                [*SLA_STREAM, "worker", "--config", str(config), "--metrics-port", f"127.0.0.1:{self.metrics_port}"],
                 cwd=cwd,  # Faust writes its data directory in the working directory
                 env=env,
                 stdout=out,

@@ -245,7 +245,7 @@ def test_a_wrong_password_is_one_line_naming_the_listener(secured_kafka: Service
     port, security = listener_security("sasl-plaintext-scram-sha-256", certs)
     config = write_settings(tmp_path, f"{HOST}:{port}", security)
     wrong = environment(password=WRONG_PASSWORD)
-    for argv in (["topics"], ["simulate", *PERIOD, "--kafka"], ["worker"]):
+    for argv in (["topics"], ["simulate", *PERIOD, "--kafka"], ["worker", "--metrics-port", "off"]):
         run = sla_stream(*argv, "--config", config, env=wrong, cwd=tmp_path)
         line = run.one_line_error()
         assert line.startswith(f"sla-stream: Kafka at {HOST}:{SASL_PORT} refused sla-stream"), line
@@ -316,7 +316,7 @@ def test_a_worker_counts_through_the_sasl_listener(
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         worker = subprocess.Popen(
-            [*SLA_STREAM, "worker", "--config", str(config)],
+            [*SLA_STREAM, "worker", "--config", str(config), "--metrics-port", "off"],
             cwd=tmp_path,
             env=env,
             stdout=out,

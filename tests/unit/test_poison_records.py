@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from stream.events import (
     MAX_TEXT_CHARS,
+    REASON_CATEGORIES,
     Event,
     InvalidEvent,
     Rejected,
@@ -448,3 +449,29 @@ def test_any_json_is_parsed_or_refused_and_valid_events_survive_beside_poison(
     event_class = RequestEvent if kind == "request" else SuccessEvent
     kept = iter(events)
     assert all(event_class(**event) in kept for event in valid)  # every valid one, in order
+
+
+CATEGORIES = [
+    ("encoding", '{"a": 1}'.encode("utf-16")),
+    ("encoding", b"\xef\xbb\xbf" + encoded(REQUEST)),
+    ("encoding", b'{"event_id": "\xff"}'),
+    ("encoding", encoded({**REQUEST, "room_id": "\ud800"}).replace(b"\\\\ud800", b"\\ud800")),
+    ("json", b"{not json"),
+    ("json", b'{"ts": NaN}'),
+    ("shape", b"[]"),
+    ("shape", b'"a string"'),
+    ("empty", None),
+    ("missing_field", encoded({k: v for k, v in REQUEST.items() if k != "ts"})),
+    ("bad_field", encoded({**REQUEST, "room_id": 7})),
+    ("bad_field", encoded({**REQUEST, "room_id": "x" * 1000})),
+    ("time", encoded({**REQUEST, "ts": 5})),
+    ("time", encoded({**REQUEST, "ts": "yesterday"})),
+]
+
+
+@pytest.mark.parametrize(("category", "value"), CATEGORIES)
+def test_every_refusal_falls_in_a_named_category(category: str, value: bytes | None) -> None:
+    """The ``reason`` label of the dead-letter metric: a few categories, whatever the message says."""
+    rejected = refusal(value)
+    assert rejected.category == category, rejected.reason
+    assert category in REASON_CATEGORIES

@@ -1,0 +1,372 @@
+"""What a worker tells Prometheus: each app's running month and budget, and the pipeline's health (docs/metrics.md).
+
+Two kinds of series, read two ways:
+
+* **App series** (``sla_month_*``, ``sla_open_slot_*``, ``sla_slots_closed_total``,
+  ``sla_calls_*``, ``sla_watermark_*``) come from Redis, through the pure
+  core: every worker reads the whole job's state, not its own partitions, so
+  **every worker exports the same values**. Rules and dashboards take
+  ``max by (app)`` over workers: a failover or a rebalance moves nothing, and
+  nothing is counted twice. Their counters live in Redis (they survive a
+  worker's restart, and start again only with a rebuild).
+* **Worker series** (``sla_records_total``, ``sla_dead_letters_total``,
+  ``sla_consumer_lag_records``, ``sla_closer_tick_seconds``,
+  ``sla_worker_state``...) are this process's own: sum them over workers.
+
+A scrape never waits on Redis: :class:`MetricsSnapshot` reads Redis on the
+worker's timer (:meth:`MetricsSnapshot.refresh`), and :class:`SlaCollector`
+turns the last snapshot and the in-process counters into metric families
+when Prometheus asks. ``sla_snapshot_timestamp_seconds`` says how fresh the
+app series are (a Redis outage freezes them, visibly).
+
+Label values stay bounded: ``app``, ``topic``, ``partition``, ``reason`` (one of
+:data:`stream.events.REASON_CATEGORIES`), ``outcome``, ``state``; never a
+room, user, slot or month.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from importlib.metadata import version
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from stream.config import Settings
+from stream.live.clock import ClockTiming
+from stream.live.closer import TickResult
+from stream.live.exemptions import current_exemptions
+from stream.live.health import STATES, Health
+from stream.live.ingest import IngestStats
+from stream.live.ledger import assess_live_month
+from stream.live.store import AppCounters, Store
+from stream.sla.assessment import MonthAssessment
+from stream.sla.slots import local_date
+from stream.sla.verdict import SlotCounts
+
+REFRESH_INTERVAL_S = 5.0
+"""How often a worker reads the app series from Redis: well inside a 15 s scrape interval."""
+
+DEFAULT_ADDRESS = "127.0.0.1:9464"
+
+
+def metrics_address(text: str) -> tuple[str, int] | None:
+    """``[HOST:]PORT`` as ``(host, port)``; ``0`` or ``off`` turns the endpoint off (None).
+
+    Example:
+        >>> metrics_address("9465"), metrics_address("0.0.0.0:9464"), metrics_address("off")
+        (('127.0.0.1', 9465), ('0.0.0.0', 9464), None)
+    """
+    if text.strip().lower() in ("0", "off"):
+        return None
+    host, _, port = text.strip().rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not [HOST:]PORT (a port from 1 to 65535), or 0 / off")
+    return host or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
+class OpenSlot:
+    """An app's newest open slot: its start and what it has counted so far."""
+
+    start_ms: int
+    counts: SlotCounts
+
+
+@dataclass(frozen=True)
+class AppSnapshot:
+    """One app's figures at a refresh."""
+
+    month: MonthAssessment | None
+    """The service month running now (None: no subscription covers today)."""
+    open_slot: OpenSlot | None
+    counters: AppCounters
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The app series as read from Redis at ``taken_ms``."""
+
+    taken_ms: int
+    apps: Mapping[str, AppSnapshot]
+    watermark_ms: int | None
+
+
+async def read_snapshot(store: Store, settings: Settings, input_tps: Sequence[str], now_ms: int) -> Snapshot:
+    """Every app's running month (assessed by :func:`stream.sla.assessment.assess_month`), open slot and counters."""
+    tz = settings.policy.timezone
+    today = local_date(now_ms, tz)
+    apps = sorted(await store.apps())
+    exemptions = await current_exemptions(store, settings)
+    newest_open: dict[str, int] = {}
+    for app_id, slot_ms in await store.open_slots():
+        newest_open[app_id] = max(slot_ms, newest_open.get(app_id, slot_ms))
+    open_counts = dict(zip(newest_open, await store.slot_counts(list(newest_open.items())), strict=True))
+    counters = await store.app_counters(apps)
+    snapshots = {}
+    for app_id in apps:
+        months = await assess_live_month(store, settings, app_id, today.year, today.month, exemptions)
+        running = next((m for m in months if m.month.first_day <= today <= m.month.last_day), None)
+        slot_ms = newest_open.get(app_id)
+        open_slot = None if slot_ms is None else OpenSlot(slot_ms, open_counts[app_id])
+        snapshots[app_id] = AppSnapshot(running, open_slot, counters[app_id])
+    watermark = ClockTiming.of(settings).watermark(await store.partition_states(input_tps), now_ms)
+    return Snapshot(now_ms, snapshots, watermark)
+
+
+@dataclass
+class PipelineCounts:
+    """This worker's own pipeline figures, kept in process, read at each scrape."""
+
+    ingest: Mapping[str, IngestStats]
+    """Per input topic (the ingester's ``by_topic``)."""
+    verdicts_first: int = 0
+    """Slots this worker's closer closed (revision 1)."""
+    verdicts_revised: int = 0
+    """Later revisions this worker's closer published."""
+    consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Records between this worker's position and the last stable offset, per assigned input partition."""
+
+
+def _ratio(value: Fraction | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+class SlaCollector(Collector):
+    """Builds every ``sla_*`` family from the last snapshot and the in-process counts, at scrape time."""
+
+    def __init__(
+        self, settings: Settings, health: Health, pipeline: PipelineCounts, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        self.snapshot: Snapshot | None = None
+        self._settings = settings
+        self._health = health
+        self._pipeline = pipeline
+        self._wall_clock = wall_clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
+        yield from self._info()
+        yield from self._worker()
+        if self.snapshot is not None:
+            yield from self._apps(self.snapshot)
+
+    def _info(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
+        policy = self._settings.policy
+        yield InfoMetricFamily(
+            "sla",
+            "sla-stream's version and the settings its figures rest on",
+            value={
+                "version": version("sla-stream"),
+                "timezone": policy.timezone.key,
+                "slot_success_min": str(policy.slot_success_min),
+                "availability_target": str(policy.availability_target),
+                "group": self._settings.group,
+            },
+        )
+        yield GaugeMetricFamily(
+            "sla_availability_target_ratio",
+            "The month's availability target (0.999)",
+            float(policy.availability_target),
+        )
+        yield GaugeMetricFamily(
+            "sla_slot_success_min_ratio",
+            "A slot below this success ratio is unavailable (0.99)",
+            float(policy.slot_success_min),
+        )
+
+    def _worker(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        state = GaugeMetricFamily("sla_worker_state", "1 for the state this worker is in", labels=["state"])
+        for name in STATES:
+            state.add_metric([name], 1.0 if self._health.state == name else 0.0)
+        yield state
+        ingest = self._pipeline.ingest
+        families = {
+            "records": ("sla_records", "Input records this worker counted or dead-lettered"),
+            "counted": ("sla_events_counted", "Events this worker counted into slots (distinct ids)"),
+            "duplicates": ("sla_duplicates", "Events dropped as duplicates of an id already counted"),
+            "late": ("sla_late_events", "Events counted into a slot that had closed (a new revision follows)"),
+            "redelivered": ("sla_redelivered_batches", "Partition batches skipped as already applied (redelivery)"),
+        }
+        for attribute, (name, text) in families.items():
+            family = CounterMetricFamily(name, text, labels=["topic"])
+            for topic, stats in sorted(ingest.items()):
+                family.add_metric([topic], getattr(stats, attribute))
+            yield family
+        letters = CounterMetricFamily(
+            "sla_dead_letters", "Records or array elements sent to the dead-letter topic", labels=["topic", "reason"]
+        )
+        for topic, stats in sorted(ingest.items()):
+            for reason, count in sorted(stats.dead_letter_reasons.items()):
+                letters.add_metric([topic, reason], count)
+        yield letters
+        verdicts = CounterMetricFamily(
+            "sla_verdicts_published", "Verdicts this worker's closer published", labels=["kind"]
+        )
+        verdicts.add_metric(["first"], self._pipeline.verdicts_first)
+        verdicts.add_metric(["revision"], self._pipeline.verdicts_revised)
+        yield verdicts
+        lag = GaugeMetricFamily(
+            "sla_consumer_lag_records",
+            "Records of an assigned input partition not yet read",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), records in sorted(self._pipeline.consumer_lag.items()):
+            lag.add_metric([topic, str(partition)], records)
+        yield lag
+
+    def _apps(self, snapshot: Snapshot) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        now_s = self._wall_clock()
+        yield GaugeMetricFamily(
+            "sla_snapshot_timestamp_seconds", "When the app series were last read from Redis", snapshot.taken_ms / 1000
+        )
+        if snapshot.watermark_ms is not None:
+            yield GaugeMetricFamily(
+                "sla_watermark_timestamp_seconds", "The job's event-time watermark", snapshot.watermark_ms / 1000
+            )
+            yield GaugeMetricFamily(
+                "sla_watermark_lag_seconds",
+                "How far the watermark is behind the wall clock",
+                now_s - snapshot.watermark_ms / 1000,
+            )
+        month_families = _MonthFamilies()
+        counters = _CounterFamilies()
+        opened = _OpenSlotFamilies()
+        for app_id, app in sorted(snapshot.apps.items()):
+            if app.month is not None:
+                month_families.add(app_id, app.month, self._settings)
+            if app.open_slot is not None:
+                opened.add(app_id, app.open_slot)
+            counters.add(app_id, app.counters)
+        yield from month_families.families()
+        yield from opened.families()
+        yield from counters.families()
+
+
+class _MonthFamilies:
+    """The ``sla_month_*`` gauges, one sample per app."""
+
+    def __init__(self) -> None:
+        def gauge(name: str, text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, text, labels=["app"])
+
+        self.availability = gauge(
+            "sla_month_availability_ratio", "Running service month's availability (whole month's minutes)"
+        )
+        self.meets = gauge("sla_month_meets_target", "1 while the month is at or above the target, compared exactly")
+        self.unavailable = gauge("sla_month_unavailable_slots", "Unavailable slots counting against the month")
+        self.exempt = gauge("sla_month_exempt_slots", "Slots unavailable by counts but exempt")
+        self.allowed = gauge(
+            "sla_month_budget_allowed_slots", "Unavailable slots the month may have and still meet the target"
+        )
+        self.used = gauge("sla_month_budget_used_slots", "Unavailable slots used of the budget")
+        self.remaining = gauge("sla_month_budget_remaining_slots", "Budget left; negative once the month is breached")
+        self.voucher = gauge(
+            "sla_month_voucher_ratio", "Share of the month's fee owed if the month ended now (0, 0.1, 0.2, 0.5)"
+        )
+        self.start = gauge("sla_month_start_timestamp_seconds", "The service month's first instant")
+        self.end = gauge("sla_month_end_timestamp_seconds", "The instant after the service month's last")
+
+    def add(self, app_id: str, month: MonthAssessment, settings: Settings) -> None:
+        start_ms, end_ms = month.month.span_ms(settings.policy.timezone)
+        self.availability.add_metric([app_id], _ratio(month.availability))
+        self.meets.add_metric([app_id], 1.0 if month.meets_sla else 0.0)
+        self.unavailable.add_metric([app_id], len(month.unavailable))
+        self.exempt.add_metric([app_id], len(month.exempt))
+        self.allowed.add_metric([app_id], month.budget.slots_allowed)
+        self.used.add_metric([app_id], month.budget.slots_used)
+        self.remaining.add_metric([app_id], month.budget.slots_left)
+        self.voucher.add_metric([app_id], month.compensation_percent / 100)
+        self.start.add_metric([app_id], start_ms / 1000)
+        self.end.add_metric([app_id], end_ms / 1000)
+
+    def families(self) -> Iterator[GaugeMetricFamily]:
+        yield from vars(self).values()
+
+
+class _OpenSlotFamilies:
+    """The newest open slot of each app: the early warning before it closes."""
+
+    def __init__(self) -> None:
+        self.requests = GaugeMetricFamily(
+            "sla_open_slot_requests", "Requests counted so far in the newest open slot", labels=["app"]
+        )
+        self.ratio = GaugeMetricFamily(
+            "sla_open_slot_success_ratio", "Success ratio so far in the newest open slot (capped at 1)", labels=["app"]
+        )
+        self.start = GaugeMetricFamily(
+            "sla_open_slot_start_timestamp_seconds", "The newest open slot's start", labels=["app"]
+        )
+
+    def add(self, app_id: str, slot: OpenSlot) -> None:
+        requests, successes = slot.counts.requests, slot.counts.successes
+        self.requests.add_metric([app_id], requests)
+        self.ratio.add_metric([app_id], min(1.0, successes / requests) if requests else float("nan"))
+        self.start.add_metric([app_id], slot.start_ms / 1000)
+
+    def families(self) -> Iterator[GaugeMetricFamily]:
+        yield from vars(self).values()
+
+
+class _CounterFamilies:
+    """The app counters kept in Redis."""
+
+    def __init__(self) -> None:
+        self.slots = CounterMetricFamily(
+            "sla_slots_closed",
+            "Slots closed, by their first verdict: good, bad (unavailable) or exempt",
+            labels=["app", "outcome"],
+        )
+        self.calls = CounterMetricFamily("sla_calls", "Room-entry requests counted", labels=["app"])
+        self.successes = CounterMetricFamily("sla_call_successes", "Room-entry successes counted", labels=["app"])
+        self.failed = CounterMetricFamily(
+            "sla_calls_failed", "Requests without a success in their slot when it closed", labels=["app"]
+        )
+
+    def add(self, app_id: str, counters: AppCounters) -> None:
+        self.slots.add_metric([app_id, "good"], counters.good_slots)
+        self.slots.add_metric([app_id, "bad"], counters.bad_slots)
+        self.slots.add_metric([app_id, "exempt"], counters.exempt_slots)
+        self.calls.add_metric([app_id], counters.requests)
+        self.successes.add_metric([app_id], counters.successes)
+        self.failed.add_metric([app_id], counters.failed_calls)
+
+    def families(self) -> Iterator[CounterMetricFamily]:
+        yield from vars(self).values()
+
+
+@dataclass
+class WorkerMetrics:
+    """Everything one worker exports, on a registry of its own (served by :meth:`serve`)."""
+
+    registry: CollectorRegistry
+    collector: SlaCollector
+    pipeline: PipelineCounts
+    tick_seconds: Histogram
+
+    @classmethod
+    def create(cls, settings: Settings, health: Health, ingest: Mapping[str, IngestStats]) -> WorkerMetrics:
+        registry = CollectorRegistry(auto_describe=False)
+        pipeline = PipelineCounts(ingest)
+        collector = SlaCollector(settings, health, pipeline)
+        registry.register(collector)
+        tick = Histogram(
+            "sla_closer_tick_seconds",
+            "How long one closer tick took (closing, publishing, ledgers)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        return cls(registry, collector, pipeline, tick)
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics`` on ``host:port`` from a thread of its own (a scrape never waits on the event loop)."""
+        start_http_server(port, host, self.registry)
+
+    def closer_ticked(self, result: TickResult, seconds: float) -> None:
+        """Count what one tick of this worker's closer did, and how long it took."""
+        self.tick_seconds.observe(seconds)
+        self.pipeline.verdicts_first += result.closed
+        self.pipeline.verdicts_revised += result.revised
