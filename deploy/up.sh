@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Start Kafka and Redis side by side and wait for both (`make up`).
+# Start Kafka and Redis side by side and wait for both (`make up`); install
+# Prometheus and Alertmanager meanwhile (deploy/prometheus.sh: the tests start
+# their own instances of them).
 #
 #   deploy/up.sh
 #
@@ -15,9 +17,12 @@ bash "$ROOT/deploy/kafka.sh" &
 kafka_job=$!
 bash "$ROOT/deploy/redis.sh" &
 redis_job=$!
+bash "$ROOT/deploy/prometheus.sh" &
+prometheus_job=$!
 
 status=0
 wait "$kafka_job" || status=1
 wait "$redis_job" || status=1
+wait "$prometheus_job" || status=1
 (( status == 0 )) || die "not all services came up (see the messages above)"
-log "Kafka and Redis up after $((SECONDS - started))s"
+log "Kafka and Redis up, Prometheus and Alertmanager installed, after $((SECONDS - started))s"
