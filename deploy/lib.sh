@@ -92,24 +92,31 @@ stop_pidfile() {
 # apt_install LOG PACKAGE...: install Debian packages without letting their
 # postinst start a packaged service (policy-rc.d 101 = "do not start", as in
 # containers); the apt output goes to LOG, its tail to stderr on failure.
+# Installs from several deploy scripts running at once (make up) take turns
+# on a lock: dpkg allows one at a time.
 apt_install() {
   local apt_log="$1"
   shift
   need_cmd apt-get "$* with your system's package manager"
   (( EUID == 0 )) || die "$* missing; install with: sudo apt-get install -y $*"
-  local made_policy=""
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    made_policy=1
-  fi
+  mkdir -p "$RUN_DIR" "$(dirname "$apt_log")"
   log "installing $*: apt-get update && apt-get install $*"
-  mkdir -p "$(dirname "$apt_log")"
   local status=0
-  {
-    apt-get update -q &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
-  } >"$apt_log" 2>&1 || status=$?
-  [[ -n "$made_policy" ]] && rm -f /usr/sbin/policy-rc.d
+  (
+    flock 9
+    made_policy=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod +x /usr/sbin/policy-rc.d
+      made_policy=1
+    fi
+    result=0
+    {
+      apt-get update -q &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+    } >"$apt_log" 2>&1 || result=$?
+    [[ -n "$made_policy" ]] && rm -f /usr/sbin/policy-rc.d
+    exit "$result"
+  ) 9>"$RUN_DIR/apt.lock" || status=$?
   (( status == 0 )) || { tail -n 20 "$apt_log" >&2; die "apt-get install $* failed"; }
 }
