@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 SLA    := $(VENV)/bin/sla-stream
 STAMP  := $(VENV)/.stamp-pyproject
 
-.PHONY: venv up down test demo report-demo bench lint clean
+.PHONY: venv up down test demo report-demo bench lint clean dashboard
 
 # venv: .venv with the package (editable) and its test extras; reinstalled
 # only when pyproject.toml is newer than the stamp.
@@ -71,3 +71,7 @@ lint: venv
 # downloaded Kafka jars in .cache/ are kept.
 clean: down
 	rm -rf .run $(STAMP)
+
+# dashboard: rebuild deploy/grafana/sla-stream.json from deploy/grafana/build_dashboard.py.
+dashboard: venv
+	$(PY) deploy/grafana/build_dashboard.py

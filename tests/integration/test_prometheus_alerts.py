@@ -22,6 +22,7 @@ import json
 import time
 
 import pytest
+from dashboard_queries import panel_queries
 from prometheus_stack import PrometheusStack, Webhook
 from stream_harness import OutRecord, batched_records, simulated_traffic
 
@@ -36,6 +37,28 @@ INCIDENT_SLOTS = 10
 def sample(stack: PrometheusStack, promql: str) -> float | None:
     result = stack.query(promql)
     return float(result[0]["value"][1]) if result else None
+
+
+MAIN_PANELS = {
+    "Month availability (lines at 99.9%, 99.5%, 99%)",
+    "Budget used of allowed",
+    "Voucher if the month ended now",
+    "Budget burn-down against the ideal",
+    "Apps by budget left",
+    "Firing alerts",
+    "Open slot so far",
+}
+
+
+def check_dashboard(stack: PrometheusStack) -> None:
+    """Every query of the dashboard parses on the real Prometheus; the main panels show the incident's app."""
+    queries = panel_queries()
+    assert {q.panel for q in queries} >= MAIN_PANELS
+    for q in queries:
+        result = stack.query(q.expr)  # raises with Prometheus's error if it does not parse
+        if q.panel in MAIN_PANELS:
+            apps = {series["metric"].get("app") for series in result}
+            assert DOWN in apps, f"{q.panel} ({q.ref}): {q.expr} returned {result}"
 
 
 def test_prometheus_sees_the_ledger_and_alerts_fire_then_resolve(stream_deployment, tmp_path) -> None:
@@ -104,6 +127,7 @@ def test_prometheus_sees_the_ledger_and_alerts_fire_then_resolve(stream_deployme
         )
         assert not {key for key in stack.firing() if key[1] == CALM}, "the calm app must not alert"
         assert float(stack.firing()[("SlaMonthBreached", DOWN)]["value"]) == 0.1
+        check_dashboard(stack)
 
         def notified(status: str) -> set[tuple[str, str]]:
             return {(a["labels"]["alertname"], a["labels"].get("app", "")) for a in webhook.alerts(status)}
