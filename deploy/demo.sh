@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The live demo (`make demo`): Kafka, Redis, one worker and the simulator, with
-# an incident a few minutes in, watched live in the terminal. Ctrl-C stops it
-# all. Time is accelerated: two hours of traffic for three apps are replayed
-# 30 times faster than real time, ending at the present, so slots close every
-# 10 seconds and the incident (app 1400000002, 15 minutes at 80% success,
-# 40 minutes into the period) shows after about 80 seconds.
+# an incident a few minutes in, watched live in the terminal, and Prometheus
+# (http://127.0.0.1:9090/alerts) with Alertmanager (http://127.0.0.1:9095; Kafka's controller has 9093)
+# evaluating sla-stream's rules on the worker's metrics. Ctrl-C stops it all.
+# Time is accelerated: two hours of traffic for three apps are replayed 30
+# times faster than real time, ending at the present, so slots close every 10
+# seconds and the incident (app 1400000002, 25 minutes at 80% success, 40
+# minutes into the period) shows after about 80 seconds; its five bad slots
+# spend half the month's budget, and SlaBudgetHalfUsed and SlaFastBurn1h fire.
 #
 #   deploy/demo.sh                 run until Ctrl-C
 #   DEMO_SECONDS=150 deploy/demo.sh  stop by itself after 150 s (for unattended runs)
@@ -47,12 +50,23 @@ trap stop_all INT TERM EXIT
 } >"$CONFIG"
 
 bash "$ROOT/deploy/up.sh"
+for port in 9090 9095 9464; do
+  port_open 127.0.0.1 "$port" && die "port $port is taken (Prometheus, Alertmanager or a worker's metrics): free it first"
+done
 "$SLA" topics --config "$CONFIG" >"$DEMO_DIR/topics.log"
 "$SLA" worker --config "$CONFIG" >"$DEMO_DIR/worker.log" 2>&1 &
 pids+=($!)
-"$SLA" simulate --kafka --config "$CONFIG" --apps 3 --duration 2h --speed 30 --batch 20 \
-  --peak-per-minute 120 --seed 7 --incident "+40m,15m,0.8,1400000002" >"$DEMO_DIR/simulate.log" 2>&1 &
+prometheus-alertmanager --config.file="$ROOT/deploy/prometheus/alertmanager-demo.yml" \
+  --storage.path="$DEMO_DIR/alertmanager" --web.listen-address=127.0.0.1:9095 --cluster.listen-address= \
+  >"$DEMO_DIR/alertmanager.log" 2>&1 &
 pids+=($!)
+prometheus --config.file="$ROOT/deploy/prometheus/demo.yml" --storage.tsdb.path="$DEMO_DIR/prometheus" \
+  --web.listen-address=127.0.0.1:9090 >"$DEMO_DIR/prometheus.log" 2>&1 &
+pids+=($!)
+"$SLA" simulate --kafka --config "$CONFIG" --apps 3 --duration 2h --speed 30 --batch 20 \
+  --peak-per-minute 120 --seed 7 --incident "+40m,25m,0.8,1400000002" >"$DEMO_DIR/simulate.log" 2>&1 &
+pids+=($!)
+log "alerts: http://127.0.0.1:9090/alerts (Prometheus), http://127.0.0.1:9095 (Alertmanager); metrics: http://127.0.0.1:9464/metrics"
 
 if [[ -n "${DEMO_SECONDS:-}" ]]; then
   timeout "$DEMO_SECONDS" "$SLA" watch --config "$CONFIG" || true

@@ -263,7 +263,7 @@ class _MonthFamilies:
             "sla_month_budget_allowed_slots", "Unavailable slots the month may have and still meet the target"
         )
         self.used = gauge("sla_month_budget_used_slots", "Unavailable slots used of the budget")
-        self.remaining = gauge("sla_month_budget_remaining_slots", "Budget left; negative once the month is breached")
+        self.remaining = gauge("sla_month_budget_remaining_slots", "Budget left, never below 0")
         self.voucher = gauge(
             "sla_month_voucher_ratio", "Share of the month's fee owed if the month ended now (0, 0.1, 0.2, 0.5)"
         )

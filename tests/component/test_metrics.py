@@ -1,0 +1,110 @@
+"""What a worker exports, read through the exposition format Prometheus scrapes, against Redis's own figures.
+
+The live path runs on the real Redis (live_kit); the snapshot and the
+collector are the worker's; the text is parsed with prometheus_client's
+parser, as a scrape would see it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from live_kit import INPUT_TPS, START_MS, LiveKit
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.live.metrics import WorkerMetrics, read_snapshot
+from stream.sla.slots import SLOT_MS
+
+DOWN, CALM = "1400000001", "1400000002"
+
+
+def scrape(metrics: WorkerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, by name and sorted labels."""
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def slot(kit: LiveKit, app_id: str, slot_ms: int, requests: int, successes: int) -> None:
+    ids = [f"r-{app_id}-{slot_ms}-{i}" for i in range(requests)]
+    await kit.count("request", [kit.request(0, ids[i], app_id, slot_ms + i) for i in range(requests)])
+    await kit.count(
+        "success",
+        [kit.success(0, f"s-{ids[i]}", ids[i], app_id, slot_ms + i, slot_ms + i) for i in range(successes)],
+    )
+
+
+def test_the_export_equals_the_ledger_and_the_counters(live) -> None:
+    """Nine bad slots of DOWN (a breach: 8 allowed), and a bad record: every figure as Redis has it."""
+
+    async def steps(kit: LiveKit) -> None:
+        for n in range(12):
+            await slot(kit, DOWN, START_MS + n * SLOT_MS, 100, 90 if n < 9 else 100)
+            await slot(kit, CALM, START_MS + n * SLOT_MS, 50, 50)
+        await kit.count("request", [kit.raw("request", 1, b"{not json")])
+        await kit.move_stream_time(START_MS + 13 * SLOT_MS)
+        await kit.tick()
+        metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic)
+        kit.clock.now_s = (START_MS + 13 * SLOT_MS) / 1000
+        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        samples = scrape(metrics)
+
+        def app(name: str, app_id: str = DOWN, **labels: str) -> float:
+            return samples[(name, tuple(sorted({"app": app_id, **labels}.items())))]
+
+        ledger = json.loads(await kit.store.redis.get(kit.store.keys.month(DOWN, date(2026, 11, 1))))
+        assert app("sla_month_availability_ratio") == ledger["availability"]
+        assert app("sla_month_meets_target") == 0.0 and ledger["meets_sla"] is False
+        budget = ledger["error_budget"]
+        assert (
+            (app("sla_month_budget_allowed_slots"), app("sla_month_budget_used_slots"))
+            == (8, 9)
+            == (
+                budget["slots_allowed"],
+                budget["slots_used"],
+            )
+        )
+        assert app("sla_month_budget_remaining_slots") == 0  # never below zero: used > allowed says it
+        assert app("sla_month_voucher_ratio") == 0.1
+        assert app("sla_month_availability_ratio", CALM) == 1.0
+        assert app("sla_slots_closed_total", outcome="bad") == 9
+        assert app("sla_slots_closed_total", outcome="good") == 3
+        assert app("sla_calls_total") == 1200 and app("sla_call_successes_total") == 90 * 9 + 300
+        assert app("sla_calls_failed_total") == 90
+        assert app("sla_month_start_timestamp_seconds") == 1_793_462_400  # 2026-11-01T00:00+08:00
+        assert samples[("sla_dead_letters_total", (("reason", "json"), ("topic", "requests")))] == 1
+        assert samples[("sla_worker_state", (("state", "counting"),))] == 1
+        assert samples[("sla_watermark_timestamp_seconds", ())] == (START_MS + 13 * SLOT_MS) / 1000
+        assert samples[("sla_info", tuple(sorted({
+            "version": "0.1.0", "timezone": "Asia/Shanghai", "slot_success_min": "99/100",
+            "availability_target": "999/1000", "group": kit.settings.group}.items())))] == 1  # fmt: skip
+        labels = {key for (_, labelset) in samples for key, _ in labelset}
+        assert labels <= {"app", "outcome", "topic", "reason", "partition", "state", "kind", "le"} | {
+            "version",
+            "timezone",
+            "slot_success_min",
+            "availability_target",
+            "group",
+        }, "labels stay bounded: never a room, user, slot or month"
+
+    live(steps, grace_ms=0)
+
+
+def test_a_scrape_does_not_touch_redis(live) -> None:
+    """The collector reads the last snapshot only: with Redis's client closed, a scrape still answers."""
+
+    async def steps(kit: LiveKit) -> None:
+        await slot(kit, DOWN, START_MS, 10, 10)
+        metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic)
+        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        await kit.store.redis.connection_pool.disconnect()
+        kit.store.redis.connection_pool.reset()
+        kit.store.redis.connection_pool.connection_kwargs["port"] = 1  # nothing listens there
+        assert scrape(metrics)[("sla_open_slot_requests", (("app", DOWN),))] == 10
+
+    live(steps)
