@@ -11,6 +11,11 @@ same events are written to a fresh set of topics, then read twice:
 
 Both run in the same invocation on the same machine, so the ratio between
 them is what to compare across machines. Needs Kafka and Redis (`make up`).
+
+Then the cost of metrics: the array shape again, alternately with the
+worker's ``/metrics`` off and on with a scrape every second (fifteen times
+Prometheus's usual rate; Faust's sensors included), two runs each, compared
+as a ratio of the mean rates in the same invocation.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import argparse
 import asyncio
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -54,6 +62,8 @@ class Measure:
     worker_s: float
     peak_rss_mb: float
     rss_by_progress_mb: list[float]
+    scrapes: int = 0
+    slowest_scrape_ms: float = 0.0
 
     @property
     def baseline_rate(self) -> float:
@@ -187,19 +197,59 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+class Scraper:
+    """Scrapes a worker's /metrics every ``every_s`` from a thread, as Prometheus would; counts and times them."""
+
+    def __init__(self, port: int, every_s: float = 1.0) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.every_s = every_s
+        self.count = 0
+        self.slowest_ms = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    response.read()
+            except OSError:
+                continue  # the worker is not serving yet
+            self.count += 1
+            self.slowest_ms = max(self.slowest_ms, (time.perf_counter() - started) * 1000)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run_worker(
-    config: Path, settings: Settings, records: dict[str, int], log: Path
-) -> tuple[float, float, list[float]]:
-    """Start a worker; seconds from its first applied batch to the last offset, peak RSS, RSS at each quarter."""
+    config: Path, settings: Settings, records: dict[str, int], log: Path, scraped: bool = False
+) -> tuple[float, float, list[float], Scraper | None]:
+    """Start a worker; seconds from its first applied batch to the last offset, peak RSS, RSS at each quarter.
+
+    ``scraped``: with /metrics on, scraped every second while it works.
+    """
     store = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     offsets_key = settings.key_prefix + "offsets"
     total = sum(records.values())
+    port = free_port()
+    metrics = f"127.0.0.1:{port}" if scraped else "off"
     with log.open("w") as output:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "--config", str(config), "--metrics-port", "off"],
+            [sys.executable, "-m", "stream.cli", "worker", "--config", str(config), "--metrics-port", metrics],
             stdout=output,
             stderr=output,
         )
+    scraper = Scraper(port) if scraped else None
     try:
         first = None
         peak = 0.0
@@ -217,10 +267,12 @@ def run_worker(
             while len(quarters) < 4 and applied >= total * (len(quarters) + 1) / 4:
                 quarters.append(rss)
             if applied >= total:
-                return time.perf_counter() - (first or time.perf_counter()), peak, quarters
+                return time.perf_counter() - (first or time.perf_counter()), peak, quarters, scraper
             time.sleep(0.1)
         raise RuntimeError("worker did not finish within 15 minutes")
     finally:
+        if scraper is not None:
+            scraper.stop()
         worker.terminate()
         try:
             worker.wait(30)
@@ -239,7 +291,15 @@ def cleanup(settings: Settings) -> None:
         store.delete(key)
 
 
-def measure(shape: str, per_record: int, events: list[dict], directory: Path, compression: str | None) -> Measure:
+def measure(
+    shape: str,
+    per_record: int,
+    events: list[dict],
+    directory: Path,
+    compression: str | None,
+    scraped: bool = False,
+    with_baseline: bool = True,
+) -> Measure:
     tag = f"bench-{shape}-{uuid.uuid4().hex[:8]}"
     config = write_config(directory, tag)
     settings = load_settings(config)
@@ -248,9 +308,12 @@ def measure(shape: str, per_record: int, events: list[dict], directory: Path, co
     admin.close()
     try:
         records = produce(settings, events, per_record, compression)
-        baseline_s = asyncio.run(baseline(settings))
-        worker_s, peak, quarters = run_worker(config, settings, records, directory / f"{tag}.log")
-        return Measure(shape, len(events), sum(records.values()), baseline_s, worker_s, peak, quarters)
+        baseline_s = asyncio.run(baseline(settings)) if with_baseline else float("nan")
+        worker_s, peak, quarters, scraper = run_worker(config, settings, records, directory / f"{tag}.log", scraped)
+        measured = Measure(shape, len(events), sum(records.values()), baseline_s, worker_s, peak, quarters)
+        if scraper is not None:
+            measured.scrapes, measured.slowest_scrape_ms = scraper.count, scraper.slowest_ms
+        return measured
     finally:
         cleanup(settings)
 
@@ -261,6 +324,9 @@ def main() -> None:
     parser.add_argument("--array", type=int, default=100, help="events per record in the batched shape (default 100)")
     parser.add_argument(
         "--compression", choices=("gzip", "snappy", "lz4", "zstd"), help="the producer's batch codec (default none)"
+    )
+    parser.add_argument(
+        "--no-metrics-study", action="store_true", help="skip the runs with /metrics off and scraped (4 more runs)"
     )
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="sla-bench-"))
@@ -280,6 +346,8 @@ def main() -> None:
             f"{m.worker_rate / m.baseline_rate:>6.2f} {m.peak_rss_mb:>11.0f}  "
             + " / ".join(f"{q:.0f}" for q in m.rss_by_progress_mb)
         )
+    if not args.no_metrics_study:
+        results += metrics_study(events, args.array, directory, args.compression)
     out = Path(".run/bench.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(
@@ -288,6 +356,24 @@ def main() -> None:
         )
     )
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def metrics_study(events: list[dict], array: int, directory: Path, compression: str | None) -> list[Measure]:
+    """The array shape with /metrics off and on (scraped each second), alternately, two runs each."""
+    print(f"\nmetrics cost: array{array}, /metrics off and scraped every second, alternately ...", flush=True)
+    runs = []
+    for scraped in (False, True, False, True):
+        shape = f"array{array}-{'scraped' if scraped else 'nometrics'}"
+        runs.append(measure(shape, array, events, directory, compression, scraped=scraped, with_baseline=False))
+    off = [m.worker_rate for m in runs if not m.scrapes]
+    on = [m for m in runs if m.scrapes]
+    for m in runs:
+        extra = f"  {m.scrapes} scrapes, slowest {m.slowest_scrape_ms:.0f} ms" if m.scrapes else ""
+        print(f"{m.shape:<22} {m.worker_rate:>12,.0f} ev/s{extra}")
+    mean_off = sum(off) / len(off)
+    mean_on = sum(m.worker_rate for m in on) / len(on)
+    print(f"scraped / no metrics: {mean_on / mean_off:.3f} (spread of the no-metrics runs: {max(off) / min(off):.3f})")
+    return runs
 
 
 if __name__ == "__main__":
