@@ -14,8 +14,8 @@ them is what to compare across machines. Needs Kafka and Redis (`make up`).
 
 Then the cost of metrics: the array shape again, alternately with the
 worker's ``/metrics`` off and on with a scrape every second (fifteen times
-Prometheus's usual rate; Faust's sensors included), two runs each, compared
-as a ratio of the mean rates in the same invocation.
+Prometheus's usual rate; Faust's sensors included), ``--metrics-runs`` runs
+each (3), compared as a ratio of the mean rates in the same invocation.
 """
 
 from __future__ import annotations
@@ -326,7 +326,10 @@ def main() -> None:
         "--compression", choices=("gzip", "snappy", "lz4", "zstd"), help="the producer's batch codec (default none)"
     )
     parser.add_argument(
-        "--no-metrics-study", action="store_true", help="skip the runs with /metrics off and scraped (4 more runs)"
+        "--metrics-runs",
+        type=int,
+        default=3,
+        help="runs each with /metrics off and scraped, alternately, for the metrics' cost (default 3; 0: none)",
     )
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="sla-bench-"))
@@ -346,8 +349,8 @@ def main() -> None:
             f"{m.worker_rate / m.baseline_rate:>6.2f} {m.peak_rss_mb:>11.0f}  "
             + " / ".join(f"{q:.0f}" for q in m.rss_by_progress_mb)
         )
-    if not args.no_metrics_study:
-        results += metrics_study(events, args.array, directory, args.compression)
+    if args.metrics_runs:
+        results += metrics_study(events, args.array, directory, args.compression, args.metrics_runs)
     out = Path(".run/bench.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(
@@ -358,11 +361,13 @@ def main() -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def metrics_study(events: list[dict], array: int, directory: Path, compression: str | None) -> list[Measure]:
-    """The array shape with /metrics off and on (scraped each second), alternately, two runs each."""
+def metrics_study(
+    events: list[dict], array: int, directory: Path, compression: str | None, runs_each: int
+) -> list[Measure]:
+    """The array shape with /metrics off and on (scraped each second), alternately, ``runs_each`` runs each."""
     print(f"\nmetrics cost: array{array}, /metrics off and scraped every second, alternately ...", flush=True)
     runs = []
-    for scraped in (False, True, False, True):
+    for scraped in (False, True) * runs_each:
         shape = f"array{array}-{'scraped' if scraped else 'nometrics'}"
         runs.append(measure(shape, array, events, directory, compression, scraped=scraped, with_baseline=False))
     off = [m.worker_rate for m in runs if not m.scrapes]
