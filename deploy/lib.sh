@@ -104,19 +104,16 @@ apt_install() {
   local status=0
   (
     flock 9
-    made_policy=""
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
       printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
       chmod +x /usr/sbin/policy-rc.d
-      made_policy=1
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT  # also when interrupted
     fi
-    result=0
+    # dpkg's own lock may be held by an apt run outside the project: wait for it rather than fail.
     {
-      apt-get update -q &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
-    } >"$apt_log" 2>&1 || result=$?
-    [[ -n "$made_policy" ]] && rm -f /usr/sbin/policy-rc.d
-    exit "$result"
+      apt-get -o DPkg::Lock::Timeout=300 update -q &&
+      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "$@"
+    } >"$apt_log" 2>&1
   ) 9>"$RUN_DIR/apt.lock" || status=$?
   (( status == 0 )) || { tail -n 20 "$apt_log" >&2; die "apt-get install $* failed"; }
 }

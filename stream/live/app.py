@@ -179,15 +179,19 @@ def create_app(
 
     @app.timer(interval=REFRESH_INTERVAL_S)
     async def refresh_metrics() -> None:
-        if metrics_at is None or health.state == "paused":
+        """Read the app series from Redis; not while the state is lost or rebuilt (they would fall, then climb)."""
+        metrics.pipeline.consumer_lag = partitions.lag
+        if metrics_at is None or health.state in ("refusing", "rebuilding"):
             return
         try:
             metrics.collector.snapshot = await read_snapshot(store, settings, partitions.names, int(time.time() * 1000))
         except (RedisError, OSError) as error:
             health.redis_failed(error)
+            return
         except Exception:  # noqa: BLE001 - a timer that raises stops Faust; the next refresh tries again
             log.exception("metrics snapshot failed")
-        metrics.pipeline.consumer_lag = partitions.lag
+            return
+        health.redis_answered()
 
     @app.timer(interval=STATS_INTERVAL_S)
     async def log_ingest_totals() -> None:

@@ -13,8 +13,8 @@ Two kinds of series, read two ways:
   ``sla_consumer_lag_records``, ``sla_closer_tick_seconds``,
   ``sla_worker_state``...) are this process's own: sum them over workers.
 
-A scrape never waits on Redis: :class:`MetricsSnapshot` reads Redis on the
-worker's timer (:meth:`MetricsSnapshot.refresh`), and :class:`SlaCollector`
+A scrape never waits on Redis: :func:`read_snapshot` reads Redis on the
+worker's timer, and :class:`SlaCollector`
 turns the last snapshot and the in-process counters into metric families
 when Prometheus asks. ``sla_snapshot_timestamp_seconds`` says how fresh the
 app series are (a Redis outage freezes them, visibly).
@@ -26,6 +26,7 @@ room, user, slot or month.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from stream.config import Settings
+from stream.events import REASON_CATEGORIES
 from stream.live.clock import ClockTiming
 from stream.live.closer import TickResult
 from stream.live.exemptions import current_exemptions
@@ -50,6 +52,11 @@ from stream.sla.verdict import SlotCounts
 
 REFRESH_INTERVAL_S = 5.0
 """How often a worker reads the app series from Redis: well inside a 15 s scrape interval."""
+
+STALE_AFTER_S = 60.0
+"""A worker whose last snapshot is older than this stops exporting app series, so ``max by (app)`` over the
+workers takes only fresh figures (an exemption's effect is not held back by a worker cut off from Redis).
+``sla_snapshot_timestamp_seconds`` is always exported, to say how old the figures are."""
 
 DEFAULT_ADDRESS = "127.0.0.1:9464"
 
@@ -97,9 +104,17 @@ class Snapshot:
 
 
 async def read_snapshot(store: Store, settings: Settings, input_tps: Sequence[str], now_ms: int) -> Snapshot:
-    """Every app's running month (assessed by :func:`stream.sla.assessment.assess_month`), open slot and counters."""
+    """Every app's running month (assessed by :func:`stream.sla.assessment.assess_month`), open slot and counters.
+
+    The running month is the one of the newest slot that can have closed by
+    stream time (the watermark less the grace period and a slot), so a month's
+    last slots, judged minutes after midnight, still count in the month they
+    belong to, and a backlog replayed from last month shows last month.
+    """
     tz = settings.policy.timezone
-    today = local_date(now_ms, tz)
+    timing = ClockTiming.of(settings)
+    watermark = timing.watermark(await store.partition_states(input_tps), now_ms)
+    today = local_date(now_ms if watermark is None else timing.due_before(watermark) - 1, tz)
     apps = sorted(await store.apps())
     exemptions = await current_exemptions(store, settings)
     newest_open: dict[str, int] = {}
@@ -114,7 +129,6 @@ async def read_snapshot(store: Store, settings: Settings, input_tps: Sequence[st
         slot_ms = newest_open.get(app_id)
         open_slot = None if slot_ms is None else OpenSlot(slot_ms, open_counts[app_id])
         snapshots[app_id] = AppSnapshot(running, open_slot, counters[app_id])
-    watermark = ClockTiming.of(settings).watermark(await store.partition_states(input_tps), now_ms)
     return Snapshot(now_ms, snapshots, watermark)
 
 
@@ -147,12 +161,19 @@ class SlaCollector(Collector):
         self._health = health
         self._pipeline = pipeline
         self._wall_clock = wall_clock
+        self._version = version("sla-stream")
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
         yield from self._info()
         yield from self._worker()
-        if self.snapshot is not None:
-            yield from self._apps(self.snapshot)
+        snapshot = self.snapshot
+        yield GaugeMetricFamily(
+            "sla_snapshot_timestamp_seconds",
+            "When the app series were last read from Redis (0: not yet)",
+            0.0 if snapshot is None else snapshot.taken_ms / 1000,
+        )
+        if snapshot is not None and self._wall_clock() - snapshot.taken_ms / 1000 <= STALE_AFTER_S:
+            yield from self._apps(snapshot)
 
     def _info(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
         policy = self._settings.policy
@@ -160,7 +181,7 @@ class SlaCollector(Collector):
             "sla",
             "sla-stream's version and the settings its figures rest on",
             value={
-                "version": version("sla-stream"),
+                "version": self._version,
                 "timezone": policy.timezone.key,
                 "slot_success_min": str(policy.slot_success_min),
                 "availability_target": str(policy.availability_target),
@@ -199,9 +220,10 @@ class SlaCollector(Collector):
         letters = CounterMetricFamily(
             "sla_dead_letters", "Records or array elements sent to the dead-letter topic", labels=["topic", "reason"]
         )
-        for topic, stats in sorted(ingest.items()):
-            for reason, count in sorted(stats.dead_letter_reasons.items()):
-                letters.add_metric([topic, reason], count)
+        for topic in sorted({self._settings.topics.requests, self._settings.topics.successes, *ingest}):
+            reasons = ingest[topic].dead_letter_reasons if topic in ingest else {}
+            for reason in REASON_CATEGORIES:  # every reason from 0, so increase() sees the first of a kind
+                letters.add_metric([topic, reason], reasons.get(reason, 0))
         yield letters
         verdicts = CounterMetricFamily(
             "sla_verdicts_published", "Verdicts this worker's closer published", labels=["kind"]
@@ -220,18 +242,15 @@ class SlaCollector(Collector):
 
     def _apps(self, snapshot: Snapshot) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         now_s = self._wall_clock()
-        yield GaugeMetricFamily(
-            "sla_snapshot_timestamp_seconds", "When the app series were last read from Redis", snapshot.taken_ms / 1000
-        )
         if snapshot.watermark_ms is not None:
             yield GaugeMetricFamily(
                 "sla_watermark_timestamp_seconds", "The job's event-time watermark", snapshot.watermark_ms / 1000
             )
-            yield GaugeMetricFamily(
-                "sla_watermark_lag_seconds",
-                "How far the watermark is behind the wall clock",
-                now_s - snapshot.watermark_ms / 1000,
-            )
+        yield GaugeMetricFamily(
+            "sla_watermark_lag_seconds",
+            "How far the watermark is behind the wall clock (+Inf while some partition's time is unknown)",
+            math.inf if snapshot.watermark_ms is None else now_s - snapshot.watermark_ms / 1000,
+        )
         month_families = _MonthFamilies()
         counters = _CounterFamilies()
         opened = _OpenSlotFamilies()
@@ -348,10 +367,16 @@ class WorkerMetrics:
     tick_seconds: Histogram
 
     @classmethod
-    def create(cls, settings: Settings, health: Health, ingest: Mapping[str, IngestStats]) -> WorkerMetrics:
+    def create(
+        cls,
+        settings: Settings,
+        health: Health,
+        ingest: Mapping[str, IngestStats],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> WorkerMetrics:
         registry = CollectorRegistry(auto_describe=False)
         pipeline = PipelineCounts(ingest)
-        collector = SlaCollector(settings, health, pipeline)
+        collector = SlaCollector(settings, health, pipeline, wall_clock)
         registry.register(collector)
         tick = Histogram(
             "sla_closer_tick_seconds",

@@ -125,7 +125,9 @@ class LiveKit:
 
 def make_kit(redis: Redis, prefix: str, clock: FakeClock, **stream: Any) -> LiveKit:
     """The live path over ``redis`` under ``prefix``; ``stream`` overrides settings (``grace_ms=0``...)."""
-    settings = replace(load_settings(), key_prefix=prefix, **stream)
+    defaults = load_settings()
+    topics = replace(defaults.topics, requests=TOPICS["request"], successes=TOPICS["success"])
+    settings = replace(defaults, key_prefix=prefix, topics=topics, **stream)
     store = Store(redis, prefix)
     health = Health(prefix)
     guard = NamespaceGuard(store, health, prefix, poll_s=0.01)

@@ -14,7 +14,8 @@ from live_kit import INPUT_TPS, START_MS, LiveKit
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.live.metrics import WorkerMetrics, read_snapshot
+from stream.events import REASON_CATEGORIES
+from stream.live.metrics import STALE_AFTER_S, WorkerMetrics, read_snapshot
 from stream.sla.slots import SLOT_MS
 
 DOWN, CALM = "1400000001", "1400000002"
@@ -49,7 +50,7 @@ def test_the_export_equals_the_ledger_and_the_counters(live) -> None:
         await kit.count("request", [kit.raw("request", 1, b"{not json")])
         await kit.move_stream_time(START_MS + 13 * SLOT_MS)
         await kit.tick()
-        metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic)
+        metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic, kit.clock)
         kit.clock.now_s = (START_MS + 13 * SLOT_MS) / 1000
         metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
         samples = scrape(metrics)
@@ -100,11 +101,37 @@ def test_a_scrape_does_not_touch_redis(live) -> None:
 
     async def steps(kit: LiveKit) -> None:
         await slot(kit, DOWN, START_MS, 10, 10)
-        metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic)
+        metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic, kit.clock)
         metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
         await kit.store.redis.connection_pool.disconnect()
         kit.store.redis.connection_pool.reset()
         kit.store.redis.connection_pool.connection_kwargs["port"] = 1  # nothing listens there
         assert scrape(metrics)[("sla_open_slot_requests", (("app", DOWN),))] == 10
+
+    live(steps)
+
+
+def test_a_stale_snapshot_stops_the_app_series_and_every_reason_starts_at_zero(live) -> None:
+    """A worker cut off from Redis for over a minute leaves the app series to the others; dead-letter series
+    exist from 0 for every reason, so Prometheus's increase() sees the first one."""
+
+    async def steps(kit: LiveKit) -> None:
+        await slot(kit, DOWN, START_MS, 10, 10)
+        metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic, kit.clock)
+        before = scrape(metrics)
+        assert before[("sla_snapshot_timestamp_seconds", ())] == 0
+        assert {labels for name, labels in before if name == "sla_dead_letters_total"} == {
+            (("reason", reason), ("topic", topic))
+            for reason in REASON_CATEGORIES
+            for topic in ("requests", "successes")
+        }
+        assert all(value == 0 for (name, _), value in before.items() if name == "sla_dead_letters_total")
+        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        assert ("sla_month_availability_ratio", (("app", DOWN),)) in scrape(metrics)
+        assert scrape(metrics)[("sla_watermark_lag_seconds", ())] == float("inf"), "no partition has a time yet"
+        kit.clock.now_s += STALE_AFTER_S + 1
+        stale = scrape(metrics)
+        assert not [name for name, _ in stale if name.startswith(("sla_month_", "sla_open_slot_", "sla_calls"))]
+        assert stale[("sla_snapshot_timestamp_seconds", ())] == metrics.collector.snapshot.taken_ms / 1000
 
     live(steps)
