@@ -199,13 +199,17 @@ def create_app(
 
     @app.timer(interval=timing.report_interval_s)
     async def report_idle() -> None:
-        if health.state != "counting":
+        """Idle reports while counting, and while paused: a quiet worker's report is what notices Redis is back."""
+        if health.state not in ("counting", "paused"):
             return
         try:
             await partitions.report_idle()
         except (RedisError, OSError) as error:
             health.redis_failed(error)
+            return
         except Exception as error:  # noqa: BLE001 - a timer that raises stops Faust: a rebalance moved a partition
             log.debug("idle report skipped: %s", error)
+            return
+        health.redis_answered()
 
     return app
