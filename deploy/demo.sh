@@ -6,8 +6,8 @@
 # Time is accelerated: two hours of traffic for three apps are replayed 30
 # times faster than real time, ending at the present, so slots close every 10
 # seconds and the incident (app 1400000002, 25 minutes at 80% success, 40
-# minutes into the period) shows after about 80 seconds; its five bad slots
-# spend half the month's budget, and SlaBudgetHalfUsed and SlaFastBurn1h fire.
+# minutes into the period) shows after about 80 seconds; its five or six bad
+# slots spend half the month's budget or more, and SlaBudgetHalfUsed fires.
 #
 #   deploy/demo.sh                 run until Ctrl-C
 #   DEMO_SECONDS=150 deploy/demo.sh  stop by itself after 150 s (for unattended runs)
