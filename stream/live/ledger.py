@@ -14,29 +14,33 @@ from stream.config import Settings
 from stream.live.store import Store
 from stream.sla.assessment import MonthAssessment, assess_month
 from stream.sla.exemptions import Exemption
-from stream.sla.months import service_months_in
+from stream.sla.months import ServiceMonth, service_months_in
 
 
 async def assess_live_month(
     store: Store, settings: Settings, app_id: str, year: int, month: int, exemptions: tuple[Exemption, ...]
 ) -> list[MonthAssessment]:
     """The app's service months in ``year-month``, from what Redis holds now."""
-    terms = settings.terms(app_id)
-    tz = settings.policy.timezone
-    assessments = []
-    for service_month in service_months_in(year, month, terms.subscriptions):
-        start_ms, end_ms = service_month.span_ms(tz)
-        days = [(service_month.first_day + timedelta(days=i)).isoformat() for i in range(service_month.days)]
-        assessments.append(
-            assess_month(
-                app_id,
-                service_month,
-                await store.flagged_slots(app_id, start_ms, end_ms),
-                exemptions,
-                settings.calendar,
-                terms.fees.get(service_month.first_day),
-                settings.policy,
-                totals=await store.day_totals(app_id, days),
-            )
-        )
-    return assessments
+    subscriptions = settings.terms(app_id).subscriptions
+    return [
+        await assess_service_month(store, settings, app_id, service_month, exemptions)
+        for service_month in service_months_in(year, month, subscriptions)
+    ]
+
+
+async def assess_service_month(
+    store: Store, settings: Settings, app_id: str, service_month: ServiceMonth, exemptions: tuple[Exemption, ...]
+) -> MonthAssessment:
+    """One service month of the app, from what Redis holds now."""
+    start_ms, end_ms = service_month.span_ms(settings.policy.timezone)
+    days = [(service_month.first_day + timedelta(days=i)).isoformat() for i in range(service_month.days)]
+    return assess_month(
+        app_id,
+        service_month,
+        await store.flagged_slots(app_id, start_ms, end_ms),
+        exemptions,
+        settings.calendar,
+        settings.terms(app_id).fees.get(service_month.first_day),
+        settings.policy,
+        totals=await store.day_totals(app_id, days),
+    )

@@ -44,11 +44,12 @@ from stream.live.closer import TickResult
 from stream.live.exemptions import current_exemptions
 from stream.live.health import STATES, Health
 from stream.live.ingest import IngestStats
-from stream.live.ledger import assess_live_month
+from stream.live.ledger import assess_service_month
 from stream.live.store import AppCounters, Store
 from stream.sla.assessment import MonthAssessment
+from stream.sla.months import service_month_on
 from stream.sla.slots import local_date
-from stream.sla.verdict import SlotCounts
+from stream.sla.verdict import SlotCounts, judge_slot
 
 REFRESH_INTERVAL_S = 5.0
 """How often a worker reads the app series from Redis: well inside a 15 s scrape interval."""
@@ -117,15 +118,15 @@ async def read_snapshot(store: Store, settings: Settings, input_tps: Sequence[st
     today = local_date(now_ms if watermark is None else timing.due_before(watermark) - 1, tz)
     apps = sorted(await store.apps())
     exemptions = await current_exemptions(store, settings)
-    newest_open: dict[str, int] = {}
-    for app_id, slot_ms in await store.open_slots():
-        newest_open[app_id] = max(slot_ms, newest_open.get(app_id, slot_ms))
+    newest_open = await store.newest_open_slots()
     open_counts = dict(zip(newest_open, await store.slot_counts(list(newest_open.items())), strict=True))
     counters = await store.app_counters(apps)
     snapshots = {}
     for app_id in apps:
-        months = await assess_live_month(store, settings, app_id, today.year, today.month, exemptions)
-        running = next((m for m in months if m.month.first_day <= today <= m.month.last_day), None)
+        covering = service_month_on(today, settings.terms(app_id).subscriptions)
+        running = (
+            None if covering is None else await assess_service_month(store, settings, app_id, covering, exemptions)
+        )
         slot_ms = newest_open.get(app_id)
         open_slot = None if slot_ms is None else OpenSlot(slot_ms, open_counts[app_id])
         snapshots[app_id] = AppSnapshot(running, open_slot, counters[app_id])
@@ -321,9 +322,8 @@ class _OpenSlotFamilies:
         )
 
     def add(self, app_id: str, slot: OpenSlot) -> None:
-        requests, successes = slot.counts.requests, slot.counts.successes
-        self.requests.add_metric([app_id], requests)
-        self.ratio.add_metric([app_id], min(1.0, successes / requests) if requests else float("nan"))
+        self.requests.add_metric([app_id], slot.counts.requests)
+        self.ratio.add_metric([app_id], _ratio(judge_slot(slot.counts).success_rate))
         self.start.add_metric([app_id], slot.start_ms / 1000)
 
     def families(self) -> Iterator[GaugeMetricFamily]:

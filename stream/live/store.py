@@ -736,6 +736,13 @@ class Store:
     async def open_slots(self) -> list[tuple[str, int]]:
         return [split_slot_member(member) for member in await self.redis.zrange(self.keys.open, 0, -1)]
 
+    async def newest_open_slots(self) -> dict[str, int]:
+        """Each app's newest open slot start (apps with none open are absent)."""
+        newest: dict[str, int] = {}
+        for app_id, slot_ms in await self.open_slots():
+            newest[app_id] = max(slot_ms, newest.get(app_id, slot_ms))
+        return newest
+
     async def last_closed_slot(self, app_id: str) -> int | None:
         return _int_or_none(await self.redis.hget(self.keys.lastclosed, app_id))
 

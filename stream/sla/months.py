@@ -124,6 +124,19 @@ def service_months_in(year: int, month: int, subscriptions: Sequence[Subscriptio
     )
 
 
+def service_month_on(day: date, subscriptions: Sequence[Subscription]) -> ServiceMonth | None:
+    """The service month ``day`` falls in; None when no subscription covers it.
+
+    Example:
+        >>> str(service_month_on(date(2019, 3, 20), [Subscription(date(2019, 3, 17), 1)]))
+        '2019-03-17..2019-03-31'
+        >>> service_month_on(date(2019, 3, 10), [Subscription(date(2019, 3, 17), 1)]) is None
+        True
+    """
+    months = service_months_in(day.year, day.month, subscriptions)
+    return next((m for m in months if m.first_day <= day <= m.last_day), None)
+
+
 def check_no_overlap(subscriptions: Sequence[Subscription]) -> None:
     """Refuse subscriptions of one app that cover a day twice (that day would be measured twice)."""
     ordered = sorted(subscriptions)

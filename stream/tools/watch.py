@@ -23,7 +23,7 @@ from stream.formats import MonthSummary, month_summary
 from stream.kafka_security import redact
 from stream.live.store import Store, StoredVerdict
 from stream.sla.availability import display_percent
-from stream.sla.months import service_months_in
+from stream.sla.months import service_month_on
 from stream.sla.slots import SLOT_MS, local_date, local_time
 from stream.sla.verdict import SlotCounts, judge_slot
 
@@ -62,9 +62,7 @@ class AppView:
 
 async def snapshot(store: Store, settings: Settings) -> list[AppView]:
     """Read every app's view from Redis."""
-    open_by_app: dict[str, int] = {}
-    for app_id, slot_ms in await store.open_slots():
-        open_by_app[app_id] = max(slot_ms, open_by_app.get(app_id, slot_ms))
+    open_by_app = await store.newest_open_slots()
     views = []
     for app_id in sorted(await store.apps()):
         newest_closed = await store.last_closed_slot(app_id)
@@ -76,12 +74,8 @@ async def snapshot(store: Store, settings: Settings) -> list[AppView]:
         month = None
         if anchor is not None:
             day = local_date(anchor - 1, settings.policy.timezone)
-            covering = [
-                m
-                for m in service_months_in(day.year, day.month, settings.terms(app_id).subscriptions)
-                if m.first_day <= day <= m.last_day
-            ]
-            figures = await store.month(app_id, covering[0].first_day) if covering else None
+            covering = service_month_on(day, settings.terms(app_id).subscriptions)
+            figures = await store.month(app_id, covering.first_day) if covering else None
             month = None if figures is None else month_summary(figures)
         recent = list(zip(recent_slots, verdicts, strict=True))
         views.append(AppView(app_id, current, open_counts, recent, newest_closed, month))

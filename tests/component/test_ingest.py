@@ -29,6 +29,7 @@ def test_a_redelivered_batch_counts_nothing_twice(live) -> None:
         await kit.ingester.apply("request", batch[3:])  # its tail again
         assert await counts(kit) == SlotCounts(5, 0)
         assert kit.ingester.stats.redelivered == 2
+        assert (await kit.store.app_counters([APP]))[APP].requests == 5, "the metrics' call counter: once too"
         assert (await kit.store.applied_offsets(["requests:0"]))["requests:0"] == 4
 
     live(steps)
@@ -61,6 +62,8 @@ def test_duplicate_event_ids_in_a_slot_count_once(live) -> None:
         await kit.count("success", [kit.success(1, "s-1", "r-1", APP, SLOT + 11, SLOT)])
         assert await counts(kit) == SlotCounts(2, 1)
         assert kit.ingester.stats.duplicates == 3
+        calls = (await kit.store.app_counters([APP]))[APP]
+        assert (calls.requests, calls.successes) == (2, 1), "the metrics' call counters skip duplicates"
 
     live(steps)
 
