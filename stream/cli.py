@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,12 +14,16 @@ from typing import NoReturn
 
 from stream import report
 from stream.arguments import calendar_month_argument
-from stream.config import ConfigError, load_settings
+from stream.config import ConfigError, Settings, load_settings
 from stream.formats import month_to_json
 from stream.kafka_security import redact
 from stream.live import metrics, rebuild, worker
+from stream.monthend import exempt, progress, replay
+from stream.sla.assessment import MonthAssessment
 from stream.sla.counting import SlotTally
+from stream.sla.exemptions import CLAUSES
 from stream.sla.months import calendar_month
+from stream.sla.slots import local_time
 from stream.tools import producer, simulate, topics, watch
 
 
@@ -47,21 +52,82 @@ def run_report(args: argparse.Namespace) -> int:
     app_ids = [args.app] if args.app else sorted(tally.apps() | set(settings.apps))
     if args.app and args.app not in tally.apps() and args.app not in settings.apps:
         print(f"warning: app {args.app} has no events in {year}-{month:02d} and no terms on record", file=sys.stderr)
+    if args.exemptions is not None:
+        settings = report.with_exemptions_file(settings, args.exemptions)
     result = report.assess_calendar_month(settings, tally, year, month, app_ids)
     for app_id, slots in result.unmeasured_slots.items():
         print(
             f"warning: app {app_id} has traffic in {slots} slots no subscription covers; they are not measured",
             file=sys.stderr,
         )
-    assessments = result.assessments
-    if args.format == "json":
-        print(json.dumps([month_to_json(a, tz) for a in assessments], indent=2))
-    else:
-        print(report.to_text(assessments, tz, f"SLA month report {year}-{month:02d}"))
+    _print_months(result.assessments, settings, year, month, args.format)
     print(
         f"{len(bad_lines)} bad lines skipped, {tally.duplicates} duplicate events counted once, "
         f"{tally.outside_window} events outside {year}-{month:02d} not counted",
         file=sys.stderr,
+    )
+    return 0
+
+
+def _print_months(assessments: Sequence[MonthAssessment], settings: Settings, year: int, month: int, fmt: str) -> None:
+    """The month report on stdout, as ``report`` and ``replay`` both print it (the same bytes for the same figures)."""
+    tz = settings.policy.timezone
+    if fmt == "json":
+        print(json.dumps([month_to_json(a, tz) for a in assessments], indent=2))
+    else:
+        print(report.to_text(assessments, tz, f"SLA month report {year}-{month:02d}"))
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    year, month = args.month
+    request = replay.ReplayRequest(year, month, tuple(dict.fromkeys(args.app or ())), keep=args.keep)
+
+    def shown(label: str, total: int) -> progress.ReadProgress:
+        return progress.progress_for(label, total, sys.stderr)
+
+    result = asyncio.run(replay.replay(settings, request, shown))
+    _print_months(result.assessments, settings, year, month, args.format)
+    _say(result.line(request.name))
+    return 0
+
+
+def run_exempt_add(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    now_ms = int(time.time() * 1000)
+    wanted = exempt.parse_new_exemption(settings, args.app, args.start, args.end, args.clause, args.note, now_ms)
+    exemption_id = asyncio.run(exempt.add(settings, wanted))
+    print(exemption_id)
+    tz = settings.policy.timezone
+    _say(
+        f"exemption {exemption_id} written: {wanted.app_id or 'every app'}, {local_time(wanted.start_ms, tz)} to "
+        f"{local_time(wanted.end_ms, tz)}, {wanted.clause}; live figures follow within seconds"
+    )
+    return 0
+
+
+def run_exempt_list(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    listed = asyncio.run(exempt.in_force(settings))
+    if args.format == "json":
+        print(
+            json.dumps(
+                [{"id": e.exemption_id, **e.record, "slots_exempted": e.slots_exempted} for e in listed],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        print(exempt.to_text(listed, settings.policy.timezone))
+    return 0
+
+
+def run_exempt_remove(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    removed = asyncio.run(exempt.remove(settings, args.id))
+    _say(
+        f"exemption {args.id} withdrawn ({removed.app_id or 'every app'}, {removed.clause}); "
+        "live figures follow within seconds"
     )
     return 0
 
@@ -143,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--app", help="report only this app_id")
     rep.add_argument("--config", type=Path, help="settings and customer terms laid over config/sla-stream.toml")
     rep.add_argument("--format", choices=("json", "text"), default="text")
+    rep.add_argument(
+        "--exemptions",
+        type=Path,
+        metavar="FILE",
+        help="exemptions from the topic too, as `sla-stream exempt list --format json` wrote them",
+    )
     rep.set_defaults(run=run_report)
 
     sim = commands.add_parser("simulate", help="realistic room-entry events, to a JSON Lines file or to Kafka")
@@ -175,6 +247,41 @@ def build_parser() -> argparse.ArgumentParser:
     reb.add_argument("--force", action="store_true", help="recount even though the live state is in place")
     reb.set_defaults(run=run_rebuild)
 
+    rpl = commands.add_parser(
+        "replay", help="a month's report counted again from the Kafka topics, as the live workers count"
+    )
+    rpl.add_argument(
+        "--month", type=calendar_month_argument, required=True, metavar="YYYY-MM", help="calendar month to replay"
+    )
+    rpl.add_argument("--app", action="append", metavar="APP", help="only this app_id; repeat for several")
+    rpl.add_argument("--format", choices=("json", "text"), default="text")
+    rpl.add_argument(
+        "--keep", action="store_true", help="leave the replay's state in Redis (its key prefix is printed)"
+    )
+    rpl.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (the workers' own)")
+    rpl.set_defaults(run=run_replay)
+
+    exm = commands.add_parser("exempt", help="add, list or remove exemptions on the exemptions topic")
+    exempt_commands = exm.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    add = exempt_commands.add_parser("add", help="record an exemption window; prints its id")
+    whose = add.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--app", help="the app_id it exempts")
+    whose.add_argument("--all-apps", action="store_true", help="exempt every app")
+    add.add_argument("--start", required=True, help="window start, ISO 8601 (no offset: the SLA's time zone)")
+    add.add_argument("--end", required=True, help="window end, ISO 8601 (no offset: the SLA's time zone)")
+    add.add_argument("--clause", required=True, metavar="CLAUSE", help=f"the agreement's ground: {', '.join(CLAUSES)}")
+    add.add_argument("--note", default="", help="why, for the report (e.g. the announcement's reference)")
+    add.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
+    add.set_defaults(run=run_exempt_add)
+    lst = exempt_commands.add_parser("list", help="exemptions in force, with the live slots each exempts")
+    lst.add_argument("--format", choices=("json", "text"), default="text")
+    lst.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
+    lst.set_defaults(run=run_exempt_list)
+    rem = exempt_commands.add_parser("remove", help="withdraw an exemption (a tombstone on the topic)")
+    rem.add_argument("id", help="the exemption id (exempt list shows them)")
+    rem.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
+    rem.set_defaults(run=run_exempt_remove)
+
     wat = commands.add_parser("watch", help="live view of every app's slots and running month, from Redis")
     wat.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
     wat.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
@@ -194,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         topics.KafkaUnavailable,
         worker.WorkerStartError,
         rebuild.RebuildError,
+        replay.ReplayError,
+        exempt.ExemptError,
         watch.RedisUnavailable,
     ) as error:
         # Every message goes through redact: an address in it may carry a password (redis://:secret@host).

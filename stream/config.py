@@ -111,6 +111,10 @@ class Settings:
     key_prefix: str
     apps: Mapping[str, AppTerms]
     exemptions: tuple[Exemption, ...]
+    replay_margin_ms: int = 3_600_000
+    """A replay starts reading at the month's start less this and ``max_future_ms`` (records sent early)."""
+    exemption_max_ms: int = 7 * 86_400_000
+    """``sla-stream exempt add`` refuses a longer window (a typo in a date should not erase a month)."""
 
     def terms(self, app_id: str) -> AppTerms:
         """The app's terms, or none on record (measured in calendar months, fee unknown)."""
@@ -440,6 +444,16 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     security = _kafka_security(kafka.table("security"), environ, base)
     kafka.done()
 
+    replay = root.table("replay")
+    replay_margin_min = replay.take("margin_minutes", int)
+    replay.done()
+
+    exempt = root.table("exempt")
+    exemption_max_days = exempt.take("max_window_days", int)
+    if exemption_max_days < 1:
+        raise ConfigError(f"{exempt.where}.max_window_days must be at least 1")
+    exempt.done()
+
     redis = root.table("redis")
     redis_url = redis.take("url", str)
     key_prefix = redis.take("key_prefix", str)
@@ -459,8 +473,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
         exemption.done()
     root.done()
 
-    if min(grace_s, max_future_s, idle_lag_s, dedup_hold_min) < 0:
-        raise ConfigError(f"{where}: [stream] and [events] durations cannot be negative")
+    if min(grace_s, max_future_s, idle_lag_s, dedup_hold_min, replay_margin_min) < 0:
+        raise ConfigError(f"{where}: [stream], [events] and [replay] durations cannot be negative")
     if not group or not key_prefix:
         raise ConfigError(f"{where}: stream.group and redis.key_prefix cannot be empty")
     return Settings(
@@ -483,4 +497,6 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
         key_prefix=key_prefix,
         apps=apps,
         exemptions=tuple(exemptions),
+        replay_margin_ms=replay_margin_min * 60_000,
+        exemption_max_ms=exemption_max_days * 86_400_000,
     )

@@ -8,14 +8,16 @@ lays the figures out as text for people. The JSON form is
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from stream.config import Settings
+from stream.config import ConfigError, Settings
 from stream.events import InvalidEvent, TimeBounds, parse_line
+from stream.formats import InvalidExemption, exemption_from_json
 from stream.sla.assessment import MonthAssessment, Period, assess_month
 from stream.sla.availability import display_percent, unavailable_minutes
 from stream.sla.counting import SlotTally
@@ -90,6 +92,32 @@ def assess_calendar_month(
                 )
             )
     return CalendarMonthReport(assessments, unmeasured)
+
+
+def with_exemptions_file(settings: Settings, path: Path) -> Settings:
+    """``settings`` with the exemptions of ``path`` (``exempt list --format json``) after its own, as live.
+
+    The order is the live workers': the settings file's exemptions first, then
+    the topic's by exemption id (the first that covers a slot names it).
+    Raises :class:`stream.config.ConfigError` naming the file and the entry.
+    """
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"{path}: not a JSON file of exemptions ({error})") from None
+    if not isinstance(listed, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("id"), str) for item in listed
+    ):
+        raise ConfigError(
+            f'{path}: expected a JSON list of exemptions with an "id" each (sla-stream exempt list --format json)'
+        )
+    exemptions = []
+    for item in sorted(listed, key=lambda item: item["id"]):
+        try:
+            exemptions.append(exemption_from_json(item))
+        except InvalidExemption as error:
+            raise ConfigError(f"{path}: exemption {item['id']!r}: {error}") from None
+    return replace(settings, exemptions=(*settings.exemptions, *exemptions))
 
 
 def _clock(ts_ms: int, tz: ZoneInfo, day: date | None = None) -> str:

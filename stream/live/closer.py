@@ -64,7 +64,7 @@ class CloserLimits:
     """How much one tick takes on."""
 
     slots: int = 5_000
-    """Slots read per query (due, dirty) and outbox messages sent per batch."""
+    """Slots read per query (due, dirty, id sets to release) and outbox messages sent per batch."""
     dedup_hold_ms: int = 3_600_000
     """How long (stream time) a judged slot keeps its event ids for duplicate detection."""
 
@@ -131,7 +131,7 @@ class Closer:
         result.published = await self.publish()
         result.months = await self._refresh_months(exemptions)
         if watermark is not None:
-            await store.release_ids(watermark - self._limits.dedup_hold_ms)
+            await store.release_ids(watermark - self._limits.dedup_hold_ms, limit)
         return result
 
     async def _judge(

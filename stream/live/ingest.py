@@ -88,7 +88,12 @@ class ParsedRecord:
 
     record: Record
     events: list[Event]
+    """The events to count (all valid ones, unless the Ingester admits only some)."""
     rejected: list[Rejected]
+    latest_ms: int = -1
+    """The latest event time among all the record's valid events, counted or not: stream time moves with it."""
+    skipped: int = 0
+    """Valid events the Ingester did not admit (a replay's other months and apps)."""
 
 
 @dataclass
@@ -104,6 +109,8 @@ class IngestStats:
     """Partition batches skipped whole because Redis had applied them already (a redelivery)."""
     repositioned: int = 0
     """Times a partition was positioned at Redis's applied offset (assignments, Redis behind, rebuilds)."""
+    skipped: int = 0
+    """Valid events not admitted for counting (a replay's other months and apps)."""
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     """Dead letters by :attr:`stream.events.Rejected.category`."""
 
@@ -141,6 +148,7 @@ class Ingester:
         guard: Namespace,
         cursors: Cursors,
         reseek: Reseek,
+        admit: Callable[[Event], bool] | None = None,
     ) -> None:
         self._store = store
         self._tz = tz
@@ -150,6 +158,8 @@ class Ingester:
         self._guard = guard
         self._cursors = cursors
         self._reseek = reseek
+        self._admit = admit
+        """Which valid events to count (None: all); the others still move stream time."""
         self._day_of_slot: dict[int, str] = {}
         self.stats = IngestStats()
         """This worker's totals since it started."""
@@ -189,7 +199,7 @@ class Ingester:
         if not records:
             return
         bounds = self._bounds()
-        parsed = [ParsedRecord(r, *parse_record(r.value, kind, bounds)) for r in records]
+        parsed = [self._parse(r, kind, bounds) for r in records]
         await self._send_dead_letters(parsed)
         expected = cursor.applied
         while True:
@@ -233,6 +243,14 @@ class Ingester:
             await self.position(tp)
             return
 
+    def _parse(self, record: Record, kind: EventKind, bounds: TimeBounds) -> ParsedRecord:
+        events, rejected = parse_record(record.value, kind, bounds)
+        latest_ms = max((event.ts for event in events), default=-1)
+        if self._admit is None:
+            return ParsedRecord(record, events, rejected, latest_ms)
+        admitted = [event for event in events if self._admit(event)]
+        return ParsedRecord(record, admitted, rejected, latest_ms, len(events) - len(admitted))
+
     async def _apply_once(
         self, fence: Fence, kind: EventKind, tp: str, expected: int, parsed: Sequence[ParsedRecord]
     ) -> ApplyResult:
@@ -241,10 +259,9 @@ class Ingester:
         refused = 0
         for item in parsed:
             refused += len(item.rejected)
+            stream_ms = max(stream_ms, item.latest_ms)
             for event in item.events:
                 ids_by_slot[(event.app_id, slot_start_ms(event.counted_ts, self._tz))].append(event.event_id)
-                if event.ts > stream_ms:
-                    stream_ms = event.ts
         slots = [SlotBatch(app, slot_ms, self._day(slot_ms), ids) for (app, slot_ms), ids in ids_by_slot.items()]
         offsets = [item.record.offset for item in parsed]
         return await self._store.apply_batch(
@@ -275,6 +292,7 @@ class Ingester:
                 stats.redelivered += 1
                 continue
             stats.records += len(parsed)
+            stats.skipped += sum(item.skipped for item in parsed)
             stats.dead_letters += sum(len(item.rejected) for item in parsed)
             stats.dead_letter_reasons.update(r.category for item in parsed for r in item.rejected)
             stats.counted += result.counted

@@ -37,29 +37,37 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from stream.config import Settings
-from stream.events import TimeBounds
-from stream.formats import DeadLetter, InvalidExemption, decode_exemption
+from stream.formats import DeadLetter
 from stream.kafka_security import aiokafka_options, redact
 from stream.live.closer import Closer
-from stream.live.cursors import Cursors
-from stream.live.health import Health
-from stream.live.ingest import Ingester, Record
+from stream.live.recount import (
+    Every,
+    RecountError,
+    close_due,
+    ingest_handle,
+    latest_records,
+    load_exemptions,
+    open_consumer,
+    read_plan,
+    recount_ingester,
+    tp_name,
+    whole_topic_plan,
+)
 from stream.live.store import Fence, Store, redis_client
 from stream.live.worker import WorkerStartError, partition_counts
 from stream.sla.counting import EventKind
 
 log = logging.getLogger(__name__)
 
-FETCH_MAX_RECORDS = 10_000
 PROGRESS_EVERY_S = 5.0
 
 
-class RebuildError(Exception):
+class RebuildError(RecountError):
     """Why a rebuild cannot run or stopped; printed as one line."""
 
 
@@ -79,26 +87,6 @@ class RebuildSummary:
             f"{self.counted:,} events counted, {self.dead_letters:,} dead letters, {self.exemptions} exemptions, "
             f"{self.closed:,} slots closed; workers resume from the rebuilt positions"
         )
-
-
-class _RebuildNamespace:
-    """The rebuild writes with one fence; a refusal means another rebuild took the namespace over."""
-
-    def __init__(self, fence: Fence) -> None:
-        self._fence = fence
-
-    async def writable(self) -> Fence:
-        return self._fence
-
-    def stale(self) -> None:
-        raise RebuildError("another rebuild (or a reset of Redis) took the namespace over; run rebuild again")
-
-    async def lost_writes(self, fence: Fence) -> None:
-        raise RebuildError("Redis lost writes during the rebuild; run rebuild again")
-
-
-async def _no_reseek(tp: str, applied: int) -> None:
-    raise RebuildError(f"{tp}: Redis changed under the rebuild (applied offset {applied}); run rebuild again")
 
 
 async def rebuild(settings: Settings, say: Callable[[str], None], force: bool = False) -> RebuildSummary:
@@ -139,66 +127,24 @@ async def rebuild(settings: Settings, say: Callable[[str], None], force: bool = 
         raise RebuildError(redact(f"Kafka at {settings.kafka_bootstrap} failed during the rebuild: {error}")) from None
     except (RedisError, OSError) as error:
         raise RebuildError(redact(f"Redis at {settings.redis_url} failed during the rebuild: {error}")) from None
+    except RecountError as error:
+        raise RebuildError(str(error)) from None
     finally:
         await redis.aclose()
-
-
-async def _consumer(settings: Settings, kafka_options: Mapping[str, object]) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",  # as the workers: aborted transactions are never counted
-        **kafka_options,
-    )
-    await consumer.start()
-    return consumer
-
-
-async def _read_all(
-    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
-) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-    """Assign ``partitions`` from their earliest records; their start and end offsets as of now."""
-    consumer.assign(list(partitions))
-    starts = await consumer.beginning_offsets(list(partitions))
-    ends = await consumer.end_offsets(list(partitions))
-    for tp in partitions:
-        consumer.seek(tp, starts[tp])
-    return starts, ends
-
-
-async def _positions(consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-    """The consumer's position (next offset to read) in each partition."""
-    return {tp: await consumer.position(tp) for tp in partitions}
 
 
 async def _read_exemptions(
     settings: Settings, store: Store, kafka_options: Mapping[str, object], counts: Mapping[str, int]
 ) -> int:
     """The exemptions topic's latest record per key, into Redis (invalid ones were dead-lettered when live)."""
-    consumer = await _consumer(settings, kafka_options)
+    consumer = await open_consumer(settings, kafka_options)
     try:
         topic = settings.topics.exemptions
-        partitions = [TopicPartition(topic, p) for p in range(counts[topic])]
-        _, ends = await _read_all(consumer, partitions)
-        latest: dict[str, bytes | None] = {}
-        while any(at < ends[tp] for tp, at in (await _positions(consumer, partitions)).items()):
-            for _, messages in (await consumer.getmany(timeout_ms=1000)).items():
-                for message in messages:
-                    latest[(message.key or b"").decode("utf-8", errors="replace")] = message.value
+        plan = await whole_topic_plan(consumer, [TopicPartition(topic, p) for p in range(counts[topic])])
+        latest = await latest_records(consumer, plan)
     finally:
         await consumer.stop()
-    kept = 0
-    for exemption_id, value in latest.items():
-        if value is None:
-            continue
-        try:
-            record = decode_exemption(value)
-        except InvalidExemption:
-            continue
-        await store.put_exemption(exemption_id, record)
-        kept += 1
-    return kept
+    return await load_exemptions(store, latest)
 
 
 async def _count_inputs(
@@ -216,50 +162,26 @@ async def _count_inputs(
     async def send_dead_letter(letter: DeadLetter) -> None:
         await (await producer.send(settings.topics.dead_letter, key=letter.key, value=letter.value()))
 
-    def bounds() -> TimeBounds:
-        return settings.event_bounds(int(time.time() * 1000))
-
-    cursors = Cursors()
-    ingester = Ingester(
-        store,
-        settings.policy.timezone,
-        bounds,
-        send_dead_letter,
-        Health(settings.key_prefix),
-        _RebuildNamespace(fence),
-        cursors,
-        _no_reseek,
-    )
     kinds: dict[str, EventKind] = {settings.topics.requests: "request", settings.topics.successes: "success"}
-    consumer = await _consumer(settings, kafka_options)
+    partitions = [TopicPartition(topic, p) for topic in kinds for p in range(counts[topic])]
+    input_tps = [tp_name(tp) for tp in partitions]
+    ingester = recount_ingester(settings, store, fence, input_tps, send_dead_letter, "rebuild")
+    consumer = await open_consumer(settings, kafka_options)
     try:
-        partitions = [TopicPartition(topic, p) for topic in kinds for p in range(counts[topic])]
-        starts, ends = await _read_all(consumer, partitions)
-        for tp in partitions:
-            cursors.sought(f"{tp.topic}:{tp.partition}", -1)
-        total = sum(ends[tp] - starts[tp] for tp in partitions)
-        say(f"counting {total:,} offsets of {len(partitions)} input partitions")
-        last_said = time.monotonic()
-        pending = {tp for tp in partitions if starts[tp] < ends[tp]}
-        while pending:
-            fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=FETCH_MAX_RECORDS)
-            for tp, messages in fetched.items():
-                records = [Record(m.topic, m.partition, m.offset, m.value) for m in messages if m.offset < ends[tp]]
-                if records:
-                    await ingester.apply(kinds[tp.topic], records)
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-                    consumer.pause(tp)
-            if time.monotonic() - last_said >= PROGRESS_EVERY_S:
-                at = await _positions(consumer, partitions)
-                done = sum(min(at[tp], ends[tp]) - starts[tp] for tp in partitions)
-                say(f"counted {done:,} of {total:,} offsets ({ingester.stats.counted:,} events)")
-                last_said = time.monotonic()
+        plan = await whole_topic_plan(consumer, partitions)
+        say(f"counting {plan.total:,} offsets of {len(partitions)} input partitions")
+        every = Every(PROGRESS_EVERY_S)
+
+        async def progress(done: int) -> None:
+            if every.due():
+                say(f"counted {done:,} of {plan.total:,} offsets ({ingester.stats.counted:,} events)")
+
+        await read_plan(consumer, plan, ingest_handle(ingester, kinds), progress)
     finally:
         await consumer.stop()
     stats = ingester.stats
     summary.records, summary.counted, summary.dead_letters = stats.records, stats.counted, stats.dead_letters
-    return [f"{tp.topic}:{tp.partition}" for tp in partitions]
+    return input_tps
 
 
 async def _close(
@@ -271,10 +193,4 @@ async def _close(
         sent = [await producer.send(settings.topics.verdicts, key=k.encode(), value=v.encode()) for k, v in messages]
         await asyncio.gather(*sent)
 
-    closer = Closer(store, settings, input_tps, send_verdicts)
-    closed = 0
-    while True:
-        result = await closer.tick(fence)
-        closed += result.closed
-        if not (result.closed or result.revised or result.published):
-            return closed
+    return await close_due(Closer(store, settings, input_tps, send_verdicts), fence)

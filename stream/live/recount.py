@@ -1,0 +1,257 @@
+"""Counting topics again into a namespace: the one mechanism ``sla-stream rebuild`` and ``sla-stream replay`` share.
+
+Both read the input topics with a plain consumer of their own (no group, no
+commits, every partition assigned), from chosen start offsets to the end
+offsets seen when they started, and hand each fetched batch to the same
+:class:`stream.live.ingest.Ingester` the workers use; slots are closed by the
+same :class:`stream.live.closer.Closer`. What differs is only where the state
+goes (the live namespace, or a replay's own) and what the Ingester and Closer
+send on (dead letters and verdicts to Kafka, or nowhere).
+
+Example (the plan of what to read, by partition):
+    >>> from aiokafka import TopicPartition
+    >>> tp = TopicPartition("requests", 0)
+    >>> plan = ReadPlan(starts={tp: 40}, ends={tp: 100})
+    >>> plan.total, plan.done({tp: 70})
+    (60, 30)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream.config import Settings
+from stream.events import Event, TimeBounds
+from stream.formats import InvalidExemption, decode_exemption
+from stream.live.closer import Closer
+from stream.live.cursors import Cursors
+from stream.live.health import Health
+from stream.live.ingest import Ingester, Record, SendDeadLetter
+from stream.live.store import Fence, Store
+from stream.sla.counting import EventKind
+
+FETCH_MAX_RECORDS = 10_000
+"""Records per fetch: each partition's share is one Ingester step, one Redis script call."""
+
+
+async def open_consumer(settings: Settings, kafka_options: Mapping[str, object]) -> AIOKafkaConsumer:
+    """A started consumer outside any group: it commits nothing and reads only committed transactions, as workers do."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # as the workers: aborted transactions are never counted
+        **kafka_options,
+    )
+    await consumer.start()
+    return consumer
+
+
+class RecountError(Exception):
+    """A recount cannot go on (the namespace was taken over, Redis lost writes); printed as one line."""
+
+
+class HeldNamespace:
+    """A recount writes with one fence throughout; any refusal means the namespace is no longer its own."""
+
+    def __init__(self, fence: Fence, what: str) -> None:
+        self._fence = fence
+        self._what = what
+
+    async def writable(self) -> Fence:
+        return self._fence
+
+    def stale(self) -> None:
+        raise RecountError(f"another {self._what} (or a reset of Redis) took the namespace over; run it again")
+
+    async def lost_writes(self, fence: Fence) -> None:
+        raise RecountError(f"Redis lost writes during the {self._what}; run it again")
+
+
+def recount_ingester(
+    settings: Settings,
+    store: Store,
+    fence: Fence,
+    input_tps: Sequence[str],
+    send_dead_letter: SendDeadLetter,
+    what: str,
+    admit: Callable[[Event], bool] | None = None,
+) -> Ingester:
+    """The workers' Ingester for a recount into ``store``: every partition positioned before its first record.
+
+    ``admit`` keeps only the events it accepts (a replay's month and apps);
+    plausible times are judged against the clock now, as ``report`` does.
+    """
+
+    def bounds() -> TimeBounds:
+        return settings.event_bounds(int(time.time() * 1000))
+
+    async def no_reseek(tp: str, applied: int) -> None:
+        raise RecountError(f"{tp}: Redis changed under the {what} (applied offset {applied}); run it again")
+
+    cursors = Cursors()
+    for tp in input_tps:
+        cursors.sought(tp, -1)  # the namespace holds nothing of it: any first offset continues it
+    return Ingester(
+        store,
+        settings.policy.timezone,
+        bounds,
+        send_dead_letter,
+        Health(store.prefix),
+        HeldNamespace(fence, what),
+        cursors,
+        no_reseek,
+        admit=admit,
+    )
+
+
+def tp_name(tp: TopicPartition) -> str:
+    """``topic:partition``, the name the store and the Ingester know a partition by."""
+    return f"{tp.topic}:{tp.partition}"
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What to read of each partition: from ``starts`` up to (not including) ``ends``."""
+
+    starts: Mapping[TopicPartition, int]
+    ends: Mapping[TopicPartition, int]
+
+    @property
+    def partitions(self) -> list[TopicPartition]:
+        return list(self.starts)
+
+    @property
+    def total(self) -> int:
+        """Offsets to read in all (transaction markers included: they are offsets too)."""
+        return sum(max(0, self.ends[tp] - self.starts[tp]) for tp in self.starts)
+
+    def done(self, positions: Mapping[TopicPartition, int]) -> int:
+        """Offsets read so far, given the consumer's positions."""
+        return sum(max(0, min(positions[tp], self.ends[tp]) - self.starts[tp]) for tp in self.starts if tp in positions)
+
+
+async def whole_topic_plan(consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]) -> ReadPlan:
+    """Every retained record of ``partitions``, up to their end offsets as of now."""
+    starts = await consumer.beginning_offsets(list(partitions))
+    ends = await consumer.end_offsets(list(partitions))
+    return ReadPlan(starts, ends)
+
+
+async def latest_records(consumer: AIOKafkaConsumer, plan: ReadPlan) -> dict[str, bytes | None]:
+    """A compacted topic read as the plan says, reduced to the latest value per key (None: a tombstone)."""
+    latest: dict[str, bytes | None] = {}
+
+    async def keep(tp: TopicPartition, messages: Sequence[Record], keys: Sequence[bytes | None]) -> None:
+        for message, key in zip(messages, keys, strict=True):
+            latest[(key or b"").decode("utf-8", errors="replace")] = message.value
+
+    await read_plan(consumer, plan, keep)
+    return latest
+
+
+async def load_exemptions(store: Store, latest: Mapping[str, bytes | None]) -> int:
+    """Put the exemptions topic's latest records into ``store``; how many were kept.
+
+    Tombstones and invalid records (dead-lettered when the workers met them) are left out.
+    """
+    kept = 0
+    for exemption_id, value in sorted(latest.items()):
+        if value is None:
+            continue
+        try:
+            record = decode_exemption(value)
+        except InvalidExemption:
+            continue
+        await store.put_exemption(exemption_id, record)
+        kept += 1
+    return kept
+
+
+Handle = Callable[[TopicPartition, Sequence[Record], Sequence[bytes | None]], Awaitable[None]]
+"""Takes one partition's fetched records (and their keys), in offset order."""
+
+
+async def read_plan(
+    consumer: AIOKafkaConsumer,
+    plan: ReadPlan,
+    handle: Handle,
+    between: Callable[[int], Awaitable[None]] | None = None,
+) -> None:
+    """Read every partition of ``plan`` from its start to its end, handing each fetched batch to ``handle``.
+
+    ``between`` is called after every fetch with the offsets read so far (for
+    progress and periodic work). Partitions are paused as they reach their end,
+    so a topic written to meanwhile is read only as far as the plan says.
+    """
+    partitions = plan.partitions
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, plan.starts[tp])
+    pending = {tp for tp in partitions if plan.starts[tp] < plan.ends[tp]}
+    for tp in set(partitions) - pending:
+        consumer.pause(tp)
+    positions = {tp: plan.starts[tp] for tp in partitions}
+    while pending:
+        fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=FETCH_MAX_RECORDS)
+        for tp, messages in fetched.items():
+            kept = [m for m in messages if m.offset < plan.ends[tp]]
+            if kept:
+                records = [Record(m.topic, m.partition, m.offset, m.value) for m in kept]
+                await handle(tp, records, [m.key for m in kept])
+        for tp in list(pending):
+            positions[tp] = await consumer.position(tp)
+            if positions[tp] >= plan.ends[tp]:
+                pending.discard(tp)
+                consumer.pause(tp)
+        if between is not None:
+            await between(plan.done(positions))
+
+
+def ingest_handle(ingester: Ingester, kinds: Mapping[str, EventKind]) -> Handle:
+    """A :data:`Handle` that counts input records (``kinds``: the event kind of each input topic)."""
+
+    async def count(tp: TopicPartition, records: Sequence[Record], keys: Sequence[bytes | None]) -> None:
+        await ingester.apply(kinds[tp.topic], records)
+
+    return count
+
+
+async def close_due(closer: Closer, fence: Fence) -> int:
+    """Tick ``closer`` until a tick finds nothing to close, judge again or publish; how many slots it closed."""
+    closed = 0
+    while True:
+        result = await closer.tick(fence)
+        closed += result.closed
+        if not (result.closed or result.revised or result.published):
+            return closed
+
+
+class Every:
+    """True at most once per ``seconds`` of the clock: for periodic work inside a reading loop.
+
+    Example:
+        >>> now = [0.0]
+        >>> every = Every(5.0, clock=lambda: now[0])
+        >>> every.due(), every.due()
+        (False, False)
+        >>> now[0] = 5.0
+        >>> every.due(), every.due()
+        (True, False)
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._last = clock()
+
+    def due(self) -> bool:
+        now = self._clock()
+        if now - self._last < self._seconds:
+            return False
+        self._last = now
+        return True

@@ -1,0 +1,320 @@
+"""``sla-stream replay``: a month's figures counted again from the raw events on Kafka, the same every time.
+
+When the two sides' records disagree, the provider's records decide, so
+every month's figures must be reproducible from the raw events. A replay:
+
+1. finds, in each input partition, the first record stamped at or after the
+   month's start less a margin (``[replay] margin_minutes`` plus
+   ``[events] max_future_seconds``: records sent a little before their
+   events' time), and refuses a month the topics no longer reach back to;
+2. reads every partition from there to the end offsets it saw when it
+   started, with a consumer of its own (no group, nothing committed), and
+   counts the events whose counted time falls in the month (and, with
+   ``--app``, of those apps) through the workers' own
+   :class:`stream.live.ingest.Ingester`, into a namespace of its own in Redis
+   (key prefix ``<prefix>-replay-YYYY-MM-<token>:``), so the live state is
+   never touched and live workers run on;
+3. closes the slots with the workers' own :class:`stream.live.closer.Closer`
+   as event time passes (so duplicate-detection ids are released as live,
+   and memory stays flat), and every slot once the reading is done; the
+   exemptions of the topic and the settings apply as they do live;
+4. judges each service month as the live month ledger does
+   (:func:`stream.live.ledger.assess_live_month`) and removes its namespace
+   (``--keep`` leaves it for inspection).
+
+Nothing is sent anywhere: the verdicts and dead letters the replay makes
+are counted, not published (the live workers published them already).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from stream.config import Settings
+from stream.events import Event
+from stream.formats import DeadLetter
+from stream.kafka_security import aiokafka_options, redact
+from stream.live.closer import Closer
+from stream.live.exemptions import current_exemptions
+from stream.live.ingest import IngestStats
+from stream.live.ledger import assess_live_month
+from stream.live.recount import (
+    Every,
+    ReadPlan,
+    RecountError,
+    close_due,
+    ingest_handle,
+    latest_records,
+    load_exemptions,
+    open_consumer,
+    read_plan,
+    recount_ingester,
+    tp_name,
+    whole_topic_plan,
+)
+from stream.live.store import Fence, Store, redis_client
+from stream.live.worker import WorkerStartError, partition_counts
+from stream.monthend.apps import UnknownApp, check_apps_known
+from stream.monthend.progress import ReadProgress
+from stream.sla.assessment import MonthAssessment
+from stream.sla.counting import EventKind
+from stream.sla.months import calendar_month
+from stream.sla.slots import local_time
+
+TICK_EVERY_S = 1.0
+"""How often the replay's closer runs while reading: closes what event time allows, releases old ids."""
+
+
+class ReplayError(Exception):
+    """Why a replay cannot run or stopped; printed as one line."""
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    year: int
+    month: int
+    apps: tuple[str, ...] = ()
+    """Only these apps (empty: every app with events in the month or terms on record)."""
+    keep: bool = False
+    """Leave the replay's namespace in Redis afterwards (for inspection)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.year}-{self.month:02d}"
+
+
+@dataclass
+class ReplayResult:
+    """The month's assessments and what the replay read."""
+
+    assessments: list[MonthAssessment]
+    stats: IngestStats
+    offsets: int
+    seconds: float
+    exemptions: int
+    prefix: str
+    kept: bool
+    slots_closed: int = 0
+    reached_back: dict[str, int] = field(default_factory=dict)
+    """Per input topic, the earliest record timestamp read from (ms)."""
+
+    def line(self, name: str) -> str:
+        s = self.stats
+        rate = s.counted / self.seconds if self.seconds else 0.0
+        kept = f"; its state is kept under key prefix {self.prefix!r}" if self.kept else ""
+        return (
+            f"replayed {name} in {self.seconds:.1f} s: {self.offsets:,} offsets, {s.records:,} records, "
+            f"{s.counted:,} events counted ({rate:,.0f}/s), {s.duplicates:,} duplicates counted once, "
+            f"{s.skipped:,} events outside the month or apps, {s.dead_letters:,} refused (dead-lettered when live), "
+            f"{self.exemptions} exemptions from the topic{kept}"
+        )
+
+
+ProgressFactory = Callable[[str, int], ReadProgress]
+"""Makes the display of a read: its label and total offsets."""
+
+
+async def replay(
+    settings: Settings, request: ReplayRequest, progress: ProgressFactory, clock: Callable[[], float] = time.time
+) -> ReplayResult:
+    """Count ``request``'s month again from the topics; see the module docstring."""
+    started = time.monotonic()
+    tz = settings.policy.timezone
+    month_start, month_end = calendar_month(request.year, request.month).span_ms(tz)
+    now_ms = int(clock() * 1000)
+    if month_start > now_ms:
+        raise ReplayError(f"{request.name} has not begun: it starts {_when(month_start, settings)}")
+    topics = settings.topics
+    try:
+        counts = partition_counts(settings, (topics.requests, topics.successes, topics.exemptions))
+    except WorkerStartError as error:
+        raise ReplayError(str(error)) from None
+    redis = redis_client(settings.redis_url)
+    prefix = replay_prefix(settings.key_prefix, request, secrets.token_hex(4))
+    store = Store(redis, prefix)
+    try:
+        await check_apps_known(settings, Store(redis, settings.key_prefix), request.apps)
+        kafka_options = aiokafka_options(settings.kafka_security)
+        kinds: dict[str, EventKind] = {topics.requests: "request", topics.successes: "success"}
+        partitions = [TopicPartition(topic, p) for topic in kinds for p in range(counts[topic])]
+        consumer = await open_consumer(settings, kafka_options)
+        try:
+            reading_from = month_start - settings.replay_margin_ms - settings.max_future_ms
+            plan = await _month_plan(consumer, partitions, reading_from, now_ms, settings, request)
+            fence = Fence(now_ms, "rebuilding")
+            await store.begin_rebuild(fence.generation)
+            exemptions = await load_exemptions(
+                store, await latest_records(consumer, await _exemptions_plan(consumer, settings, counts))
+            )
+            stats, closed = await _count(
+                settings, request, store, fence, consumer, plan, kinds, progress, (month_start, month_end)
+            )
+        finally:
+            await consumer.stop()
+        counted_apps = await store.apps()
+        await check_apps_known(settings, Store(redis, settings.key_prefix), request.apps, seen=counted_apps)
+        app_ids = list(request.apps) or sorted(counted_apps | set(settings.apps))
+        current = await current_exemptions(store, settings)
+        assessments = [
+            assessment
+            for app_id in app_ids
+            for assessment in await assess_live_month(store, settings, app_id, request.year, request.month, current)
+        ]
+        return ReplayResult(
+            assessments, stats, plan.total, time.monotonic() - started, exemptions, prefix, request.keep, closed
+        )
+    except KafkaError as error:
+        raise ReplayError(redact(f"Kafka at {settings.kafka_bootstrap} failed during the replay: {error}")) from None
+    except (RedisError, OSError) as error:
+        raise ReplayError(redact(f"Redis at {settings.redis_url} failed during the replay: {error}")) from None
+    except (RecountError, UnknownApp) as error:
+        raise ReplayError(str(error)) from None
+    finally:
+        try:
+            if not request.keep:
+                await remove_namespace(redis, prefix)
+        finally:
+            await redis.aclose()
+
+
+def replay_prefix(live_prefix: str, request: ReplayRequest, token: str) -> str:
+    """The replay's own key prefix: never inside the live namespace, so nothing live can read or delete it.
+
+    Example:
+        >>> replay_prefix("sla:", ReplayRequest(2026, 10), "ab12")
+        'sla-replay-2026-10-ab12:'
+        >>> replay_prefix("sla", ReplayRequest(2026, 10), "ab12")
+        'replay-2026-10-ab12:'
+    """
+    prefix = f"{live_prefix.rstrip(':')}-replay-{request.name}-{token}:"
+    return prefix if not prefix.startswith(live_prefix) else f"replay-{request.name}-{token}:"
+
+
+async def remove_namespace(redis: Redis, prefix: str) -> int:
+    """Delete every key under ``prefix``; how many."""
+    deleted = 0
+    batch: list[str] = []
+    async for key in redis.scan_iter(match=prefix.replace("*", r"\*").replace("?", r"\?") + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += await redis.delete(*batch)
+            batch = []
+    if batch:
+        deleted += await redis.delete(*batch)
+    return deleted
+
+
+async def _month_plan(
+    consumer: AIOKafkaConsumer,
+    partitions: Sequence[TopicPartition],
+    reading_from: int,
+    now_ms: int,
+    settings: Settings,
+    request: ReplayRequest,
+) -> ReadPlan:
+    """From the first record stamped at or after ``reading_from`` to the end offsets as of now, per partition.
+
+    Refuses when a partition has lost records (retention, deletion) that may
+    have been stamped after ``reading_from``: the month cannot be counted whole.
+    """
+    whole = await whole_topic_plan(consumer, partitions)
+    found = await consumer.offsets_for_times({tp: reading_from for tp in partitions})
+    starts = {tp: whole.ends[tp] if found[tp] is None else found[tp].offset for tp in partitions}
+    for tp in partitions:
+        if whole.starts[tp] == 0:
+            continue  # nothing was ever deleted from this partition
+        reach = await _reaches_back_to(consumer, tp, now_ms - settings.retention_ms)
+        if reach > reading_from:
+            raise ReplayError(
+                f"topic {tp.topic} (partition {tp.partition}) reaches back only to {_when(reach, settings)}, "
+                f"but replaying {request.name} needs its records from {_when(reading_from, settings)} on "
+                f"(the topics keep {settings.retention_ms // 86_400_000} days)"
+            )
+    return ReadPlan(starts, whole.ends)
+
+
+async def _reaches_back_to(consumer: AIOKafkaConsumer, tp: TopicPartition, retention_horizon_ms: int) -> int:
+    """The timestamp of a partition's oldest retained record; the retention horizon if it retains none."""
+    first = (await consumer.offsets_for_times({tp: 0}))[tp]
+    return retention_horizon_ms if first is None else first.timestamp
+
+
+async def _exemptions_plan(consumer: AIOKafkaConsumer, settings: Settings, counts: Mapping[str, int]) -> ReadPlan:
+    topic = settings.topics.exemptions
+    return await whole_topic_plan(consumer, [TopicPartition(topic, p) for p in range(counts[topic])])
+
+
+async def _count(
+    settings: Settings,
+    request: ReplayRequest,
+    store: Store,
+    fence: Fence,
+    consumer: AIOKafkaConsumer,
+    plan: ReadPlan,
+    kinds: Mapping[str, EventKind],
+    progress: ProgressFactory,
+    month: tuple[int, int],
+) -> tuple[IngestStats, int]:
+    """Count the plan's records of the month through the Ingester, closing as event time passes; (stats, closed)."""
+    start_ms, end_ms = month
+    apps = frozenset(request.apps)
+
+    def admit(event: Event) -> bool:
+        return start_ms <= event.counted_ts < end_ms and (not apps or event.app_id in apps)
+
+    async def not_sent(letter: DeadLetter) -> None:
+        """Dead letters were sent when the workers met the records; a replay only counts them."""
+
+    async def not_published(messages: Sequence[tuple[str, str]]) -> None:
+        """Verdicts of a replay are its own: the live workers publish theirs."""
+
+    input_tps = [tp_name(tp) for tp in plan.partitions]
+    ingester = recount_ingester(settings, store, fence, input_tps, not_sent, "replay", admit)
+    closer = Closer(store, settings, input_tps, not_published)
+    ticks = Every(TICK_EVERY_S)
+    shown = progress(f"replay {request.name}", plan.total)
+    closed = 0
+
+    async def between(done: int) -> None:
+        nonlocal closed
+        shown.update(done, ingester.stats.counted)
+        if ticks.due():
+            closed += await _tick(store, closer, fence, plan, consumer)
+
+    try:
+        await read_plan(consumer, plan, ingest_handle(ingester, kinds), between)
+    finally:
+        shown.close()
+    await _mark_done_partitions_idle(store, plan, consumer)
+    closed += await close_due(closer, fence)
+    return ingester.stats, closed
+
+
+async def _tick(store: Store, closer: Closer, fence: Fence, plan: ReadPlan, consumer: AIOKafkaConsumer) -> int:
+    await _mark_done_partitions_idle(store, plan, consumer)
+    return (await closer.tick(fence)).closed
+
+
+async def _mark_done_partitions_idle(store: Store, plan: ReadPlan, consumer: AIOKafkaConsumer) -> None:
+    """Partitions read to their end are idle: they no longer hold the watermark back (stream time follows the clock).
+
+    An idle report is trusted for a few seconds only, so it is renewed before each tick.
+    """
+    now_ms = int(time.time() * 1000)
+    done = {}
+    for tp in plan.partitions:
+        if plan.starts[tp] >= plan.ends[tp] or await consumer.position(tp) >= plan.ends[tp]:
+            done[tp_name(tp)] = now_ms
+    await store.mark_idle(done, ())
+
+
+def _when(ms: int, settings: Settings) -> str:
+    return local_time(ms, settings.policy.timezone).isoformat(timespec="minutes")
