@@ -28,6 +28,7 @@ are counted, not published (the live workers published them already).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -141,6 +142,10 @@ async def replay(
     prefix = replay_prefix(settings.key_prefix, request, secrets.token_hex(4))
     store = Store(redis, prefix)
     try:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as error:
+            raise ReplayError(redact(f"Redis at {settings.redis_url} is not answering: {error}")) from None
         await check_apps_known(settings, Store(redis, settings.key_prefix), request.apps)
         kafka_options = aiokafka_options(settings.kafka_security)
         kinds: dict[str, EventKind] = {topics.requests: "request", topics.successes: "success"}
@@ -180,7 +185,8 @@ async def replay(
     finally:
         try:
             if not request.keep:
-                await remove_namespace(redis, prefix)
+                with contextlib.suppress(RedisError, OSError):  # Redis gone: the error above says so already
+                    await remove_namespace(redis, prefix)
         finally:
             await redis.aclose()
 
@@ -227,11 +233,13 @@ async def _month_plan(
     """
     whole = await whole_topic_plan(consumer, partitions)
     found = await consumer.offsets_for_times({tp: reading_from for tp in partitions})
-    starts = {tp: whole.ends[tp] if found[tp] is None else found[tp].offset for tp in partitions}
+    # No record found is read whole: Kafka answers none when records were deleted from the middle of a batch,
+    # and a partition skipped by mistake would be a silent undercount; the month filter keeps the count exact.
+    starts = {tp: whole.starts[tp] if found[tp] is None else found[tp].offset for tp in partitions}
     for tp in partitions:
         if whole.starts[tp] == 0:
             continue  # nothing was ever deleted from this partition
-        reach = await _reaches_back_to(consumer, tp, now_ms - settings.retention_ms)
+        reach = await _reaches_back_to(consumer, tp, whole, now_ms - settings.retention_ms)
         if reach > reading_from:
             raise ReplayError(
                 f"topic {tp.topic} (partition {tp.partition}) reaches back only to {_when(reach, settings)}, "
@@ -241,10 +249,21 @@ async def _month_plan(
     return ReadPlan(starts, whole.ends)
 
 
-async def _reaches_back_to(consumer: AIOKafkaConsumer, tp: TopicPartition, retention_horizon_ms: int) -> int:
-    """The timestamp of a partition's oldest retained record; the retention horizon if it retains none."""
-    first = (await consumer.offsets_for_times({tp: 0}))[tp]
-    return retention_horizon_ms if first is None else first.timestamp
+async def _reaches_back_to(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, whole: ReadPlan, retention_horizon_ms: int
+) -> int:
+    """The timestamp of a partition's oldest retained record; the retention horizon if it retains none.
+
+    The record is read, not looked up in the time index: the index can miss
+    records that share a batch with deleted ones.
+    """
+    if whole.starts[tp] >= whole.ends[tp]:
+        return retention_horizon_ms
+    consumer.assign([tp])
+    consumer.seek(tp, whole.starts[tp])
+    fetched = await consumer.getmany(tp, timeout_ms=5000, max_records=1)
+    records = fetched.get(tp, [])
+    return records[0].timestamp if records else retention_horizon_ms
 
 
 async def _exemptions_plan(consumer: AIOKafkaConsumer, settings: Settings, counts: Mapping[str, int]) -> ReadPlan:

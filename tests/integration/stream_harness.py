@@ -107,6 +107,8 @@ class OutRecord:
     partition: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None
+    """The record's timestamp (CreateTime); None: the producer's clock."""
 
 
 def event_value(event: Event) -> bytes:
@@ -122,11 +124,15 @@ def single_records(events: Iterable[Event]) -> list[OutRecord]:
     return [OutRecord(e.kind, partition_for(event_key(e)), event_key(e).encode(), event_value(e)) for e in events]
 
 
-def batched_records(events: Iterable[Event], batch: int, single_every: int = 0) -> list[OutRecord]:
+def batched_records(
+    events: Iterable[Event], batch: int, single_every: int = 0, stamped: bool = False
+) -> list[OutRecord]:
     """JSON arrays of up to ``batch`` events per (kind, partition), in arrival order.
 
     With ``single_every`` N > 0, every Nth event travels alone in its own
-    record instead, so a stream mixes both forms of the contract.
+    record instead, so a stream mixes both forms of the contract. With
+    ``stamped``, each record's timestamp is its latest event's time, as if
+    sent the moment its last event happened.
     """
     records: list[OutRecord] = []
     pending: dict[tuple[str, int], list[Event]] = defaultdict(list)
@@ -134,13 +140,15 @@ def batched_records(events: Iterable[Event], batch: int, single_every: int = 0) 
     def flush(kind: str, partition: int) -> None:
         group = pending.pop((kind, partition), [])
         if group:
-            records.append(OutRecord(kind, partition, f"batch-{partition}".encode(), array_value(group)))
+            stamp = max(e.ts for e in group) if stamped else None
+            records.append(OutRecord(kind, partition, f"batch-{partition}".encode(), array_value(group), stamp))
 
     for n, event in enumerate(events, start=1):
         partition = partition_for(event_key(event))
         if single_every and n % single_every == 0:
             flush(event.kind, partition)  # keep arrival order within the partition
-            records.append(OutRecord(event.kind, partition, event_key(event).encode(), event_value(event)))
+            stamp = event.ts if stamped else None
+            records.append(OutRecord(event.kind, partition, event_key(event).encode(), event_value(event), stamp))
             continue
         group = pending[(event.kind, partition)]
         group.append(event)
@@ -529,7 +537,10 @@ class Deployment:
     def produce(self, records: Iterable[OutRecord]) -> list[tuple[str, int, int]]:
         """Produce and wait until Kafka acknowledged every record: ``(topic, partition, offset)`` of each."""
         futures = [
-            self.producer.send(self.topic_of(r.kind), key=r.key, value=r.value, partition=r.partition) for r in records
+            self.producer.send(
+                self.topic_of(r.kind), key=r.key, value=r.value, partition=r.partition, timestamp_ms=r.timestamp_ms
+            )
+            for r in records
         ]
         self.producer.flush(timeout=60)
         placed = []
@@ -541,8 +552,41 @@ class Deployment:
                 self.produced[tp] = max(self.produced.get(tp, -1), meta.offset)
         return placed
 
-    def produce_events(self, events: Iterable[Event], batch: int = 0) -> list[tuple[str, int, int]]:
-        return self.produce(batched_records(events, batch) if batch else single_records(events))
+    def produce_events(
+        self, events: Iterable[Event], batch: int = 0, stamped: bool = False
+    ) -> list[tuple[str, int, int]]:
+        """The events as records (``batch`` > 0: arrays), stamped with their events' time if ``stamped``."""
+        if batch or stamped:
+            return self.produce(batched_records(events, batch or 1, stamped=stamped))
+        return self.produce(single_records(events))
+
+    # ----- the command line
+
+    def cli(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """``sla-stream ARGS --config <this deployment's>``, its output captured (exit status not checked)."""
+        return subprocess.run(
+            [*SLA_STREAM, *args, "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=None if env is None else {**os.environ, **env},
+        )
+
+    def namespace_snapshot(self) -> dict[str, Any]:
+        """Every key of the live namespace with its type and value: equal snapshots, equal state."""
+        r = self.redis_client
+        readers: dict[str, Callable[[str], Any]] = {
+            "string": r.get,
+            "hash": r.hgetall,
+            "set": lambda key: sorted(r.smembers(key)),
+            "zset": lambda key: r.zrange(key, 0, -1, withscores=True),
+            "list": lambda key: r.lrange(key, 0, -1),
+        }
+        snapshot = {}
+        for key in r.scan_iter(match=self.prefix + "*", count=1000):  # test prefixes hold no glob characters
+            kind = r.type(key)
+            snapshot[key] = (kind, readers[kind](key))
+        return snapshot
 
     def flush_stream_time(self, ts: int) -> list[str]:
         """Move every input partition's stream time to ``ts`` with one event of app ``FLUSH_APP`` each.

@@ -1,0 +1,57 @@
+"""``sla-stream replay`` refuses, in one line and without touching Redis, what it cannot count whole.
+
+A month the topics no longer reach back to (records deleted from the start
+of a partition, as retention does), a month not begun, an unknown app,
+Kafka or Redis not answering: each is one line on stderr naming the cause,
+exit status 2, nothing on stdout and no replay namespace left in Redis.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from kafka import TopicPartition
+from stream_harness import Deployment, OutRecord, event_value, free_port, slot_traffic
+
+from stream.sla.slots import to_epoch_ms
+
+pytest_plugins = ["stream_harness"]
+
+APP = "1400000001"
+
+
+def refused(d: Deployment, *args: str, env: dict[str, str] | None = None) -> str:
+    """Exit status 2, nothing on stdout, one line on stderr naming the cause (after any progress lines); that line."""
+    done = d.cli(*args, env=env)
+    *before, last = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and last.startswith("sla-stream"), (args, done.stderr)
+    assert all(line.startswith("replay ") for line in before), done.stderr  # progress, when it got that far
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    return last
+
+
+def test_replay_refusals(stream_deployment, kafka_admin):
+    d = stream_deployment()
+    tz = d.settings.policy.timezone
+    october, november = (to_epoch_ms(datetime(2026, m, 10, 12, 0, tzinfo=tz)) for m in (10, 11))
+    records = []
+    for slot in (october, november):  # all to partition 0, stamped with their time: October's first
+        requests, successes = slot_traffic(APP, slot, 10, 10)
+        records += [OutRecord(e.kind, 0, b"k", event_value(e), e.ts) for e in requests + successes]
+    d.produce(records)
+
+    assert "2099-01 has not begun" in refused(d, "replay", "--month", "2099-01")
+    assert "unknown app 1499999999" in refused(d, "replay", "--month", "2026-11", "--app", "1499999999")
+    assert "YYYY-MM" in refused(d, "replay", "--month", "2026-13")
+    dead = f"127.0.0.1:{free_port()}"
+    assert "Kafka at" in refused(d, "replay", "--month", "2026-11", env={"KAFKA_BOOTSTRAP": dead})
+    assert "Redis at" in refused(d, "replay", "--month", "2026-11", env={"REDIS_URL": f"redis://{dead}/0"})
+    assert d.cli("replay", "--month", "2026-10").returncode == 0, "whole, October can be replayed"
+
+    # Retention took partition 0's first records (October's): October can no longer be replayed whole.
+    kafka_admin.delete_records({TopicPartition(d.topics.requests, 0): 10})
+    line = refused(d, "replay", "--month", "2026-10")
+    assert f"topic {d.topics.requests} (partition 0) reaches back only to 2026-11-10T12:" in line, line
+    assert "needs its records from 2026-09-30T2" in line and "keep 100 days" in line, line
+
+    assert not list(d.redis_client.scan_iter(match=d.prefix.rstrip(":") + "-replay-*"))
