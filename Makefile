@@ -55,10 +55,13 @@ report-demo: venv
 	$(SLA) report --events .run/demo-events.jsonl --month 2026-10 --config config/demo.toml --format text
 
 # bench: one worker's throughput and memory against a raw aiokafka reader of
-# the same topics (not part of the tests); starts Kafka and Redis, stops them after.
+# the same topics, then `sla-stream replay`'s over a month of events (not part
+# of the tests); starts Kafka and Redis, stops them after. BENCH_ARGS and
+# REPLAY_ARGS go to bench/bench_stream.py and bench/bench_replay.py.
 bench: venv
 	@status=0; \
-	$(MAKE) --no-print-directory up && $(PY) bench/bench_stream.py $(BENCH_ARGS) || status=$$?; \
+	$(MAKE) --no-print-directory up && $(PY) bench/bench_stream.py $(BENCH_ARGS) \
+	    && $(PY) bench/bench_replay.py $(REPLAY_ARGS) || status=$$?; \
 	$(MAKE) --no-print-directory down; \
 	exit $$status
 

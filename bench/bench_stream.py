@@ -248,6 +248,7 @@ def run_worker(
             [sys.executable, "-m", "stream.cli", "worker", "--config", str(config), "--metrics-port", metrics],
             stdout=output,
             stderr=output,
+            cwd=config.parent,  # the temp dir: Faust writes its data directory into the working directory
         )
     scraper = Scraper(port) if scraped else None
     try:

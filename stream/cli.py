@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -86,7 +87,7 @@ def run_replay(args: argparse.Namespace) -> int:
     def shown(label: str, total: int) -> progress.ReadProgress:
         return progress.progress_for(label, total, sys.stderr)
 
-    result = asyncio.run(replay.replay(settings, request, shown))
+    result = asyncio.run(replay.replay(settings, request, shown, processes=args.processes))
     _print_months(result.assessments, settings, year, month, args.format)
     _say(result.line(request.name))
     return 0
@@ -164,6 +165,12 @@ def run_simulate(args: argparse.Namespace) -> int:
     written = simulate.write_file(plan, args.out)
     print(f"wrote {written} to {args.out}", file=sys.stderr)
     return 0
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, got {text!r}")
+    return int(text)
 
 
 def _metrics_address(text: str) -> tuple[str, int] | None:
@@ -257,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     rpl.add_argument("--format", choices=("json", "text"), default="text")
     rpl.add_argument(
         "--keep", action="store_true", help="leave the replay's state in Redis (its key prefix is printed)"
+    )
+    rpl.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="count the partitions in N processes (default: one per core, here %(default)s)",
     )
     rpl.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (the workers' own)")
     rpl.set_defaults(run=run_replay)

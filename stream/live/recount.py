@@ -18,6 +18,7 @@ Example (the plan of what to read, by partition):
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -198,11 +199,14 @@ async def read_plan(
     positions = {tp: plan.starts[tp] for tp in partitions}
     while pending:
         fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=FETCH_MAX_RECORDS)
+        handled = []
         for tp, messages in fetched.items():
             kept = [m for m in messages if m.offset < plan.ends[tp]]
             if kept:
                 records = [Record(m.topic, m.partition, m.offset, m.value) for m in kept]
-                await handle(tp, records, [m.key for m in kept])
+                handled.append(handle(tp, records, [m.key for m in kept]))
+        # Partitions go concurrently: one's records are parsed while Redis runs another's step.
+        await asyncio.gather(*handled)
         for tp in list(pending):
             positions[tp] = await consumer.position(tp)
             if positions[tp] >= plan.ends[tp]:

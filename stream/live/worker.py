@@ -45,6 +45,7 @@ def partition_counts(settings: Settings, names: Sequence[str], timeout_s: float 
         consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
             **kafka_python_options(settings.kafka_security),
         )
     except KafkaError as error:

@@ -28,7 +28,11 @@ are counted, not published (the live workers published them already).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import multiprocessing
+import multiprocessing.queues
+import queue
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,8 +44,6 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from stream.config import Settings
-from stream.events import Event
-from stream.formats import DeadLetter
 from stream.kafka_security import aiokafka_options, redact
 from stream.live.closer import Closer
 from stream.live.exemptions import current_exemptions
@@ -52,12 +54,9 @@ from stream.live.recount import (
     ReadPlan,
     RecountError,
     close_due,
-    ingest_handle,
     latest_records,
     load_exemptions,
     open_consumer,
-    read_plan,
-    recount_ingester,
     tp_name,
     whole_topic_plan,
 )
@@ -65,6 +64,7 @@ from stream.live.store import Fence, Store, redis_client
 from stream.live.worker import WorkerStartError, partition_counts
 from stream.monthend.apps import UnknownApp, check_apps_known
 from stream.monthend.progress import ReadProgress
+from stream.monthend.share import Share, ShareOutcome, mark_read_partitions_idle, merged, run_share, split
 from stream.sla.assessment import MonthAssessment
 from stream.sla.counting import EventKind
 from stream.sla.months import calendar_month
@@ -72,6 +72,8 @@ from stream.sla.slots import local_time
 
 TICK_EVERY_S = 1.0
 """How often the replay's closer runs while reading: closes what event time allows, releases old ids."""
+POLL_S = 0.2
+"""How often the parent looks at its processes' progress and outcomes."""
 
 
 class ReplayError(Exception):
@@ -124,7 +126,11 @@ ProgressFactory = Callable[[str, int], ReadProgress]
 
 
 async def replay(
-    settings: Settings, request: ReplayRequest, progress: ProgressFactory, clock: Callable[[], float] = time.time
+    settings: Settings,
+    request: ReplayRequest,
+    progress: ProgressFactory,
+    processes: int = 1,
+    clock: Callable[[], float] = time.time,
 ) -> ReplayResult:
     """Count ``request``'s month again from the topics; see the module docstring."""
     started = time.monotonic()
@@ -154,16 +160,14 @@ async def replay(
         try:
             reading_from = month_start - settings.replay_margin_ms - settings.max_future_ms
             plan = await _month_plan(consumer, partitions, reading_from, now_ms, settings, request)
-            fence = Fence(now_ms, "rebuilding")
-            await store.begin_rebuild(fence.generation)
-            exemptions = await load_exemptions(
-                store, await latest_records(consumer, await _exemptions_plan(consumer, settings, counts))
-            )
-            stats, closed = await _count(
-                settings, request, store, fence, consumer, plan, kinds, progress, (month_start, month_end)
-            )
+            latest = await latest_records(consumer, await _exemptions_plan(consumer, settings, counts))
         finally:
             await consumer.stop()
+        fence = Fence(now_ms, "rebuilding")
+        await store.begin_rebuild(fence.generation)
+        exemptions = await load_exemptions(store, latest)
+        month = (month_start, month_end)
+        stats, closed = await _count(settings, request, store, fence, plan, progress, month, processes)
         counted_apps = await store.apps()
         await check_apps_known(settings, Store(redis, settings.key_prefix), request.apps, seen=counted_apps)
         app_ids = list(request.apps) or sorted(counted_apps | set(settings.apps))
@@ -276,63 +280,72 @@ async def _count(
     request: ReplayRequest,
     store: Store,
     fence: Fence,
-    consumer: AIOKafkaConsumer,
     plan: ReadPlan,
-    kinds: Mapping[str, EventKind],
     progress: ProgressFactory,
     month: tuple[int, int],
+    processes: int,
 ) -> tuple[IngestStats, int]:
-    """Count the plan's records of the month through the Ingester, closing as event time passes; (stats, closed)."""
-    start_ms, end_ms = month
-    apps = frozenset(request.apps)
+    """Count the plan's records of the month in ``processes`` processes, closing as event time passes.
 
-    def admit(event: Event) -> bool:
-        return start_ms <= event.counted_ts < end_ms and (not apps or event.app_id in apps)
-
-    async def not_sent(letter: DeadLetter) -> None:
-        """Dead letters were sent when the workers met the records; a replay only counts them."""
+    Returns the merged ingest totals and how many slots were closed.
+    """
 
     async def not_published(messages: Sequence[tuple[str, str]]) -> None:
         """Verdicts of a replay are its own: the live workers publish theirs."""
 
-    input_tps = [tp_name(tp) for tp in plan.partitions]
-    ingester = recount_ingester(settings, store, fence, input_tps, not_sent, "replay", admit)
-    closer = Closer(store, settings, input_tps, not_published)
-    ticks = Every(TICK_EVERY_S)
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding event loops and sockets
+    outcomes: multiprocessing.queues.Queue[ShareOutcome] = context.Queue()
+    groups = split(plan, processes)
+    counters = [(context.Value("q", 0, lock=False), context.Value("q", 0, lock=False)) for _ in groups]
+    workers = []
+    for index, (group, (offsets_done, events_counted)) in enumerate(zip(groups, counters, strict=True)):
+        share = Share(
+            settings, store.prefix, fence.generation, group.starts, group.ends, month, frozenset(request.apps)
+        )
+        worker = context.Process(
+            target=run_share, args=(index, share, offsets_done, events_counted, outcomes), daemon=True
+        )
+        worker.start()
+        workers.append(worker)
+    closer = Closer(store, settings, [tp_name(tp) for tp in plan.partitions], not_published)
     shown = progress(f"replay {request.name}", plan.total)
+    ticks = Every(TICK_EVERY_S)
+    finished: dict[int, IngestStats] = {}
     closed = 0
-
-    async def between(done: int) -> None:
-        nonlocal closed
-        shown.update(done, ingester.stats.counted)
-        if ticks.due():
-            closed += await _tick(store, closer, fence, plan, consumer)
-
     try:
-        await read_plan(consumer, plan, ingest_handle(ingester, kinds), between)
+        while len(finished) < len(workers):
+            await asyncio.sleep(POLL_S)
+            shown.update(sum(o.value for o, _ in counters), sum(e.value for _, e in counters))
+            for outcome in _drain(outcomes):
+                if outcome.stats is None:
+                    raise ReplayError(outcome.error or "a replay process failed")
+                finished[outcome.index] = outcome.stats
+            dead = [w for i, w in enumerate(workers) if i not in finished and not w.is_alive() and w.exitcode]
+            if dead and not any(o.index not in finished for o in _drain(outcomes)):
+                raise ReplayError(f"a replay process died (exit status {dead[0].exitcode}); run the replay again")
+            if ticks.due():
+                for index in finished:  # a finished process no longer reports its partitions idle
+                    await mark_read_partitions_idle(store, groups[index], None)
+                closed += (await closer.tick(fence)).closed
     finally:
         shown.close()
-    await _mark_done_partitions_idle(store, plan, consumer)
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+    await mark_read_partitions_idle(store, plan, None)
     closed += await close_due(closer, fence)
-    return ingester.stats, closed
+    return merged(list(finished.values())), closed
 
 
-async def _tick(store: Store, closer: Closer, fence: Fence, plan: ReadPlan, consumer: AIOKafkaConsumer) -> int:
-    await _mark_done_partitions_idle(store, plan, consumer)
-    return (await closer.tick(fence)).closed
-
-
-async def _mark_done_partitions_idle(store: Store, plan: ReadPlan, consumer: AIOKafkaConsumer) -> None:
-    """Partitions read to their end are idle: they no longer hold the watermark back (stream time follows the clock).
-
-    An idle report is trusted for a few seconds only, so it is renewed before each tick.
-    """
-    now_ms = int(time.time() * 1000)
-    done = {}
-    for tp in plan.partitions:
-        if plan.starts[tp] >= plan.ends[tp] or await consumer.position(tp) >= plan.ends[tp]:
-            done[tp_name(tp)] = now_ms
-    await store.mark_idle(done, ())
+def _drain(outcomes: multiprocessing.queues.Queue[ShareOutcome]) -> list[ShareOutcome]:
+    """The outcomes the processes have sent so far."""
+    found = []
+    while True:
+        try:
+            found.append(outcomes.get_nowait())
+        except queue.Empty:
+            return found
 
 
 def _when(ms: int, settings: Settings) -> str:
