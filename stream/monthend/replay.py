@@ -64,16 +64,14 @@ from stream.live.store import Fence, Store, redis_client
 from stream.live.worker import WorkerStartError, partition_counts
 from stream.monthend.apps import UnknownApp, check_apps_known
 from stream.monthend.progress import ReadProgress
-from stream.monthend.share import Share, ShareOutcome, mark_read_partitions_idle, merged, run_share, split
+from stream.monthend.share import IDLE_EVERY_S, Share, ShareOutcome, mark_read_partitions_idle, merged, run_share, split
 from stream.sla.assessment import MonthAssessment
 from stream.sla.counting import EventKind
 from stream.sla.months import calendar_month
 from stream.sla.slots import local_time
 
-TICK_EVERY_S = 1.0
-"""How often the replay's closer runs while reading: closes what event time allows, releases old ids."""
 POLL_S = 0.2
-"""How often the parent looks at its processes' progress and outcomes."""
+"""How often the parent looks at its processes' progress and outcomes, and runs the closer."""
 
 
 class ReplayError(Exception):
@@ -309,7 +307,7 @@ async def _count(
         workers.append(worker)
     closer = Closer(store, settings, [tp_name(tp) for tp in plan.partitions], not_published)
     shown = progress(f"replay {request.name}", plan.total)
-    ticks = Every(TICK_EVERY_S)
+    idle_reports = Every(IDLE_EVERY_S)
     finished: dict[int, IngestStats] = {}
     closed = 0
     try:
@@ -323,10 +321,12 @@ async def _count(
             dead = [w for i, w in enumerate(workers) if i not in finished and not w.is_alive() and w.exitcode]
             if dead and not any(o.index not in finished for o in _drain(outcomes)):
                 raise ReplayError(f"a replay process died (exit status {dead[0].exitcode}); run the replay again")
-            if ticks.due():
+            if idle_reports.due():
                 for index in finished:  # a finished process no longer reports its partitions idle
                     await mark_read_partitions_idle(store, groups[index], None)
-                closed += (await closer.tick(fence)).closed
+            # The closer keeps up with the reading: slots close, and their ids are released, as event time
+            # passes, so Redis holds about an hour of ids (dedup_hold) however large the month.
+            closed += (await closer.tick(fence)).closed
     finally:
         shown.close()
         for worker in workers:

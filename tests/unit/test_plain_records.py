@@ -1,0 +1,137 @@
+"""The plain path of ``parse_record`` (msgspec) never decides otherwise than the full rules.
+
+The plain path may decline a record (it then goes to the full rules), but
+whatever it accepts, the full rules (Python's ``json`` and a check per
+field) must accept too, with the same events in the same order. Records are
+generated near the contract's edges: fields missing, doubled, extra or of
+the wrong type; ids empty, over-long, non-ASCII, lone surrogates, raw
+control characters; times out of bounds, huge, fractional or booleans;
+arrays of them; byte-order marks and bytes that are not UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+from zoneinfo import ZoneInfo
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from stream.events import TimeBounds, _parse_full, _parse_plain, parse_record, to_record
+from stream.sla.counting import EventKind
+from stream.tools.simulate import TrafficPlan, generate
+
+BOUNDS = TimeBounds(earliest_ms=946_684_800_000, latest_ms=1_800_000_000_000)
+FIELDS = {
+    "request": ("event_id", "app_id", "room_id", "user_id", "ts"),
+    "success": ("event_id", "request_id", "app_id", "room_id", "user_id", "ts", "request_ts"),
+}
+
+texts = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=12),
+    st.just(""),
+    st.just("x" * 256),
+    st.just("x" * 257),
+    st.text(min_size=1, max_size=4),  # any code point, surrogates included
+    st.sampled_from(["\x00", "a\x7fb", "房间", "\ud800", "é"]),
+)
+times = st.one_of(
+    st.integers(BOUNDS.earliest_ms - 5, BOUNDS.earliest_ms + 5),
+    st.integers(BOUNDS.latest_ms - 5, BOUNDS.latest_ms + 5),
+    st.integers(BOUNDS.earliest_ms, BOUNDS.latest_ms),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+)
+values = st.one_of(texts, times, st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.none()))
+
+
+ascii_ids = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=12)
+in_bounds = st.integers(BOUNDS.earliest_ms, BOUNDS.latest_ms)
+
+
+@st.composite
+def objects(draw: st.DrawFn, kind: EventKind) -> str:
+    """A JSON object's text near the contract: valid, valid but for one thing, or anything goes.
+
+    The first two keep most records acceptable (so the subset property is
+    tested on many accepted records); the last reaches the odd corners.
+    """
+    mode = draw(st.sampled_from(["valid", "one off", "wild"]))
+    odd = draw(st.sampled_from(FIELDS[kind])) if mode == "one off" else None
+    parts = []
+    for name in FIELDS[kind]:
+        is_time = name in ("ts", "request_ts")
+        if mode == "valid" or (mode == "one off" and name != odd):
+            value = draw((in_bounds | st.none()) if name == "request_ts" else in_bounds if is_time else ascii_ids)
+        else:
+            if draw(st.integers(0, 9)) == 0:
+                continue  # missing
+            value = draw((times if is_time else texts) if draw(st.integers(0, 3)) else values)
+        parts.append(f"{json.dumps(name)}: {json.dumps(value)}")
+        if mode != "valid" and draw(st.integers(0, 14)) == 0:  # doubled: the last one counts, in both parsers
+            parts.append(f"{json.dumps(name)}: {json.dumps(draw(values))}")
+    if mode == "wild" and draw(st.integers(0, 4)) == 0:
+        parts.append(f"{json.dumps(draw(st.text(max_size=5)))}: {json.dumps(draw(values))}")
+    if mode == "wild" and draw(st.integers(0, 9)) == 0:
+        parts.append('"extra": ' + "9" * 5000)  # a number Python's json refuses to convert
+    order = draw(st.permutations(parts))
+    return "{" + ", ".join(order) + "}"
+
+
+@st.composite
+def records(draw: st.DrawFn, kind: EventKind) -> bytes:
+    """A record's bytes: one object or an array of them, sometimes mangled at the byte level."""
+    if draw(st.booleans()):
+        text = draw(objects(kind))
+    else:
+        text = "[" + ", ".join(draw(st.lists(objects(kind), max_size=4))) + "]"
+    raw = text.encode("utf-8", errors="surrogatepass")
+    mangle = draw(st.integers(0, 19))
+    if mangle == 0:
+        raw = b"\xef\xbb\xbf" + raw
+    elif mangle == 1:
+        at = draw(st.integers(0, len(raw)))
+        raw = raw[:at] + draw(st.sampled_from([b"\xff", b"\x0a", b"\x09", b"\\", b"\xc3"])) + raw[at:]
+    return raw
+
+
+def assert_plain_agrees(raw: bytes, kind: EventKind) -> None:
+    plain = _parse_plain(raw, kind, BOUNDS)
+    if plain is not None:
+        assert _parse_full(raw, kind, BOUNDS) == (plain, []), raw
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.data())
+@example(data=None)
+def test_plain_path_accepts_only_what_the_full_rules_accept(data) -> None:
+    if data is None:  # the doubled key, explicitly: both keep the last value
+        raw = b'{"event_id": "e", "app_id": "a", "room_id": "r", "user_id": "u", "ts": 1, "ts": 1000000000000}'
+        assert _parse_plain(raw, "request", BOUNDS) is not None
+        assert_plain_agrees(raw, "request")
+        return
+    kind = data.draw(st.sampled_from(["request", "success"]))
+    assert_plain_agrees(data.draw(records(kind)), kind)
+
+
+def test_the_simulators_records_take_the_plain_path() -> None:
+    """The speed claim: what producers usually send (here the simulator's) never needs the full rules."""
+    plan = TrafficPlan(
+        app_ids=("1400000001", "1400000002"),
+        start_ms=1_795_699_200_000,
+        end_ms=1_795_706_400_000,
+        peak_per_minute=60,
+        seed=5,
+        tz=ZoneInfo("Asia/Shanghai"),
+        missing_request_ts_rate=0.05,
+    )
+    events = list(generate(plan))
+    for event in events[:2000]:
+        single = json.dumps(to_record(event)).encode()
+        assert _parse_plain(single, event.kind, BOUNDS) == [event]
+    requests = [e for e in events if e.kind == "request"][:100]
+    array = json.dumps([to_record(e) for e in requests]).encode()
+    assert parse_record(array, "request", BOUNDS) == (requests, [])
+    assert _parse_plain(array, "request", BOUNDS) == requests
