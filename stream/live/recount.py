@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream.config import Settings
 from stream.events import Event, TimeBounds
@@ -36,7 +36,9 @@ from stream.live.store import Fence, Store
 from stream.sla.counting import EventKind
 
 FETCH_MAX_RECORDS = 10_000
-"""Records per fetch: each partition's share is one Ingester step, one Redis script call."""
+"""Records per fetch; each partition's share is handed on in steps of :data:`STEP_BYTES`."""
+STEP_BYTES = 1 << 20
+"""About this many bytes of record values per Ingester step (one Redis script call): some 8,000 events."""
 
 
 async def open_consumer(settings: Settings, kafka_options: Mapping[str, object]) -> AIOKafkaConsumer:
@@ -199,14 +201,13 @@ async def read_plan(
     positions = {tp: plan.starts[tp] for tp in partitions}
     while pending:
         fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=FETCH_MAX_RECORDS)
-        handled = []
-        for tp, messages in fetched.items():
-            kept = [m for m in messages if m.offset < plan.ends[tp]]
-            if kept:
-                records = [Record(m.topic, m.partition, m.offset, m.value) for m in kept]
-                handled.append(handle(tp, records, [m.key for m in kept]))
         # Partitions go concurrently: one's records are parsed while Redis runs another's step.
-        await asyncio.gather(*handled)
+        await asyncio.gather(
+            *(
+                _handle_in_steps(handle, tp, [m for m in messages if m.offset < plan.ends[tp]])
+                for tp, messages in fetched.items()
+            )
+        )
         for tp in list(pending):
             positions[tp] = await consumer.position(tp)
             if positions[tp] >= plan.ends[tp]:
@@ -214,6 +215,27 @@ async def read_plan(
                 consumer.pause(tp)
         if between is not None:
             await between(plan.done(positions))
+
+
+async def _handle_in_steps(
+    handle: Handle, tp: TopicPartition, messages: Sequence[ConsumerRecord[bytes, bytes]]
+) -> None:
+    """Hand one partition's fetched records on in order, in steps of about :data:`STEP_BYTES` of values.
+
+    A fetch of JSON arrays can hold a million events; one Redis step for all
+    of them would hold Redis (and the live workers using it) for a noticeable
+    time and swell its memory with the script's arguments.
+    """
+    step: list[ConsumerRecord[bytes, bytes]] = []
+    size = 0
+    for message in messages:
+        step.append(message)
+        size += len(message.value or b"")
+        if size >= STEP_BYTES:
+            await handle(tp, [Record(m.topic, m.partition, m.offset, m.value) for m in step], [m.key for m in step])
+            step, size = [], 0
+    if step:
+        await handle(tp, [Record(m.topic, m.partition, m.offset, m.value) for m in step], [m.key for m in step])
 
 
 def ingest_handle(ingester: Ingester, kinds: Mapping[str, EventKind]) -> Handle:

@@ -35,8 +35,5 @@ async def check_apps_known(
         known |= await live.apps()
     unknown = [app for app in apps if app not in known]
     if unknown:
-        raise UnknownApp(
-            f"unknown app {unknown[0]}: no terms in the settings, and no events "
-            + ("seen by the live workers or " if live_state else "")
-            + ("in the month replayed" if seen is not None else "seen by the live workers")
-        )
+        sources = (["seen by the live workers"] if live_state else []) + (["in the month replayed"] if seen else [])
+        raise UnknownApp(f"unknown app {unknown[0]}: no terms in the settings, and no events {' or '.join(sources)}")

@@ -36,7 +36,7 @@ import queue
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -104,8 +104,6 @@ class ReplayResult:
     prefix: str
     kept: bool
     slots_closed: int = 0
-    reached_back: dict[str, int] = field(default_factory=dict)
-    """Per input topic, the earliest record timestamp read from (ms)."""
 
     def line(self, name: str) -> str:
         s = self.stats
@@ -115,7 +113,7 @@ class ReplayResult:
             f"replayed {name} in {self.seconds:.1f} s: {self.offsets:,} offsets, {s.records:,} records, "
             f"{s.counted:,} events counted ({rate:,.0f}/s), {s.duplicates:,} duplicates counted once, "
             f"{s.skipped:,} events outside the month or apps, {s.dead_letters:,} refused (dead-lettered when live), "
-            f"{self.exemptions} exemptions from the topic{kept}"
+            f"{self.exemptions} exemptions from the topic, {self.slots_closed:,} slots closed{kept}"
         )
 
 
@@ -234,6 +232,13 @@ async def _month_plan(
     have been stamped after ``reading_from``: the month cannot be counted whole.
     """
     whole = await whole_topic_plan(consumer, partitions)
+    emptied = [tp for tp in partitions if 0 < whole.starts[tp] == whole.ends[tp]]
+    if emptied:
+        tp = emptied[0]
+        raise ReplayError(
+            f"topic {tp.topic} (partition {tp.partition}) has no records left (offsets below {whole.starts[tp]:,} "
+            f"were deleted): it cannot tell how far back it reached, so {request.name} cannot be counted whole"
+        )
     found = await consumer.offsets_for_times({tp: reading_from for tp in partitions})
     # No record found is read whole: Kafka answers none when records were deleted from the middle of a batch,
     # and a partition skipped by mistake would be a silent undercount; the month filter keeps the count exact.
@@ -254,13 +259,11 @@ async def _month_plan(
 async def _reaches_back_to(
     consumer: AIOKafkaConsumer, tp: TopicPartition, whole: ReadPlan, retention_horizon_ms: int
 ) -> int:
-    """The timestamp of a partition's oldest retained record; the retention horizon if it retains none.
+    """The timestamp of a partition's oldest retained record; the retention horizon if none can be read.
 
     The record is read, not looked up in the time index: the index can miss
     records that share a batch with deleted ones.
     """
-    if whole.starts[tp] >= whole.ends[tp]:
-        return retention_horizon_ms
     consumer.assign([tp])
     consumer.seek(tp, whole.starts[tp])
     fetched = await consumer.getmany(tp, timeout_ms=5000, max_records=1)
@@ -319,7 +322,7 @@ async def _count(
                     raise ReplayError(outcome.error or "a replay process failed")
                 finished[outcome.index] = outcome.stats
             dead = [w for i, w in enumerate(workers) if i not in finished and not w.is_alive() and w.exitcode]
-            if dead and not any(o.index not in finished for o in _drain(outcomes)):
+            if dead:  # killed (an outcome is always sent before a normal exit)
                 raise ReplayError(f"a replay process died (exit status {dead[0].exitcode}); run the replay again")
             if idle_reports.due():
                 for index in finished:  # a finished process no longer reports its partitions idle

@@ -110,6 +110,8 @@ def run_share(
         outcomes.put(ShareOutcome(index, None, redact(f"Redis failed during the replay: {error}")))
     except RecountError as error:
         outcomes.put(ShareOutcome(index, None, str(error)))
+    except Exception as error:  # noqa: BLE001 - a bug still ends the replay with one line, not a silent hang
+        outcomes.put(ShareOutcome(index, None, redact(f"a replay process failed: {type(error).__name__}: {error}")))
 
 
 async def _count_share(
