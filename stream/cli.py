@@ -54,6 +54,8 @@ def run_report(args: argparse.Namespace) -> int:
     if args.app and args.app not in tally.apps() and args.app not in settings.apps:
         print(f"warning: app {args.app} has no events in {year}-{month:02d} and no terms on record", file=sys.stderr)
     if args.exemptions is not None:
+        if not args.exemptions.is_file():
+            raise UsageError(f"exemptions file not found: {args.exemptions}")
         settings = report.with_exemptions_file(settings, args.exemptions)
     result = report.assess_calendar_month(settings, tally, year, month, app_ids)
     for app_id, slots in result.unmeasured_slots.items():
@@ -113,7 +115,7 @@ def run_exempt_list(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(
             json.dumps(
-                [{"id": e.exemption_id, **e.record, "slots_exempted": e.slots_exempted} for e in listed],
+                [{**e.record, "id": e.exemption_id, "slots_exempted": e.slots_exempted} for e in listed],
                 indent=2,
                 ensure_ascii=False,
             )

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from redis.connection import parse_url
+
 from stream.events import TimeBounds
 from stream.sla.claims import OfficialYear, WorkingDayCalendar
 from stream.sla.compensation import CENT
@@ -262,6 +264,16 @@ def _exemption(table: _Table, tz: ZoneInfo) -> Exemption:
         raise ConfigError(f"{table.where}: {error}") from None
 
 
+def _redis_url(url: str, source: str) -> str:
+    """``url`` if redis-py can connect by it; the message never repeats it (it may hold a password)."""
+    try:
+        parse_url(url)
+    except ValueError as error:
+        reason = str(error).replace(url, "...")
+        raise ConfigError(f"{source}: the Redis URL is not usable ({reason}); e.g. redis://127.0.0.1:6379/0") from None
+    return url
+
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -493,7 +505,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
         partitions=partitions,
         retention_ms=retention_days * 86_400_000,
         topics=topics,
-        redis_url=environ.get("REDIS_URL") or redis_url,
+        redis_url=_redis_url(environ.get("REDIS_URL") or redis_url, "REDIS_URL" if environ.get("REDIS_URL") else where),
         key_prefix=key_prefix,
         apps=apps,
         exemptions=tuple(exemptions),

@@ -21,7 +21,7 @@ from stream.formats import InvalidExemption, exemption_from_json
 from stream.sla.assessment import MonthAssessment, Period, assess_month
 from stream.sla.availability import display_percent, unavailable_minutes
 from stream.sla.counting import SlotTally
-from stream.sla.exemptions import CLAUSES
+from stream.sla.exemptions import CLAUSES, in_lookup_order
 from stream.sla.months import service_months_in
 from stream.sla.slots import local_time
 
@@ -111,13 +111,13 @@ def with_exemptions_file(settings: Settings, path: Path) -> Settings:
         raise ConfigError(
             f'{path}: expected a JSON list of exemptions with an "id" each (sla-stream exempt list --format json)'
         )
-    exemptions = []
-    for item in sorted(listed, key=lambda item: item["id"]):
+    by_id = {}
+    for item in listed:
         try:
-            exemptions.append(exemption_from_json(item))
+            by_id[item["id"]] = exemption_from_json(item)
         except InvalidExemption as error:
             raise ConfigError(f"{path}: exemption {item['id']!r}: {error}") from None
-    return replace(settings, exemptions=(*settings.exemptions, *exemptions))
+    return replace(settings, exemptions=in_lookup_order(settings.exemptions, by_id))
 
 
 def _clock(ts_ms: int, tz: ZoneInfo, day: date | None = None) -> str:

@@ -25,7 +25,7 @@ from stream.formats import DeadLetter, InvalidExemption, decode_exemption
 from stream.live.health import Health
 from stream.live.ingest import SendDeadLetter
 from stream.live.store import Store
-from stream.sla.exemptions import Exemption
+from stream.sla.exemptions import Exemption, in_lookup_order
 from stream.sla.slots import SLOT_MS
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,7 @@ log = logging.getLogger(__name__)
 
 async def current_exemptions(store: Store, settings: Settings) -> tuple[Exemption, ...]:
     """The config file's exemptions followed by the topic's (by exemption id), in the order a slot looks for one."""
-    from_topic = [exemption for _, exemption in sorted((await store.exemptions()).items())]
-    return (*settings.exemptions, *from_topic)
+    return in_lookup_order(settings.exemptions, await store.exemptions())
 
 
 async def judge_windows_again(store: Store, exemptions: Iterable[Exemption]) -> None:

@@ -32,7 +32,6 @@ partitions) are closed by the workers' closer as usual.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,9 +49,10 @@ from stream.live.recount import (
     RecountError,
     close_due,
     ingest_handle,
-    latest_records,
+    input_kinds,
     load_exemptions,
     open_consumer,
+    read_exemptions_topic,
     read_plan,
     recount_ingester,
     tp_name,
@@ -60,9 +60,6 @@ from stream.live.recount import (
 )
 from stream.live.store import Fence, Store, redis_client
 from stream.live.worker import WorkerStartError, partition_counts
-from stream.sla.counting import EventKind
-
-log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 5.0
 
@@ -139,9 +136,7 @@ async def _read_exemptions(
     """The exemptions topic's latest record per key, into Redis (invalid ones were dead-lettered when live)."""
     consumer = await open_consumer(settings, kafka_options)
     try:
-        topic = settings.topics.exemptions
-        plan = await whole_topic_plan(consumer, [TopicPartition(topic, p) for p in range(counts[topic])])
-        latest = await latest_records(consumer, plan)
+        latest = await read_exemptions_topic(consumer, settings, counts[settings.topics.exemptions])
     finally:
         await consumer.stop()
     return await load_exemptions(store, latest)
@@ -162,7 +157,7 @@ async def _count_inputs(
     async def send_dead_letter(letter: DeadLetter) -> None:
         await (await producer.send(settings.topics.dead_letter, key=letter.key, value=letter.value()))
 
-    kinds: dict[str, EventKind] = {settings.topics.requests: "request", settings.topics.successes: "success"}
+    kinds = input_kinds(settings)
     partitions = [TopicPartition(topic, p) for topic in kinds for p in range(counts[topic])]
     input_tps = [tp_name(tp) for tp in partitions]
     ingester = recount_ingester(settings, store, fence, input_tps, send_dead_letter, "rebuild")

@@ -22,8 +22,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 
 from stream.config import Settings
 from stream.events import Event, TimeBounds
@@ -39,6 +41,8 @@ FETCH_MAX_RECORDS = 10_000
 """Records per fetch; each partition's share is handed on in steps of :data:`STEP_BYTES`."""
 STEP_BYTES = 1 << 20
 """About this many bytes of record values per Ingester step (one Redis script call): some 8,000 events."""
+STALL_S = 60.0
+"""A read in which no partition moves for this long has lost Kafka."""
 
 
 async def open_consumer(settings: Settings, kafka_options: Mapping[str, object]) -> AIOKafkaConsumer:
@@ -48,10 +52,26 @@ async def open_consumer(settings: Settings, kafka_options: Mapping[str, object])
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",  # as the workers: aborted transactions are never counted
+        # Records deleted under the reading (retention) must stop it, never move it silently to the end.
+        auto_offset_reset="none",
         **kafka_options,
     )
     await consumer.start()
     return consumer
+
+
+def input_kinds(settings: Settings) -> dict[str, EventKind]:
+    """The input topics and the kind of event each carries."""
+    return {settings.topics.requests: "request", settings.topics.successes: "success"}
+
+
+async def read_exemptions_topic(
+    consumer: AIOKafkaConsumer, settings: Settings, partitions: int
+) -> dict[str, bytes | None]:
+    """The exemptions topic read whole: the latest value per exemption id (None: withdrawn)."""
+    topic = settings.topics.exemptions
+    plan = await whole_topic_plan(consumer, [TopicPartition(topic, p) for p in range(partitions)])
+    return await latest_records(consumer, plan)
 
 
 class RecountError(Exception):
@@ -157,22 +177,28 @@ async def latest_records(consumer: AIOKafkaConsumer, plan: ReadPlan) -> dict[str
     return latest
 
 
-async def load_exemptions(store: Store, latest: Mapping[str, bytes | None]) -> int:
-    """Put the exemptions topic's latest records into ``store``; how many were kept.
+def exemptions_in_force(latest: Mapping[str, bytes | None]) -> dict[str, dict[str, Any]]:
+    """The exemption records in force among the topic's latest values, by id, decoded and checked.
 
     Tombstones and invalid records (dead-lettered when the workers met them) are left out.
     """
-    kept = 0
+    in_force = {}
     for exemption_id, value in sorted(latest.items()):
         if value is None:
             continue
         try:
-            record = decode_exemption(value)
+            in_force[exemption_id] = decode_exemption(value)
         except InvalidExemption:
             continue
+    return in_force
+
+
+async def load_exemptions(store: Store, latest: Mapping[str, bytes | None]) -> int:
+    """Put the exemptions in force among the topic's latest records into ``store``; how many."""
+    in_force = exemptions_in_force(latest)
+    for exemption_id, record in in_force.items():
         await store.put_exemption(exemption_id, record)
-        kept += 1
-    return kept
+    return len(in_force)
 
 
 Handle = Callable[[TopicPartition, Sequence[Record], Sequence[bytes | None]], Awaitable[None]]
@@ -184,12 +210,16 @@ async def read_plan(
     plan: ReadPlan,
     handle: Handle,
     between: Callable[[int], Awaitable[None]] | None = None,
+    stall_s: float = STALL_S,
 ) -> None:
     """Read every partition of ``plan`` from its start to its end, handing each fetched batch to ``handle``.
 
     ``between`` is called after every fetch with the offsets read so far (for
     progress and periodic work). Partitions are paused as they reach their end,
     so a topic written to meanwhile is read only as far as the plan says.
+    Raises :class:`RecountError` when records to read were deleted meanwhile,
+    or when fetches come back empty for ``stall_s`` (Kafka gone: aiokafka
+    then returns empty fetches rather than failing).
     """
     partitions = plan.partitions
     consumer.assign(partitions)
@@ -199,20 +229,30 @@ async def read_plan(
     for tp in set(partitions) - pending:
         consumer.pause(tp)
     positions = {tp: plan.starts[tp] for tp in partitions}
+    moved_at = time.monotonic()
     while pending:
-        fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=FETCH_MAX_RECORDS)
+        try:
+            fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=FETCH_MAX_RECORDS)
+        except OffsetOutOfRangeError as error:
+            gone = ", ".join(f"{tp.topic} (partition {tp.partition})" for tp in error.args[0])
+            raise RecountError(f"records of {gone} were deleted while being read (retention); run it again") from None
+        if fetched:
+            moved_at = time.monotonic()
         # Partitions go concurrently: one's records are parsed while Redis runs another's step.
-        await asyncio.gather(
-            *(
-                _handle_in_steps(handle, tp, [m for m in messages if m.offset < plan.ends[tp]])
-                for tp, messages in fetched.items()
-            )
-        )
+        async with asyncio.TaskGroup() as steps:
+            for tp, messages in fetched.items():
+                steps.create_task(_handle_in_steps(handle, tp, [m for m in messages if m.offset < plan.ends[tp]]))
         for tp in list(pending):
-            positions[tp] = await consumer.position(tp)
-            if positions[tp] >= plan.ends[tp]:
+            position = positions[tp] = await consumer.position(tp)
+            if position >= plan.ends[tp]:
                 pending.discard(tp)
                 consumer.pause(tp)
+        if pending and time.monotonic() - moved_at > stall_s:
+            tp = min(pending)
+            raise RecountError(
+                f"no records of {tp.topic} (partition {tp.partition}) arrived for {stall_s:.0f} s, at offset "
+                f"{positions[tp]:,} of {plan.ends[tp]:,}: is Kafka answering?"
+            )
         if between is not None:
             await between(plan.done(positions))
 
@@ -245,6 +285,36 @@ def ingest_handle(ingester: Ingester, kinds: Mapping[str, EventKind]) -> Handle:
         await ingester.apply(kinds[tp.topic], records)
 
     return count
+
+
+async def mark_read_partitions_idle(store: Store, plan: ReadPlan, consumer: AIOKafkaConsumer | None) -> None:
+    """Partitions read to their end (all of them without a consumer) no longer hold the watermark back.
+
+    Marked idle, their stream time follows the clock (:mod:`stream.live.clock`);
+    the mark is trusted for a few seconds only, so it is renewed while a recount runs.
+    """
+    now_ms = int(time.time() * 1000)
+    done = {}
+    for tp in plan.partitions:
+        if consumer is None or plan.starts[tp] >= plan.ends[tp] or await consumer.position(tp) >= plan.ends[tp]:
+            done[tp_name(tp)] = now_ms
+    await store.mark_idle(done, ())
+
+
+async def close_all(closer: Closer, fence: Fence, store: Store, plan: ReadPlan) -> int:
+    """Once every partition is read: close every slot the clock allows, renewing the idle marks each tick.
+
+    With every partition idle the watermark is the clock less ``idle_lag``, so
+    whatever any partition's own stream time, every slot but the last
+    minutes' closes. How many slots were closed.
+    """
+    closed = 0
+    while True:
+        await mark_read_partitions_idle(store, plan, None)
+        result = await closer.tick(fence)
+        closed += result.closed
+        if not (result.closed or result.revised or result.published):
+            return closed
 
 
 async def close_due(closer: Closer, fence: Fence) -> int:

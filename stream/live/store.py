@@ -601,10 +601,14 @@ class Store:
         await self.redis.hset(
             meta, mapping={"generation": generation, "state": "rebuilding", "initialised_ms": generation}
         )
+        return await self.remove_all(keep=meta)
+
+    async def remove_all(self, keep: str | None = None) -> int:
+        """Delete every key of the namespace (but ``keep``); how many were deleted."""
         deleted = 0
         batch: list[str] = []
         async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=1000):
-            if key != meta:
+            if key != keep:
                 batch.append(key)
             if len(batch) >= 1000:
                 deleted += await self.redis.delete(*batch)

@@ -31,18 +31,18 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from stream.config import Settings
-from stream.formats import EXEMPTION_SCHEMA, InvalidExemption, decode_exemption, exemption_from_json
+from stream.formats import EXEMPTION_SCHEMA, exemption_from_json
 from stream.kafka_security import aiokafka_options, redact
-from stream.live.recount import latest_records, open_consumer, whole_topic_plan
+from stream.live.recount import exemptions_in_force, open_consumer, read_exemptions_topic
 from stream.live.store import Store, redis_client
 from stream.live.worker import WorkerStartError, partition_counts
 from stream.monthend.apps import UnknownApp, check_apps_known
-from stream.sla.exemptions import CLAUSES, Exemption, exemption_for
+from stream.sla.exemptions import CLAUSES, Exemption, exemption_for, in_lookup_order
 from stream.sla.slots import SLOT_MS, instant_ms, local_time
 
 
@@ -146,26 +146,20 @@ async def in_force(settings: Settings) -> list[ListedExemption]:
 
 
 async def _in_force(settings: Settings) -> list[ListedExemption]:
-    counts = _topic_partitions(settings)
-    topic = settings.topics.exemptions
+    """The topic's exemptions in force, by start (invalid records were dead-lettered by the workers: never in force)."""
+    partitions = _topic_partitions(settings)
     try:
         consumer = await open_consumer(settings, aiokafka_options(settings.kafka_security))
         try:
-            plan = await whole_topic_plan(consumer, [TopicPartition(topic, p) for p in range(counts)])
-            latest = await latest_records(consumer, plan)
+            latest = await read_exemptions_topic(consumer, settings, partitions)
         finally:
             await consumer.stop()
     except KafkaError as error:
         raise ExemptError(redact(f"Kafka at {settings.kafka_bootstrap} failed: {error}")) from None
-    listed = []
-    for exemption_id, value in latest.items():
-        if value is None:
-            continue
-        try:
-            record = decode_exemption(value)
-        except InvalidExemption:
-            continue  # dead-lettered by the workers; never in force
-        listed.append(ListedExemption(exemption_id, record, exemption_from_json(record), None))
+    listed = [
+        ListedExemption(exemption_id, record, exemption_from_json(record), None)
+        for exemption_id, record in exemptions_in_force(latest).items()
+    ]
     return sorted(listed, key=lambda e: (e.exemption.start_ms, e.exemption_id))
 
 
@@ -176,7 +170,7 @@ async def _with_slot_counts(settings: Settings, listed: Sequence[ListedExemption
         store = Store(redis, settings.key_prefix)
         if await store.meta() is None:
             return list(listed)
-        in_order = (*settings.exemptions, *(e.exemption for e in sorted(listed, key=lambda e: e.exemption_id)))
+        in_order = in_lookup_order(settings.exemptions, {e.exemption_id: e.exemption for e in listed})
         apps = sorted(await store.apps())
         counted = []
         for item in listed:

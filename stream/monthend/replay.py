@@ -35,16 +35,16 @@ import multiprocessing.queues
 import queue
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from stream.config import Settings
 from stream.kafka_security import aiokafka_options, redact
+from stream.live.clock import ClockTiming
 from stream.live.closer import Closer
 from stream.live.exemptions import current_exemptions
 from stream.live.ingest import IngestStats
@@ -53,20 +53,21 @@ from stream.live.recount import (
     Every,
     ReadPlan,
     RecountError,
-    close_due,
-    latest_records,
+    close_all,
+    input_kinds,
     load_exemptions,
+    mark_read_partitions_idle,
     open_consumer,
+    read_exemptions_topic,
     tp_name,
     whole_topic_plan,
 )
-from stream.live.store import Fence, Store, redis_client
+from stream.live.store import Fence, Fenced, RolledBack, Store, redis_client
 from stream.live.worker import WorkerStartError, partition_counts
 from stream.monthend.apps import UnknownApp, check_apps_known
 from stream.monthend.progress import ReadProgress
-from stream.monthend.share import IDLE_EVERY_S, Share, ShareOutcome, mark_read_partitions_idle, merged, run_share, split
+from stream.monthend.share import IDLE_EVERY_S, Share, ShareOutcome, merged, run_share, split
 from stream.sla.assessment import MonthAssessment
-from stream.sla.counting import EventKind
 from stream.sla.months import calendar_month
 from stream.sla.slots import local_time
 
@@ -141,31 +142,31 @@ async def replay(
     except WorkerStartError as error:
         raise ReplayError(str(error)) from None
     redis = redis_client(settings.redis_url)
-    prefix = replay_prefix(settings.key_prefix, request, secrets.token_hex(4))
-    store = Store(redis, prefix)
+    store = Store(redis, replay_prefix(settings.key_prefix, request, secrets.token_hex(4)))
     try:
         try:
             await redis.ping()
-        except (RedisError, OSError) as error:
+        except RedisError as error:
             raise ReplayError(redact(f"Redis at {settings.redis_url} is not answering: {error}")) from None
-        await check_apps_known(settings, Store(redis, settings.key_prefix), request.apps)
-        kafka_options = aiokafka_options(settings.kafka_security)
-        kinds: dict[str, EventKind] = {topics.requests: "request", topics.successes: "success"}
-        partitions = [TopicPartition(topic, p) for topic in kinds for p in range(counts[topic])]
-        consumer = await open_consumer(settings, kafka_options)
+        live = Store(redis, settings.key_prefix)
+        await check_apps_known(settings, live, request.apps)
+        partitions = [TopicPartition(topic, p) for topic in input_kinds(settings) for p in range(counts[topic])]
+        consumer = await open_consumer(settings, aiokafka_options(settings.kafka_security))
         try:
             reading_from = month_start - settings.replay_margin_ms - settings.max_future_ms
             plan = await _month_plan(consumer, partitions, reading_from, now_ms, settings, request)
-            latest = await latest_records(consumer, await _exemptions_plan(consumer, settings, counts))
+            latest = await read_exemptions_topic(consumer, settings, counts[topics.exemptions])
         finally:
             await consumer.stop()
         fence = Fence(now_ms, "rebuilding")
         await store.begin_rebuild(fence.generation)
         exemptions = await load_exemptions(store, latest)
-        month = (month_start, month_end)
-        stats, closed = await _count(settings, request, store, fence, plan, progress, month, processes)
+        stats, closed = await _count(
+            settings, request, store, fence, plan, progress, (month_start, month_end), processes
+        )
+        await _check_month_closed(store, (month_start, month_end), settings, request)
         counted_apps = await store.apps()
-        await check_apps_known(settings, Store(redis, settings.key_prefix), request.apps, seen=counted_apps)
+        await check_apps_known(settings, live, request.apps, seen=counted_apps)
         app_ids = list(request.apps) or sorted(counted_apps | set(settings.apps))
         current = await current_exemptions(store, settings)
         assessments = [
@@ -173,20 +174,23 @@ async def replay(
             for app_id in app_ids
             for assessment in await assess_live_month(store, settings, app_id, request.year, request.month, current)
         ]
-        return ReplayResult(
-            assessments, stats, plan.total, time.monotonic() - started, exemptions, prefix, request.keep, closed
-        )
+        seconds = time.monotonic() - started
+        return ReplayResult(assessments, stats, plan.total, seconds, exemptions, store.prefix, request.keep, closed)
     except KafkaError as error:
         raise ReplayError(redact(f"Kafka at {settings.kafka_bootstrap} failed during the replay: {error}")) from None
-    except (RedisError, OSError) as error:
+    except RedisError as error:
         raise ReplayError(redact(f"Redis at {settings.redis_url} failed during the replay: {error}")) from None
+    except (Fenced, RolledBack):
+        raise ReplayError(
+            "a reset of Redis (or another replay) took the replay's namespace over; run it again"
+        ) from None
     except (RecountError, UnknownApp) as error:
         raise ReplayError(str(error)) from None
     finally:
         try:
             if not request.keep:
                 with contextlib.suppress(RedisError, OSError):  # Redis gone: the error above says so already
-                    await remove_namespace(redis, prefix)
+                    await store.remove_all()
         finally:
             await redis.aclose()
 
@@ -198,24 +202,14 @@ def replay_prefix(live_prefix: str, request: ReplayRequest, token: str) -> str:
         >>> replay_prefix("sla:", ReplayRequest(2026, 10), "ab12")
         'sla-replay-2026-10-ab12:'
         >>> replay_prefix("sla", ReplayRequest(2026, 10), "ab12")
-        'replay-2026-10-ab12:'
+        '_sla-replay-2026-10-ab12:'
+        >>> replay_prefix("_", ReplayRequest(2026, 10), "ab12")
+        '_-replay-2026-10-ab12:'
     """
     prefix = f"{live_prefix.rstrip(':')}-replay-{request.name}-{token}:"
-    return prefix if not prefix.startswith(live_prefix) else f"replay-{request.name}-{token}:"
-
-
-async def remove_namespace(redis: Redis, prefix: str) -> int:
-    """Delete every key under ``prefix``; how many."""
-    deleted = 0
-    batch: list[str] = []
-    async for key in redis.scan_iter(match=prefix.replace("*", r"\*").replace("?", r"\?") + "*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            deleted += await redis.delete(*batch)
-            batch = []
-    if batch:
-        deleted += await redis.delete(*batch)
-    return deleted
+    while prefix.startswith(live_prefix):  # a live prefix without a separator ("sla", "replay-")
+        prefix = "_" + prefix
+    return prefix
 
 
 async def _month_plan(
@@ -244,9 +238,9 @@ async def _month_plan(
     # and a partition skipped by mistake would be a silent undercount; the month filter keeps the count exact.
     starts = {tp: whole.starts[tp] if found[tp] is None else found[tp].offset for tp in partitions}
     for tp in partitions:
-        if whole.starts[tp] == 0:
-            continue  # nothing was ever deleted from this partition
-        reach = await _reaches_back_to(consumer, tp, whole, now_ms - settings.retention_ms)
+        if whole.starts[tp] == 0 or starts[tp] > whole.starts[tp]:
+            continue  # nothing was ever deleted, or a record older than the month's start is still there
+        reach = await _oldest_record_time(consumer, tp, whole)
         if reach > reading_from:
             raise ReplayError(
                 f"topic {tp.topic} (partition {tp.partition}) reaches back only to {_when(reach, settings)}, "
@@ -256,24 +250,19 @@ async def _month_plan(
     return ReadPlan(starts, whole.ends)
 
 
-async def _reaches_back_to(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, whole: ReadPlan, retention_horizon_ms: int
-) -> int:
-    """The timestamp of a partition's oldest retained record; the retention horizon if none can be read.
-
-    The record is read, not looked up in the time index: the index can miss
-    records that share a batch with deleted ones.
-    """
+async def _oldest_record_time(consumer: AIOKafkaConsumer, tp: TopicPartition, whole: ReadPlan) -> int:
+    """The timestamp of a partition's oldest retained record, read (the time index can miss records that share a
+    batch with deleted ones); refuses when none can be read."""
     consumer.assign([tp])
     consumer.seek(tp, whole.starts[tp])
-    fetched = await consumer.getmany(tp, timeout_ms=5000, max_records=1)
+    fetched = await consumer.getmany(tp, timeout_ms=10_000, max_records=1)
     records = fetched.get(tp, [])
-    return records[0].timestamp if records else retention_horizon_ms
-
-
-async def _exemptions_plan(consumer: AIOKafkaConsumer, settings: Settings, counts: Mapping[str, int]) -> ReadPlan:
-    topic = settings.topics.exemptions
-    return await whole_topic_plan(consumer, [TopicPartition(topic, p) for p in range(counts[topic])])
+    if not records:
+        raise ReplayError(
+            f"cannot read the oldest record of topic {tp.topic} (partition {tp.partition}) to see how far back it "
+            "reaches (an open transaction, or Kafka slow to answer); run it again"
+        )
+    return records[0].timestamp
 
 
 async def _count(
@@ -288,6 +277,8 @@ async def _count(
 ) -> tuple[IngestStats, int]:
     """Count the plan's records of the month in ``processes`` processes, closing as event time passes.
 
+    The processes count; this one shows their progress, notices one that
+    failed or died, and runs the closer meanwhile, then closes every slot.
     Returns the merged ingest totals and how many slots were closed.
     """
 
@@ -298,32 +289,33 @@ async def _count(
     outcomes: multiprocessing.queues.Queue[ShareOutcome] = context.Queue()
     groups = split(plan, processes)
     counters = [(context.Value("q", 0, lock=False), context.Value("q", 0, lock=False)) for _ in groups]
-    workers = []
-    for index, (group, (offsets_done, events_counted)) in enumerate(zip(groups, counters, strict=True)):
-        share = Share(
-            settings, store.prefix, fence.generation, group.starts, group.ends, month, frozenset(request.apps)
-        )
-        worker = context.Process(
-            target=run_share, args=(index, share, offsets_done, events_counted, outcomes), daemon=True
-        )
-        worker.start()
-        workers.append(worker)
+    apps = frozenset(request.apps)
     closer = Closer(store, settings, [tp_name(tp) for tp in plan.partitions], not_published)
     shown = progress(f"replay {request.name}", plan.total)
     idle_reports = Every(IDLE_EVERY_S)
     finished: dict[int, IngestStats] = {}
     closed = 0
+    workers = []
     try:
+        for index, (group, (offsets_done, events_counted)) in enumerate(zip(groups, counters, strict=True)):
+            share = Share(settings, store.prefix, fence.generation, group, month, apps)
+            worker = context.Process(
+                target=run_share, args=(index, share, offsets_done, events_counted, outcomes), daemon=True
+            )
+            worker.start()
+            workers.append(worker)
         while len(finished) < len(workers):
             await asyncio.sleep(POLL_S)
             shown.update(sum(o.value for o, _ in counters), sum(e.value for _, e in counters))
-            for outcome in _drain(outcomes):
+            ended = [i for i, w in enumerate(workers) if i not in finished and not w.is_alive()]
+            for outcome in _drain(outcomes):  # after looking at who ended: an ended process's outcome is sent
                 if outcome.stats is None:
                     raise ReplayError(outcome.error or "a replay process failed")
                 finished[outcome.index] = outcome.stats
-            dead = [w for i, w in enumerate(workers) if i not in finished and not w.is_alive() and w.exitcode]
-            if dead:  # killed (an outcome is always sent before a normal exit)
-                raise ReplayError(f"a replay process died (exit status {dead[0].exitcode}); run the replay again")
+            lost = [i for i in ended if i not in finished]
+            if lost:
+                code = workers[lost[0]].exitcode
+                raise ReplayError(f"a replay process ended without its counts (exit status {code}); run it again")
             if idle_reports.due():
                 for index in finished:  # a finished process no longer reports its partitions idle
                     await mark_read_partitions_idle(store, groups[index], None)
@@ -336,9 +328,19 @@ async def _count(
             if worker.is_alive():
                 worker.terminate()
             worker.join()
-    await mark_read_partitions_idle(store, plan, None)
-    closed += await close_due(closer, fence)
+    closed += await close_all(closer, fence, store, plan)
     return merged(list(finished.values())), closed
+
+
+async def _check_month_closed(store: Store, month: tuple[int, int], settings: Settings, started_ms: int) -> None:
+    """Every slot of the month due when the replay started is closed: an open one would count as available."""
+    timing = ClockTiming.of(settings)
+    month_start, month_end = month
+    before = min(month_end, timing.due_before(started_ms - timing.idle_lag_ms))
+    left = [(app, slot) for app, slot in await store.slots_to_close(before, 10) if slot >= month_start]
+    if left:
+        app, slot = left[0]
+        raise ReplayError(f"slot {_when(slot, settings)} of app {app} is still open after the replay; run it again")
 
 
 def _drain(outcomes: multiprocessing.queues.Queue[ShareOutcome]) -> list[ShareOutcome]:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing.queues
-import multiprocessing.sharedctypes
-import time
-from collections.abc import Mapping, Sequence
+import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
@@ -37,13 +37,14 @@ from stream.live.recount import (
     ReadPlan,
     RecountError,
     ingest_handle,
+    input_kinds,
+    mark_read_partitions_idle,
     open_consumer,
     read_plan,
     recount_ingester,
     tp_name,
 )
 from stream.live.store import Fence, Store, redis_client
-from stream.sla.counting import EventKind
 
 IDLE_EVERY_S = 1.0
 """How often a process reports its partitions read to the end as idle (a report is trusted for a few seconds)."""
@@ -56,16 +57,11 @@ class Share:
     settings: Settings
     prefix: str
     generation: int
-    starts: Mapping[TopicPartition, int]
-    ends: Mapping[TopicPartition, int]
+    plan: ReadPlan
     month_ms: tuple[int, int]
     """Count events whose counted time is in ``[start, end)``."""
     apps: frozenset[str]
     """Count only these apps' events (empty: every app's)."""
-
-    @property
-    def plan(self) -> ReadPlan:
-        return ReadPlan(self.starts, self.ends)
 
     def admits(self, event: Event) -> bool:
         start_ms, end_ms = self.month_ms
@@ -93,35 +89,44 @@ class ShareOutcome:
     error: str | None = None
 
 
+class SharedCount(Protocol):
+    """A number one process writes and another reads: ``multiprocessing`` ``Value("q", lock=False)``."""
+
+    value: int
+
+
 def run_share(
     index: int,
     share: Share,
-    offsets_done: multiprocessing.sharedctypes.Synchronized[int],
-    events_counted: multiprocessing.sharedctypes.Synchronized[int],
+    offsets_done: SharedCount,
+    events_counted: SharedCount,
     outcomes: multiprocessing.queues.Queue[ShareOutcome],
 ) -> None:
-    """A replay process's entry point: count ``share``, updating the shared counters; put the outcome."""
+    """A replay process's entry point: count ``share``, updating the shared counters; put the outcome.
+
+    Ctrl-C is the parent's to handle: it stops its processes and removes the namespace.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = share.settings
     try:
         stats = asyncio.run(_count_share(share, offsets_done, events_counted))
         outcomes.put(ShareOutcome(index, stats))
     except KafkaError as error:
-        outcomes.put(ShareOutcome(index, None, redact(f"Kafka failed during the replay: {error}")))
-    except (RedisError, OSError) as error:
-        outcomes.put(ShareOutcome(index, None, redact(f"Redis failed during the replay: {error}")))
+        message = f"Kafka at {settings.kafka_bootstrap} failed during the replay: {error}"
+        outcomes.put(ShareOutcome(index, None, redact(message)))
+    except RedisError as error:
+        outcomes.put(
+            ShareOutcome(index, None, redact(f"Redis at {settings.redis_url} failed during the replay: {error}"))
+        )
     except RecountError as error:
         outcomes.put(ShareOutcome(index, None, str(error)))
     except Exception as error:  # noqa: BLE001 - a bug still ends the replay with one line, not a silent hang
         outcomes.put(ShareOutcome(index, None, redact(f"a replay process failed: {type(error).__name__}: {error}")))
 
 
-async def _count_share(
-    share: Share,
-    offsets_done: multiprocessing.sharedctypes.Synchronized[int],
-    events_counted: multiprocessing.sharedctypes.Synchronized[int],
-) -> IngestStats:
+async def _count_share(share: Share, offsets_done: SharedCount, events_counted: SharedCount) -> IngestStats:
+    """Count the share's partitions into the replay's namespace, reporting progress and idle partitions."""
     settings = share.settings
-    topics = settings.topics
-    kinds: dict[str, EventKind] = {topics.requests: "request", topics.successes: "success"}
     plan = share.plan
     redis = redis_client(settings.redis_url)
     try:
@@ -143,28 +148,12 @@ async def _count_share(
                 if idle_reports.due():
                     await mark_read_partitions_idle(store, plan, consumer)
 
-            await read_plan(consumer, plan, ingest_handle(ingester, kinds), between)
+            await read_plan(consumer, plan, ingest_handle(ingester, input_kinds(settings)), between)
         finally:
             await consumer.stop()
         return ingester.stats
     finally:
         await redis.aclose()
-
-
-async def mark_read_partitions_idle(
-    store: Store, plan: ReadPlan, consumer: AIOKafkaConsumer | None, now_ms: int | None = None
-) -> None:
-    """Partitions read to their end (all of them without a consumer) no longer hold the watermark back.
-
-    Marked idle, their stream time follows the clock; the mark is trusted for
-    a few seconds only, so it is renewed while the replay runs.
-    """
-    at = int(time.time() * 1000) if now_ms is None else now_ms
-    done = {}
-    for tp in plan.partitions:
-        if consumer is None or plan.starts[tp] >= plan.ends[tp] or await consumer.position(tp) >= plan.ends[tp]:
-            done[tp_name(tp)] = at
-    await store.mark_idle(done, ())
 
 
 def merged(all_stats: Sequence[IngestStats]) -> IngestStats:

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from stream.sla.slots import slot_end_ms
@@ -66,3 +66,18 @@ def exemption_for(app_id: str, slot_ms: int, exemptions: Sequence[Exemption]) ->
         if exemption.exempts(app_id, slot_ms):
             return exemption
     return None
+
+
+def in_lookup_order(configured: Sequence[Exemption], by_id: Mapping[str, Exemption]) -> tuple[Exemption, ...]:
+    """The order a slot looks for its exemption in: the settings' first, then the topic's by exemption id.
+
+    The live stream, replays and reports all use it, so the same clause is
+    shown for a slot two windows cover.
+
+    Example:
+        >>> a = Exemption(0, 10, None, "attack")
+        >>> b = Exemption(0, 10, None, "force-majeure")
+        >>> [e.clause for e in in_lookup_order([a], {"x-2": a, "x-1": b})]
+        ['attack', 'force-majeure', 'attack']
+    """
+    return (*configured, *(exemption for _, exemption in sorted(by_id.items())))

@@ -125,7 +125,9 @@ def test_exempt_add_and_remove_move_every_figure(stream_deployment, tmp_path):
     with_exemptions = d.cli(
         "report", "--events", str(events_file), "--month", month, "--format", "json", "--exemptions", str(exported)
     )
+    assert report.returncode == with_exemptions.returncode == 0, report.stderr + with_exemptions.stderr
     assert figures(json.loads(report.stdout)) == unexempted
+    assert figures(json.loads(with_exemptions.stdout)) == exempted
     for months in json.loads(with_exemptions.stdout):
         assert months == d.month(months["app_id"], first_day)
 

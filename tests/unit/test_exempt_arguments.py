@@ -16,6 +16,7 @@ import pytest
 from schemas import assert_valid
 
 from stream.config import load_settings
+from stream.events import RequestEvent, SuccessEvent
 from stream.formats import exemption_from_json
 from stream.monthend.exempt import ExemptError, exemption_record, parse_new_exemption
 from stream.sla.slots import to_epoch_ms
@@ -87,3 +88,27 @@ def test_report_reads_exported_exemptions(cli, tmp_path, write_events):
     not_a_list.write_text("{}")
     line = cli("report", "--events", events, "--month", "2026-11", "--exemptions", not_a_list).assert_one_line_error()
     assert "expected a JSON list of exemptions" in line
+
+
+def test_report_applies_exported_exemptions_as_live(cli, tmp_path, write_events):
+    """An exported exemption makes the slot it touches exempt, with its clause; a missing file is one line."""
+    slot = to_epoch_ms(datetime(2026, 11, 10, 10, 0, tzinfo=SHANGHAI))
+    requests = [RequestEvent(f"r-{i}", "1400000001", "room", "u", slot + i * 1000) for i in range(100)]
+    successes = [
+        SuccessEvent(f"s-{i}", r.event_id, r.app_id, "room", "u", r.ts + 200, r.ts) for i, r in enumerate(requests[:90])
+    ]
+    events = write_events([*requests, *successes])
+    exported = tmp_path / "exemptions.json"
+    window = {"start": "2026-11-10T10:04:00+08:00", "end": "2026-11-10T10:30:00+08:00", "clause": "attack"}
+    exported.write_text(
+        json.dumps([{"id": "ex-1", "app_id": "1400000001", **window, "note": "ddos", "slots_exempted": 1}])
+    )
+    plain = json.loads(cli("report", "--events", events, "--month", "2026-11", "--format", "json").out)
+    exempted = json.loads(
+        cli("report", "--events", events, "--month", "2026-11", "--format", "json", "--exemptions", exported).out
+    )
+    assert (plain[0]["unavailable_slots"], plain[0]["exempt_slots"]) == (1, 0)
+    assert (exempted[0]["unavailable_slots"], exempted[0]["exempt_slots"]) == (0, 1)
+    assert exempted[0]["exempt_periods"][0]["clause"] == "attack"
+    missing = cli("report", "--events", events, "--month", "2026-11", "--exemptions", tmp_path / "nope.json")
+    assert "exemptions file not found" in missing.assert_one_line_error()

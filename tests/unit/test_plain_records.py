@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 from zoneinfo import ZoneInfo
 
-from hypothesis import example, given, settings
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.events import TimeBounds, _parse_full, _parse_plain, parse_record, to_record
@@ -103,15 +104,29 @@ def assert_plain_agrees(raw: bytes, kind: EventKind) -> None:
         assert _parse_full(raw, kind, BOUNDS) == (plain, []), raw
 
 
+GOOD = '"event_id": "e", "app_id": "a", "room_id": "r", "user_id": "u"'
+
+
+@pytest.mark.parametrize(
+    ("raw", "plain"),
+    [
+        (f'{{{GOOD}, "ts": 1, "ts": 1000000000000}}', True),  # doubled key: both keep the last value
+        (f'{{{GOOD}, "ts": 01000000000000}}', False),  # a leading zero is not JSON
+        (f'{{{GOOD}, "ts": 1000000000000}}'.replace('"e"', '"a\\nb"', 1), True),  # an escaped newline: fine
+        (f'{{{GOOD}, "ts": 1000000000000}}'.replace('"e"', '"a\nb"', 1), False),  # a raw control character
+        (f'\ufeff[{{{GOOD}, "ts": 1000000000000}}]', False),  # byte-order mark before an array
+        (f'[{{{GOOD}, "ts": 1000000000000}}, {{{GOOD}, "ts": 1.0}}]', False),  # one bad element: all full rules
+        (f'{{{GOOD}, "ts": 1000000000000, "ts2": 1}}', False),  # an unknown field
+    ],
+)
+def test_edges_of_the_plain_path(raw: str, plain: bool) -> None:
+    assert (_parse_plain(raw.encode(), "request", BOUNDS) is not None) is plain
+    assert_plain_agrees(raw.encode(), "request")
+
+
 @settings(max_examples=1500, deadline=None)
 @given(st.data())
-@example(data=None)
 def test_plain_path_accepts_only_what_the_full_rules_accept(data) -> None:
-    if data is None:  # the doubled key, explicitly: both keep the last value
-        raw = b'{"event_id": "e", "app_id": "a", "room_id": "r", "user_id": "u", "ts": 1, "ts": 1000000000000}'
-        assert _parse_plain(raw, "request", BOUNDS) is not None
-        assert_plain_agrees(raw, "request")
-        return
     kind = data.draw(st.sampled_from(["request", "success"]))
     assert_plain_agrees(data.draw(records(kind)), kind)
 

@@ -1,5 +1,8 @@
-"""``sla-stream replay`` refuses, in one line and without touching Redis, what it cannot count whole.
+"""``sla-stream replay``: where it starts reading, what it keeps, and what it refuses.
 
+A record stamped a little before its event's time is still found (the
+margin), one stamped before the margin is not read at all, and without
+``--app`` every app counted is reported; ``--keep`` leaves the namespace.
 A month the topics no longer reach back to (records deleted from the start
 of a partition, as retention does), a month not begun, an unknown app,
 Kafka or Redis not answering: each is one line on stderr naming the cause,
@@ -8,6 +11,8 @@ exit status 2, nothing on stdout and no replay namespace left in Redis.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 
 from kafka import TopicPartition
@@ -55,3 +60,36 @@ def test_replay_refusals(stream_deployment, kafka_admin):
     assert "needs its records from 2026-09-30T2" in line and "keep 100 days" in line, line
 
     assert not list(d.redis_client.scan_iter(match=d.prefix.rstrip(":") + "-replay-*"))
+
+
+def test_replay_finds_records_sent_early_and_keeps_on_request(stream_deployment):
+    d = stream_deployment()
+    tz = d.settings.policy.timezone
+
+    def at(day: int, hour: int, minute: int) -> int:
+        return to_epoch_ms(datetime(2026, 10 if day > 20 else 11, day, hour, minute, tzinfo=tz))
+
+    records = []
+    # (event time, record stamp): October's evening; November's first minute, sent 30 minutes early; November 2nd.
+    for n, (ts, stamp) in enumerate(
+        [(at(31, 20, 0), at(31, 20, 0)), (at(1, 0, 1), at(31, 23, 31)), (at(2, 10, 0), at(2, 10, 0))]
+    ):
+        [request], [success] = slot_traffic(APP, ts, 1, 1, tag=str(n))
+        records += [OutRecord("request", 0, b"k", event_value(request), stamp)]
+        records += [OutRecord("success", 0, b"k", event_value(success), stamp)]
+    d.produce(records)
+
+    done = d.cli("replay", "--month", "2026-11", "--format", "json", "--keep")
+    assert done.returncode == 0, done.stderr
+    [month] = json.loads(done.stdout)  # no --app: every app counted
+    assert (month["app_id"], month["requests"], month["successes"]) == (APP, 2, 2)
+    [summary] = [line for line in done.stderr.splitlines() if line.startswith("replayed")]
+    assert " 4 offsets, " in summary, "October's records, stamped before the margin, are not read"
+    [prefix] = re.findall(r"kept under key prefix '([^']+)'", summary)
+    assert prefix.startswith(d.prefix.rstrip(":") + "-replay-2026-11-")
+    kept = list(d.redis_client.scan_iter(match=prefix + "*"))
+    assert prefix + "meta" in kept and len(kept) > 5
+    d.redis_client.delete(*kept)
+
+    october = d.cli("replay", "--month", "2026-10", "--format", "json")
+    assert [(m["requests"], m["successes"]) for m in json.loads(october.stdout)] == [(1, 1)], october.stderr
