@@ -164,7 +164,7 @@ async def replay(
         stats, closed = await _count(
             settings, request, store, fence, plan, progress, (month_start, month_end), processes
         )
-        await _check_month_closed(store, (month_start, month_end), settings, request)
+        await _check_month_closed(store, (month_start, month_end), settings, now_ms)
         counted_apps = await store.apps()
         await check_apps_known(settings, live, request.apps, seen=counted_apps)
         app_ids = list(request.apps) or sorted(counted_apps | set(settings.apps))
@@ -202,13 +202,13 @@ def replay_prefix(live_prefix: str, request: ReplayRequest, token: str) -> str:
         >>> replay_prefix("sla:", ReplayRequest(2026, 10), "ab12")
         'sla-replay-2026-10-ab12:'
         >>> replay_prefix("sla", ReplayRequest(2026, 10), "ab12")
-        '_sla-replay-2026-10-ab12:'
-        >>> replay_prefix("_", ReplayRequest(2026, 10), "ab12")
-        '_-replay-2026-10-ab12:'
+        '~sla-replay-2026-10-ab12:'
+        >>> replay_prefix("~", ReplayRequest(2026, 10), "ab12")
+        '^~-replay-2026-10-ab12:'
     """
     prefix = f"{live_prefix.rstrip(':')}-replay-{request.name}-{token}:"
-    while prefix.startswith(live_prefix):  # a live prefix without a separator ("sla", "replay-")
-        prefix = "_" + prefix
+    if prefix.startswith(live_prefix):  # a live prefix without a separator ("sla"): lead with another character
+        prefix = ("~" if live_prefix[0] != "~" else "^") + prefix
     return prefix
 
 
