@@ -5,7 +5,8 @@ Two apps each have one slot of recent traffic; one app's slot is unavailable
 exemption added from the command line (a time without an offset, read in the
 SLA's zone) makes that slot exempt in revision 2, in Redis, on the verdicts
 topic, in the month ledger, in ``exempt list`` (one slot exempted), in a
-replay of the month, and in ``report --exemptions`` over the same events.
+replay of the month, in the worker's /metrics, and in ``report --exemptions``
+over the same events.
 Removing it makes revision 3 and puts every figure back. Mistaken
 arguments are refused in one line each and write nothing to the topic.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 
 from stream_harness import Deployment, recent_slot, single_records, slot_traffic, write_event_file
 
@@ -44,7 +46,7 @@ def test_exempt_add_and_remove_move_every_figure(stream_deployment, tmp_path):
         requests, oks = slot_traffic(app, slot, 100, successes)
         events += requests + oks
     d.produce(single_records(events))
-    d.start_worker()
+    worker = d.start_worker()
     d.wait_settled()
 
     def verdict() -> dict:
@@ -63,6 +65,22 @@ def test_exempt_add_and_remove_move_every_figure(stream_deployment, tmp_path):
         assert done.returncode == 0, done.stderr
         return figures(json.loads(done.stdout))
 
+    def metric(name: str) -> float | None:
+        """The worker's /metrics sample ``name{app=APP}`` (the month's gauges refresh every few seconds)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        found = re.search(rf'^{name}{{app="{APP}"}} (\S+)$', text, re.M)
+        return None if found is None else float(found[1])
+
+    def wait_metrics(unavailable: float, exempt: float) -> None:
+        d.wait_for(
+            f"the month's metrics to show {unavailable:.0f} unavailable and {exempt:.0f} exempt",
+            lambda: (
+                (metric("sla_month_unavailable_slots"), metric("sla_month_exempt_slots")) == (unavailable, exempt)
+            ),
+            30,
+        )
+
     def wait_revision(revision: str) -> None:
         d.wait_for(f"revision {revision} of {APP}:{slot}", lambda: verdict()["revision"] == revision, 30)
         d.wait_settled()
@@ -70,6 +88,7 @@ def test_exempt_add_and_remove_move_every_figure(stream_deployment, tmp_path):
     unexempted = {APP: (1, 0), OTHER: (0, 0)}
     assert ledger() == replayed() == unexempted
     assert verdict()["revision"] == "1"
+    wait_metrics(1, 0)
 
     # Mistakes are refused in one line and write nothing.
     start = local_time(slot + 60_000, tz).replace(tzinfo=None).isoformat()  # no offset: the SLA's zone
@@ -109,6 +128,7 @@ def test_exempt_add_and_remove_move_every_figure(stream_deployment, tmp_path):
     assert (message["revision"], message["exempt"]) == (2, True)
     exempted = {APP: (0, 1), OTHER: (0, 0)}
     assert ledger() == replayed() == exempted
+    wait_metrics(0, 1)
 
     listed = d.cli("exempt", "list", "--format", "json")
     assert listed.returncode == 0, listed.stderr
@@ -139,5 +159,6 @@ def test_exempt_add_and_remove_move_every_figure(stream_deployment, tmp_path):
     assert (verdict()["exempt"], verdict()["clause"]) == ("0", "")
     assert d.latest_verdicts()[f"{APP}:{slot}"]["revision"] == 3
     assert ledger() == replayed() == unexempted
+    wait_metrics(1, 0)
     assert d.cli("exempt", "list").stdout.strip() == "no exemptions in force"
     assert f"no exemption {exemption_id!r} is in force" in refused(d, "exempt", "remove", exemption_id)
