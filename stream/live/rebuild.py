@@ -55,11 +55,11 @@ from stream.live.recount import (
     read_exemptions_topic,
     read_plan,
     recount_ingester,
+    topic_partitions,
     tp_name,
     whole_topic_plan,
 )
 from stream.live.store import Fence, Store, redis_client
-from stream.live.worker import WorkerStartError, partition_counts
 
 PROGRESS_EVERY_S = 5.0
 
@@ -90,10 +90,9 @@ async def rebuild(settings: Settings, say: Callable[[str], None], force: bool = 
     """Recount the live state of ``settings``' namespace from the topics; see the module docstring."""
     started = time.monotonic()
     kafka_options = aiokafka_options(settings.kafka_security)
-    topics = settings.topics
     try:
-        counts = partition_counts(settings, (topics.requests, topics.successes, topics.exemptions))
-    except WorkerStartError as error:
+        counts = topic_partitions(settings)
+    except RecountError as error:
         raise RebuildError(str(error)) from None
     redis = redis_client(settings.redis_url)
     store = Store(redis, settings.key_prefix)

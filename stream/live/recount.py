@@ -35,6 +35,7 @@ from stream.live.cursors import Cursors
 from stream.live.health import Health
 from stream.live.ingest import Ingester, Record, SendDeadLetter
 from stream.live.store import Fence, Store
+from stream.live.worker import WorkerStartError, partition_counts
 from stream.sla.counting import EventKind
 
 FETCH_MAX_RECORDS = 10_000
@@ -58,6 +59,15 @@ async def open_consumer(settings: Settings, kafka_options: Mapping[str, object])
     )
     await consumer.start()
     return consumer
+
+
+def topic_partitions(settings: Settings) -> dict[str, int]:
+    """The partition counts of the input and exemptions topics; :class:`RecountError` when Kafka cannot say."""
+    topics = settings.topics
+    try:
+        return partition_counts(settings, (topics.requests, topics.successes, topics.exemptions))
+    except WorkerStartError as error:
+        raise RecountError(str(error)) from None
 
 
 def input_kinds(settings: Settings) -> dict[str, EventKind]:

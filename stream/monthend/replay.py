@@ -59,11 +59,11 @@ from stream.live.recount import (
     mark_read_partitions_idle,
     open_consumer,
     read_exemptions_topic,
+    topic_partitions,
     tp_name,
     whole_topic_plan,
 )
 from stream.live.store import Fence, Fenced, RolledBack, Store, redis_client
-from stream.live.worker import WorkerStartError, partition_counts
 from stream.monthend.apps import UnknownApp, check_apps_known
 from stream.monthend.progress import ReadProgress
 from stream.monthend.share import IDLE_EVERY_S, Share, ShareOutcome, merged, run_share, split
@@ -138,8 +138,8 @@ async def replay(
         raise ReplayError(f"{request.name} has not begun: it starts {_when(month_start, settings)}")
     topics = settings.topics
     try:
-        counts = partition_counts(settings, (topics.requests, topics.successes, topics.exemptions))
-    except WorkerStartError as error:
+        counts = topic_partitions(settings)
+    except RecountError as error:
         raise ReplayError(str(error)) from None
     redis = redis_client(settings.redis_url)
     store = Store(redis, replay_prefix(settings.key_prefix, request, secrets.token_hex(4)))
