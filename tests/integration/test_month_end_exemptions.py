@@ -75,9 +75,7 @@ def test_exempt_add_and_remove_move_every_figure(stream_deployment, tmp_path):
     def wait_metrics(unavailable: float, exempt: float) -> None:
         d.wait_for(
             f"the month's metrics to show {unavailable:.0f} unavailable and {exempt:.0f} exempt",
-            lambda: (
-                (metric("sla_month_unavailable_slots"), metric("sla_month_exempt_slots")) == (unavailable, exempt)
-            ),
+            lambda: (metric("sla_month_unavailable_slots"), metric("sla_month_exempt_slots")) == (unavailable, exempt),
             30,
         )
 
