@@ -13,6 +13,8 @@ What keeps it exact under faults: ``health`` (Redis outages, the worker's
 state), ``namespace`` (the marker and its generation, refusing a lost
 state), ``cursors`` (positions from Redis), ``faust_positions`` and
 ``faust_isolation`` (the Faust internals they need, pinned), ``rebuild``
-(recounting a lost state from the topics); ``fastpath`` trims Faust's
-per-record path. See docs/design.md and docs/reliability.md.
+(recounting a lost state from the topics, with ``recount``: reading the
+topics again through the same ingest and closer, which ``sla-stream replay``
+uses too); ``fastpath`` trims Faust's per-record path. See docs/design.md
+and docs/reliability.md.
 """
