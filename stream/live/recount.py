@@ -248,10 +248,14 @@ async def read_plan(
             raise RecountError(f"records of {gone} were deleted while being read (retention); run it again") from None
         if fetched:
             moved_at = time.monotonic()
-        # Partitions go concurrently: one's records are parsed while Redis runs another's step.
-        async with asyncio.TaskGroup() as steps:
-            for tp, messages in fetched.items():
-                steps.create_task(_handle_in_steps(handle, tp, [m for m in messages if m.offset < plan.ends[tp]]))
+        # Partitions go concurrently: one's records are parsed while Redis runs another's step. A failing one
+        # cancels the others, and its own error (not a group of one) goes on, as its callers expect.
+        try:
+            async with asyncio.TaskGroup() as steps:
+                for tp, messages in fetched.items():
+                    steps.create_task(_handle_in_steps(handle, tp, [m for m in messages if m.offset < plan.ends[tp]]))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
         for tp in list(pending):
             position = positions[tp] = await consumer.position(tp)
             if position >= plan.ends[tp]:
