@@ -12,12 +12,18 @@ exit status 2, nothing on stdout and no replay namespace left in Redis.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 from datetime import datetime
+from pathlib import Path
 
 from kafka import TopicPartition
-from stream_harness import Deployment, OutRecord, event_value, free_port, slot_traffic
+from stream_harness import SLA_STREAM, Deployment, OutRecord, event_value, free_port, slot_traffic
 
+from stream.events import RequestEvent
 from stream.sla.slots import to_epoch_ms
 
 pytest_plugins = ["stream_harness"]
@@ -93,3 +99,54 @@ def test_replay_finds_records_sent_early_and_keeps_on_request(stream_deployment)
 
     october = d.cli("replay", "--month", "2026-10", "--format", "json")
     assert [(m["requests"], m["successes"]) for m in json.loads(october.stdout)] == [(1, 1)], october.stderr
+
+
+def test_a_replay_whose_process_is_killed_stops_cleanly_and_the_next_one_is_exact(stream_deployment):
+    """SIGKILL one of a replay's counting processes: one line, exit 2, no key left; run again, the count is exact.
+
+    The truth is the number of distinct requests produced, counted here, not by the code under test.
+    """
+    d = stream_deployment()
+    tz = d.settings.policy.timezone
+    start = to_epoch_ms(datetime(2026, 11, 3, 0, 0, tzinfo=tz))
+    records = [
+        OutRecord("request", n % 4, b"k", event_value(RequestEvent(f"r-{n}", APP, "room", "u", start + n * 7)), None)
+        for n in range(300_000)
+    ]
+    d.produce(records)
+    replay = subprocess.Popen(
+        [
+            *SLA_STREAM,
+            "replay",
+            "--month",
+            "2026-11",
+            "--format",
+            "json",
+            "--processes",
+            "2",
+            "--config",
+            str(d.config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children_file = Path(f"/proc/{replay.pid}/task/{replay.pid}/children")
+    deadline = time.monotonic() + 60
+    counting: list[int] = []
+    while len(counting) < 2 and time.monotonic() < deadline and replay.poll() is None:
+        counting = [int(pid) for pid in children_file.read_text().split()] if children_file.exists() else []
+        time.sleep(0.05)
+    assert len(counting) >= 2, "the replay should have started its counting processes"
+    time.sleep(1.0)  # they import, plan and start reading; 150,000 records each take them several seconds
+    os.kill(counting[-1], signal.SIGKILL)
+    out, err = replay.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if not line.startswith("replay ")]
+    assert replay.returncode == 2 and out == "", err
+    assert len(lines) == 1 and "a replay process ended without its counts (exit status -9)" in lines[0], err
+    assert not list(d.redis_client.scan_iter(match=d.prefix.rstrip(":") + "-replay-*")), "a killed replay's keys"
+
+    again = d.cli("replay", "--month", "2026-11", "--format", "json")
+    assert again.returncode == 0, again.stderr
+    [month] = json.loads(again.stdout)
+    assert (month["app_id"], month["requests"], month["successes"]) == (APP, len(records), 0)  # 300,000 distinct ids
