@@ -9,8 +9,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SLA    := $(VENV)/bin/sla-stream
 STAMP  := $(VENV)/.stamp-pyproject
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.stamp-pyproject
 
-.PHONY: venv up down test demo report-demo bench lint clean dashboard
+.PHONY: venv bench-venv up down test demo report-demo bench lint clean dashboard
 
 # venv: .venv with the package (editable) and its test extras; reinstalled
 # only when pyproject.toml is newer than the stamp.
@@ -19,6 +21,17 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 (e.g. apt-get install -y python3.11-venv)" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# bench-venv: .venv-bench with the package (editable) and its bench extra,
+# Quix Streams, for bench/quix_peer.py (the bench's Quix peer); a venv of its
+# own because quixstreams needs an older confluent-kafka than the tests use.
+# Reinstalled only when pyproject.toml is newer than its stamp.
+bench-venv: $(BENCH_STAMP)
+$(BENCH_STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 (e.g. apt-get install -y python3.11-venv)" >&2; exit 1; }
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[bench]'
 	touch $@
 
 # up: start Kafka and Redis (or reuse running ones) and wait until ready.
@@ -58,7 +71,7 @@ report-demo: venv
 # the same topics, then `sla-stream replay`'s over a month of events (not part
 # of the tests); starts Kafka and Redis, stops them after. BENCH_ARGS and
 # REPLAY_ARGS go to bench/bench_stream.py and bench/bench_replay.py.
-bench: venv
+bench: venv bench-venv
 	@status=0; \
 	$(MAKE) --no-print-directory up && $(PY) bench/bench_stream.py $(BENCH_ARGS) \
 	    && $(PY) bench/bench_replay.py $(REPLAY_ARGS) || status=$$?; \
@@ -70,10 +83,10 @@ lint: venv
 	$(VENV)/bin/ruff check stream tests deploy bench
 	$(VENV)/bin/ruff format --check stream tests deploy bench
 
-# clean: stop services, remove .run/ (data, logs) and the venv stamp; the
+# clean: stop services, remove .run/ (data, logs) and the venvs' stamps; the
 # downloaded Kafka jars in .cache/ are kept.
 clean: down
-	rm -rf .run $(STAMP)
+	rm -rf .run $(STAMP) $(BENCH_STAMP)
 
 # dashboard: rebuild deploy/grafana/sla-stream.json from deploy/grafana/build_dashboard.py.
 dashboard: venv

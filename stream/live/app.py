@@ -2,14 +2,16 @@
 
 Faust brings the consumer group, rebalancing, timers and leader election;
 the state and every exactness guarantee live in Redis
-(:mod:`stream.live.store`). Agents run with ``concurrency=1`` and take events
-in batches, Faust's windowed tables are not used, and messages this worker
-sends (dead letters, verdicts) are sent with ``force=True`` and awaited until
-acknowledged, never attached to the consumed event: the Redis state moves on
-at once, so a message must be out before it does.
+(:mod:`stream.live.store`). The input topics skip Faust's streams: each
+partition's fetched batch goes whole to the ingester
+(:mod:`stream.live.faust_batches`). Faust's windowed tables are not used, and
+messages this worker sends (dead letters, verdicts) are sent with
+``force=True`` and awaited until acknowledged, never attached to a consumed
+event: the Redis state moves on at once, so a message must be out before it
+does.
 
-Faults never escape into Faust (it would restart the agent and commit the
-offsets past the batch): every Redis step waits out an outage
+Faults never escape into Faust (an agent that raises is restarted with its
+offsets committed past the event): every Redis step waits out an outage
 (:mod:`stream.live.health`), every batch is retried until it applies, and
 input partitions are read from Redis's positions, never Kafka's committed
 offsets (:mod:`stream.live.partitions`).
@@ -17,12 +19,12 @@ offsets (:mod:`stream.live.partitions`).
 =====================  ===============================================================
 agent / timer          part it runs
 =====================  ===============================================================
-``ingest_requests``    :class:`stream.live.ingest.Ingester` (one batch at a time)
-``ingest_successes``   the same, for successes
+fetched input batches  :class:`stream.live.ingest.Ingester` (a batch per partition)
 ``follow_exemptions``  :class:`stream.live.exemptions.ExemptionFollower`
 ``open_namespace``     :class:`stream.live.namespace.NamespaceGuard` (once, at start)
 ``close_slots``        :class:`stream.live.closer.ClosingLeader` (leader only)
 ``report_idle``        :meth:`stream.live.partitions.InputPartitions.report_idle`
+``commit_positions``   :meth:`stream.live.partitions.InputPartitions.commit_applied`
 ``log_ingest_totals``  :class:`stream.live.ingest.TotalsLog`
 ``refresh_metrics``    :func:`stream.live.metrics.read_snapshot` into the ``/metrics`` collector
 =====================  ===============================================================
@@ -49,13 +51,13 @@ from stream.config import Settings
 from stream.events import TimeBounds
 from stream.formats import DeadLetter
 from stream.kafka_security import faust_app_options, redact
-from stream.live import faust_isolation, faust_positions
+from stream.live import faust_batches, faust_isolation, faust_positions
 from stream.live.clock import ClockTiming, IdleTracker
 from stream.live.closer import Closer, ClosingLeader
 from stream.live.cursors import Cursors
 from stream.live.exemptions import ExemptionFollower
 from stream.live.health import Health, until_done
-from stream.live.ingest import Ingester, Record, TotalsLog
+from stream.live.ingest import Ingester, TotalsLog
 from stream.live.metrics import REFRESH_INTERVAL_S, WorkerMetrics, read_snapshot
 from stream.live.namespace import NamespaceGuard
 from stream.live.partitions import InputPartitions
@@ -64,11 +66,10 @@ from stream.sla.counting import EventKind
 
 log = logging.getLogger(__name__)
 
-TAKE_MAX = 10_000
-"""Records per ``take_events`` batch: one Redis round trip per partition per batch."""
-TAKE_WITHIN_S = 0.05
 STATS_INTERVAL_S = 30.0
 """How often a worker logs its ingest totals (when they changed)."""
+COMMIT_INTERVAL_S = 3.0
+"""How often Redis's positions are committed to Kafka (Faust's own interval is 2.8 s)."""
 
 
 def create_app(
@@ -93,7 +94,6 @@ def create_app(
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=False,
-        stream_buffer_maxsize=TAKE_MAX,
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_ms / 1000,
         # A stop or a rebalance does not wait for the batch in hand (it may be waiting out a Redis
@@ -124,7 +124,7 @@ def create_app(
     def bounds() -> TimeBounds:
         return settings.event_bounds(int(time.time() * 1000))
 
-    faust_positions.install(app, input_partitions, partitions.position_assigned)
+    faust_positions.install(app, partitions.position_assigned)
     faust_isolation.install(app)
     ingester = Ingester(
         store, settings.policy.timezone, bounds, send_dead_letter, health, guard, cursors, partitions.reseek
@@ -141,20 +141,21 @@ def create_app(
     async def forget_positions(sender: Any, assigned: Any, **kwargs: Any) -> None:
         partitions.forget_positions()
 
-    def ingest_agent(kind: EventKind) -> Any:
-        async def ingest(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-                records = [
-                    Record(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events
-                ]
-                await until_done(
-                    f"counting {len(records)} {kind} records", lambda records=records: ingester.apply(kind, records)
+    kinds: dict[str, EventKind] = {topics.requests: "request", topics.successes: "success"}
+
+    async def count_batches(batches: faust_batches.Batches) -> None:
+        """Each partition's batch until it is counted; partitions concurrently (one parses while Redis runs one)."""
+        await asyncio.gather(
+            *(
+                until_done(
+                    f"counting {len(batch)} records of {tp.topic}:{tp.partition}",
+                    lambda tp=tp, batch=batch: ingester.apply_partition(kinds[tp.topic], tp.topic, tp.partition, batch),
                 )
+                for tp, batch in batches.items()
+            )
+        )
 
-        return ingest
-
-    app.agent(app.topic(topics.requests), name="ingest_requests", concurrency=1)(ingest_agent("request"))
-    app.agent(app.topic(topics.successes), name="ingest_successes", concurrency=1)(ingest_agent("success"))
+    faust_batches.install(app, kinds, count_batches, partitions.dropped)
 
     @app.agent(app.topic(topics.exemptions), name="follow_exemptions", concurrency=1)
     async def follow_exemptions(stream: faust.StreamT) -> None:
@@ -192,6 +193,14 @@ def create_app(
             log.exception("metrics snapshot failed")
             return
         health.redis_answered()
+
+    @app.timer(interval=COMMIT_INTERVAL_S)
+    async def commit_positions() -> None:
+        """Redis's positions to the group's committed offsets, for tools that watch its lag (never read back)."""
+        try:
+            await partitions.commit_applied()
+        except Exception as error:  # noqa: BLE001 - a timer that raises stops Faust; the next commit tries again
+            log.debug("committing positions skipped: %s", error)
 
     @app.timer(interval=STATS_INTERVAL_S)
     async def log_ingest_totals() -> None:

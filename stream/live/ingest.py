@@ -1,7 +1,8 @@
 """Counting a batch of Kafka records into Redis, one atomic step per partition, never skipping one.
 
-The Faust agents hand over whatever ``take_events`` buffered; this module
-turns it into per-partition batches: validates every record against the
+The worker hands over each partition's fetched batch whole
+(:mod:`stream.live.faust_batches`); a recount hands over steps of what it
+reads. This module validates every record against the
 event contract, sends what is invalid to the dead-letter topic with its
 reason and origin, places each event in its slot (a success in its request's
 slot) and applies the partition's batch with :meth:`Store.apply_batch`.
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from stream.events import Event, Rejected, TimeBounds, parse_record
+from stream.events import Event, TimeBounds, parse_record
 from stream.formats import DeadLetter
 from stream.live.cursors import Cursors
 from stream.live.health import Backoff, Health
@@ -68,30 +69,45 @@ class Namespace(Protocol):
         ...
 
 
+class ConsumedRecord(Protocol):
+    """A Kafka record as consumed (aiokafka's ``ConsumerRecord`` is one): where it came from and its raw value."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
 @dataclass(frozen=True)
 class Record:
-    """One Kafka record as consumed: where it came from and its raw value."""
+    """One Kafka record, made by hand (tests, tools): a :class:`ConsumedRecord`."""
 
     topic: str
     partition: int
     offset: int
     value: bytes | None
 
-    @property
-    def tp(self) -> str:
-        return f"{self.topic}:{self.partition}"
 
+@dataclass
+class ParsedBatch:
+    """One partition's records parsed in one pass, once however often the batch is retried: what its step needs."""
 
-@dataclass(frozen=True)
-class ParsedRecord:
-    """A record with its valid events and refused parts, parsed once however often its batch is retried."""
-
-    record: Record
-    events: list[Event]
-    """The events to count (all valid ones, unless the Ingester admits only some)."""
-    rejected: list[Rejected]
+    first_offset: int
+    last_offset: int
+    slots: list[SlotBatch]
+    """The admitted events' ids by app and slot (a success in its request's slot)."""
+    letters: list[DeadLetter]
+    """Every refused record or array element."""
+    records: int
     latest_ms: int = -1
-    """The latest event time among all the record's valid events, counted or not: stream time moves with it."""
+    """The latest event time among all valid events, counted or not: stream time moves with it."""
     skipped: int = 0
     """Valid events the Ingester did not admit (a replay's other months and apps)."""
 
@@ -100,7 +116,10 @@ class ParsedRecord:
 class IngestStats:
     """Running totals of one worker's ingest, logged by the worker."""
 
+    read: int = 0
+    """Records handed to the ingester, whatever became of them (a positioning or a redelivery drops some)."""
     records: int = 0
+    """Records counted or dead-lettered."""
     counted: int = 0
     duplicates: int = 0
     late: int = 0
@@ -174,13 +193,21 @@ class Ingester:
             day = self._day_of_slot[slot_ms] = local_date(slot_ms, self._tz).isoformat()
         return day
 
-    async def apply(self, kind: EventKind, records: Iterable[Record]) -> None:
+    async def apply(self, kind: EventKind, records: Iterable[ConsumedRecord]) -> None:
         """Count ``records`` (any mix of partitions, in consumption order) exactly once; returns when all are."""
-        by_partition: dict[str, list[Record]] = defaultdict(list)
+        by_partition: dict[tuple[str, int], list[ConsumedRecord]] = defaultdict(list)
         for record in records:
-            by_partition[record.tp].append(record)
+            by_partition[(record.topic, record.partition)].append(record)
         # Partitions go concurrently: one's records are parsed while Redis runs another's script.
-        await asyncio.gather(*(self._apply_partition(kind, tp, batch) for tp, batch in by_partition.items()))
+        await asyncio.gather(*(self.apply_partition(kind, t, p, batch) for (t, p), batch in by_partition.items()))
+
+    async def apply_partition(
+        self, kind: EventKind, topic: str, partition: int, batch: Sequence[ConsumedRecord]
+    ) -> None:
+        """Count one partition's ``batch`` (in offset order) exactly once; returns when it is."""
+        for stats in (self.stats, self.by_topic[topic]):
+            stats.read += len(batch)
+        await self._apply_partition(kind, f"{topic}:{partition}", batch)
 
     async def position(self, tp: str) -> None:
         """Position the partition's consumer after the applied offset Redis holds now."""
@@ -189,7 +216,7 @@ class Ingester:
         await self._reseek(tp, -1 if found is None else found)
         self.stats.repositioned += 1
 
-    async def _apply_partition(self, kind: EventKind, tp: str, batch: Sequence[Record]) -> None:
+    async def _apply_partition(self, kind: EventKind, tp: str, batch: Sequence[ConsumedRecord]) -> None:
         cursor = self._cursors.get(tp)
         if cursor is None:
             self._cursors.saw(tp, batch)
@@ -199,8 +226,8 @@ class Ingester:
         if not records:
             return
         bounds = self._bounds()
-        parsed = [self._parse(r, kind, bounds) for r in records]
-        await self._send_dead_letters(parsed)
+        parsed = self._parse(records, kind, bounds)
+        await self._send_dead_letters(parsed.letters)
         expected = cursor.applied
         while True:
             fence = await self._guard.writable()
@@ -210,14 +237,23 @@ class Ingester:
                 await self.position(tp)
                 return
             result = await self._health.until_redis_answers(
-                lambda fence=fence, expected=expected, parsed=parsed: self._apply_once(  # type: ignore[misc]
-                    fence, kind, tp, expected, parsed
+                lambda fence=fence, expected=expected, parsed=parsed: self._store.apply_batch(  # type: ignore[misc]
+                    fence,
+                    tp,
+                    expected,
+                    (parsed.first_offset, parsed.last_offset),
+                    parsed.slots,
+                    FIELD_OF_KIND[kind],
+                    parsed.latest_ms,
+                    len(parsed.letters),
                 )
             )
             status = result.status
             if status is ApplyStatus.OVERLAP:  # another worker applied part of it since we looked
                 expected = result.applied_offset
-                parsed = [p for p in parsed if p.record.offset > expected]
+                # Parsed again without the applied part (its dead letters are out already): rare, kept simple.
+                records = [r for r in records if r.offset > expected]
+                parsed = self._parse(records, kind, bounds)
                 continue
             if status in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED):
                 if self._cursors.get(tp) is cursor:  # not sought again meanwhile (a rebalance)
@@ -243,58 +279,58 @@ class Ingester:
             await self.position(tp)
             return
 
-    def _parse(self, record: Record, kind: EventKind, bounds: TimeBounds) -> ParsedRecord:
-        events, rejected = parse_record(record.value, kind, bounds)
-        latest_ms = max((event.ts for event in events), default=-1)
-        if self._admit is None:
-            return ParsedRecord(record, events, rejected, latest_ms)
-        admitted = [event for event in events if self._admit(event)]
-        return ParsedRecord(record, admitted, rejected, latest_ms, len(events) - len(admitted))
-
-    async def _apply_once(
-        self, fence: Fence, kind: EventKind, tp: str, expected: int, parsed: Sequence[ParsedRecord]
-    ) -> ApplyResult:
+    def _parse(self, records: Sequence[ConsumedRecord], kind: EventKind, bounds: TimeBounds) -> ParsedBatch:
+        """Validate, place and group ``records`` (in offset order) in one pass: the hot loop of a worker."""
         ids_by_slot: dict[tuple[str, int], list[str]] = defaultdict(list)
-        stream_ms = -1
-        refused = 0
-        for item in parsed:
-            refused += len(item.rejected)
-            stream_ms = max(stream_ms, item.latest_ms)
-            for event in item.events:
-                ids_by_slot[(event.app_id, slot_start_ms(event.counted_ts, self._tz))].append(event.event_id)
+        letters: list[DeadLetter] = []
+        latest_ms = -1
+        skipped = 0
+        admit = self._admit
+        tz = self._tz
+        for record in records:
+            events, rejected = parse_record(record.value, kind, bounds)
+            for refusal in rejected:
+                letters.append(DeadLetter(record.topic, record.partition, record.offset, refusal))
+            for event in events:
+                if event.ts > latest_ms:
+                    latest_ms = event.ts
+                if admit is not None and not admit(event):
+                    skipped += 1
+                    continue
+                ids_by_slot[(event.app_id, slot_start_ms(event.counted_ts, tz))].append(event.event_id)
         slots = [SlotBatch(app, slot_ms, self._day(slot_ms), ids) for (app, slot_ms), ids in ids_by_slot.items()]
-        offsets = [item.record.offset for item in parsed]
-        return await self._store.apply_batch(
-            fence, tp, expected, offsets, slots, FIELD_OF_KIND[kind], stream_ms, refused
-        )
+        return ParsedBatch(records[0].offset, records[-1].offset, slots, letters, len(records), latest_ms, skipped)
 
-    async def _send_dead_letters(self, parsed: Sequence[ParsedRecord]) -> None:
+    async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Send every refused record or element, each retried until Kafka acknowledges it."""
-        for item in parsed:
-            record = item.record
-            for rejected in item.rejected:
-                letter = DeadLetter(record.topic, record.partition, record.offset, rejected)
-                backoff = Backoff(cap_s=5.0)
-                failed = False
-                while True:
-                    try:
-                        await self._send_dead_letter(letter)
-                        break
-                    except Exception as error:  # noqa: BLE001 - a dead letter is never dropped: retry
-                        if not failed:
-                            log.warning("%s:%d: dead letter not sent (%s); retrying", record.tp, record.offset, error)
-                            failed = True
-                        await backoff.wait()
+        for letter in letters:
+            backoff = Backoff(cap_s=5.0)
+            failed = False
+            while True:
+                try:
+                    await self._send_dead_letter(letter)
+                    break
+                except Exception as error:  # noqa: BLE001 - a dead letter is never dropped: retry
+                    if not failed:
+                        log.warning(
+                            "%s:%d:%d: dead letter not sent (%s); retrying",
+                            letter.topic,
+                            letter.partition,
+                            letter.offset,
+                            error,
+                        )
+                        failed = True
+                    await backoff.wait()
 
-    def _tally(self, topic: str, parsed: Sequence[ParsedRecord], result: ApplyResult) -> None:
+    def _tally(self, topic: str, parsed: ParsedBatch, result: ApplyResult) -> None:
         for stats in (self.stats, self.by_topic[topic]):
             if result.status is ApplyStatus.ALREADY_APPLIED:
                 stats.redelivered += 1
                 continue
-            stats.records += len(parsed)
-            stats.skipped += sum(item.skipped for item in parsed)
-            stats.dead_letters += sum(len(item.rejected) for item in parsed)
-            stats.dead_letter_reasons.update(r.category for item in parsed for r in item.rejected)
+            stats.records += parsed.records
+            stats.skipped += parsed.skipped
+            stats.dead_letters += len(parsed.letters)
+            stats.dead_letter_reasons.update(letter.rejected.category for letter in parsed.letters)
             stats.counted += result.counted
             stats.duplicates += result.duplicates
             stats.late += result.late

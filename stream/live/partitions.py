@@ -13,15 +13,19 @@ wiring so they read as plain code:
   :class:`stream.live.clock.IdleTracker`, written to Redis for the closer.
 
 The consumer is anything with aiokafka's (Faust's) ``assignment``,
-``seek_wait``, ``earliest_offsets``, ``highwaters`` and ``position``
+``seek_wait``, ``earliest_offsets``, ``highwaters``, ``position`` and ``_commit``
 coroutines, looked up on each call (Faust creates it after the app).
+
+And **committing** (:meth:`InputPartitions.commit_applied`): Redis's
+positions are committed to the consumer group, so that tools watching the
+group's lag see the worker's progress; nothing reads them back.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from faust.types import TP
@@ -45,6 +49,8 @@ class Consumer(Protocol):
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]: ...
 
     async def position(self, tp: TP) -> int | None: ...
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool: ...
 
 
 def tp_name(topic: str, partition: int) -> str:
@@ -70,6 +76,7 @@ class InputPartitions:
         self._counts = dict(counts)
         self._idle = idle
         self._clock = clock
+        self._committed: dict[str, int] = {}
         self.lag: dict[tuple[str, int], int] = {}
         """Records between the consumer's position and the last stable offset, per assigned input partition,
         as of the last idle report."""
@@ -120,6 +127,20 @@ class InputPartitions:
             found = applied[name]
             self._cursors.sought(name, -1 if found is None else found)
         log.info("input partitions read from Redis's positions: %s", ", ".join(sorted(assigned)))
+
+    def dropped(self, tps: Iterable[TP]) -> None:
+        """Fetched batches of ``tps`` were not counted (a rebalance): each must be positioned again first."""
+        self._cursors.forget(tp_name(tp.topic, tp.partition) for tp in tps)
+
+    async def commit_applied(self) -> None:
+        """Commit the offset after Redis's applied one, for each assigned input partition whose position moved."""
+        offsets = {}
+        for name, tp in self._assigned().items():
+            cursor = self._cursors.get(name)
+            if cursor is not None and cursor.applied >= 0 and self._committed.get(name) != cursor.applied + 1:
+                offsets[name] = (tp, cursor.applied + 1)
+        if offsets and await self._consumer()._commit({tp: offset for tp, offset in offsets.values()}):
+            self._committed.update({name: offset for name, (_, offset) in offsets.items()})
 
     def forget_positions(self) -> None:
         """Faust sought every partition to Kafka's committed offset: each must be positioned from Redis again."""

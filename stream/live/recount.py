@@ -33,7 +33,7 @@ from stream.formats import InvalidExemption, decode_exemption
 from stream.live.closer import Closer
 from stream.live.cursors import Cursors
 from stream.live.health import Health
-from stream.live.ingest import Ingester, Record, SendDeadLetter
+from stream.live.ingest import Ingester, SendDeadLetter
 from stream.live.store import Fence, Store
 from stream.live.worker import WorkerStartError, partition_counts
 from stream.sla.counting import EventKind
@@ -179,9 +179,9 @@ async def latest_records(consumer: AIOKafkaConsumer, plan: ReadPlan) -> dict[str
     """A compacted topic read as the plan says, reduced to the latest value per key (None: a tombstone)."""
     latest: dict[str, bytes | None] = {}
 
-    async def keep(tp: TopicPartition, messages: Sequence[Record], keys: Sequence[bytes | None]) -> None:
-        for message, key in zip(messages, keys, strict=True):
-            latest[(key or b"").decode("utf-8", errors="replace")] = message.value
+    async def keep(tp: TopicPartition, messages: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        for message in messages:
+            latest[(message.key or b"").decode("utf-8", errors="replace")] = message.value
 
     await read_plan(consumer, plan, keep)
     return latest
@@ -211,8 +211,8 @@ async def load_exemptions(store: Store, latest: Mapping[str, bytes | None]) -> i
     return len(in_force)
 
 
-Handle = Callable[[TopicPartition, Sequence[Record], Sequence[bytes | None]], Awaitable[None]]
-"""Takes one partition's fetched records (and their keys), in offset order."""
+Handle = Callable[[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
+"""Takes one partition's fetched records, in offset order."""
 
 
 async def read_plan(
@@ -286,17 +286,17 @@ async def _handle_in_steps(
         step.append(message)
         size += len(message.value or b"")
         if size >= STEP_BYTES:
-            await handle(tp, [Record(m.topic, m.partition, m.offset, m.value) for m in step], [m.key for m in step])
+            await handle(tp, step)
             step, size = [], 0
     if step:
-        await handle(tp, [Record(m.topic, m.partition, m.offset, m.value) for m in step], [m.key for m in step])
+        await handle(tp, step)
 
 
 def ingest_handle(ingester: Ingester, kinds: Mapping[str, EventKind]) -> Handle:
     """A :data:`Handle` that counts input records (``kinds``: the event kind of each input topic)."""
 
-    async def count(tp: TopicPartition, records: Sequence[Record], keys: Sequence[bytes | None]) -> None:
-        await ingester.apply(kinds[tp.topic], records)
+    async def count(tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        await ingester.apply_partition(kinds[tp.topic], tp.topic, tp.partition, records)
 
     return count
 

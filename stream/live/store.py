@@ -78,6 +78,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.formats import exemption_from_json
 from stream.live.clock import PartitionState
+from stream.live.hiredis_packing import use_hiredis_packing
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
 from stream.sla.verdict import SlotCounts
@@ -832,9 +833,10 @@ def redis_client(url: str, socket_timeout_s: float = 10.0) -> Redis:
     that fails on a connection is retried twice on a fresh one first: after
     Redis restarts, every pooled connection fails once, and that is not an
     outage. (A retried script is safe: the offset fence and the verdict's
-    compare-and-set make a repeat a no-op.)
+    compare-and-set make a repeat a no-op.) Commands are packed by hiredis
+    (:mod:`stream.live.hiredis_packing`).
     """
-    return Redis.from_url(
+    client = Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=2.0,
@@ -843,6 +845,7 @@ def redis_client(url: str, socket_timeout_s: float = 10.0) -> Redis:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return use_hiredis_packing(client)
 
 
 class Fenced(Exception):

@@ -25,7 +25,6 @@ from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailable
 
 from stream.config import Settings
 from stream.kafka_security import kafka_python_options, redact
-from stream.live import fastpath
 from stream.live.app import create_app
 from stream.tools.topics import check_topics
 
@@ -155,7 +154,6 @@ def run_worker(settings: Settings, loglevel: str = "info", metrics_at: tuple[str
         progress = earlier_progress(settings)
     except KafkaError as error:
         raise WorkerStartError(redact(f"cannot read the consumer group and topics from Kafka: {error}")) from None
-    fastpath.install()
     try:
         app = create_app(settings, partitions, earlier_progress=progress, metrics_at=metrics_at)
     except OSError as error:

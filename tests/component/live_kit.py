@@ -34,6 +34,7 @@ from stream.live.closer import Closer, CloserLimits, TickResult
 from stream.live.cursors import Cursors
 from stream.live.exemptions import ExemptionFollower
 from stream.live.health import Health
+from stream.live.hiredis_packing import use_hiredis_packing
 from stream.live.ingest import Ingester, Record
 from stream.live.namespace import NamespaceGuard
 from stream.live.store import Fence, Store
@@ -109,8 +110,8 @@ class LiveKit:
         return self.guard.fence
 
     async def count(self, kind: EventKind, records: Sequence[Record]) -> None:
-        """Hand records to the ingester as an agent would; positions each partition first, as after a rebalance."""
-        for tp in sorted({r.tp for r in records}):
+        """Hand records to the ingester as a worker would; positions each partition first, as after a rebalance."""
+        for tp in sorted({f"{r.topic}:{r.partition}" for r in records}):
             if self.cursors.get(tp) is None:
                 await self.ingester.position(tp)
         await self.ingester.apply(kind, records)
@@ -175,7 +176,7 @@ def run_kit(redis_url: str, prefix: str, steps: Callable[[LiveKit], Awaitable[No
     """Open a fresh namespace, run ``steps`` on its kit in a new event loop, close the client."""
 
     async def main() -> None:
-        redis = Redis.from_url(redis_url, decode_responses=True)
+        redis = use_hiredis_packing(Redis.from_url(redis_url, decode_responses=True))  # as the workers' client
         try:
             kit = make_kit(redis, prefix, FakeClock(now_s=START_MS / 1000 + 86_400), **stream)
             await kit.guard.open(None)

@@ -1,4 +1,5 @@
-"""The faust-streaming internals the worker relies on (stream/live/faust_positions.py, faust_isolation.py), pinned."""
+"""The faust-streaming internals the worker relies on (stream/live/faust_batches.py, faust_positions.py,
+faust_isolation.py), pinned."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import inspect
 
 import faust
 import pytest
+from aiokafka import ConsumerRecord
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
 from stream.config import load_settings
-from stream.live import faust_positions
+from stream.live import faust_batches, faust_positions
 from stream.live.app import create_app
 
 
@@ -22,24 +24,60 @@ def app_and_topics() -> tuple[faust.App, str, str]:
     return app, settings.topics.requests, settings.topics.exemptions
 
 
-def test_the_drain_loop_reads_the_mapping_this_module_replaces() -> None:
-    """If Faust stops reading ``_read_offset`` this way, the patch would be silently useless: fail here."""
-    source = inspect.getsource(Consumer._drain_messages)
-    assert "get_read_offset = self._read_offset.__getitem__" in source
-    assert "if r_offset is None or offset >= r_offset:" in source
-    assert faust.__version__ == faust_positions.WRITTEN_FOR
+def test_every_fetched_record_reaches_faust_through_getmany() -> None:
+    """If Faust fetched records another way, the batch path would see none of them (the worker would stall): fail."""
+    assert "records = await self._getmany(" in inspect.getsource(Consumer._wait_next_records)
+    assert "records, active_partitions = await self._wait_next_records(timeout)" in inspect.getsource(Consumer.getmany)
+    assert "ait = cast(AsyncIterator, getmany(timeout=1.0))" in inspect.getsource(Consumer._drain_messages)
+    assert faust.__version__ == faust_batches.WRITTEN_FOR
 
 
-def test_input_partitions_have_no_read_offset_and_others_keep_theirs(app_and_topics) -> None:
-    app, requests, exemptions = app_and_topics
-    offsets = app.consumer._read_offset
-    assert isinstance(offsets, faust_positions.ReadOffsetsSkippingTopics)
-    offsets[TP(requests, 1)] = 500  # what the drain loop does after handing on a record
-    assert offsets[TP(requests, 1)] is None and TP(requests, 1) not in offsets
-    del offsets[TP(requests, 1)]  # what Faust's seek_wait does for offset 0: no KeyError
-    offsets[TP(exemptions, 0)] = 7
-    assert offsets[TP(exemptions, 0)] == 7 and TP(exemptions, 0) in offsets
-    assert offsets.pop(TP(requests, 2), None) is None
+def _record(topic: str, partition: int, offset: int) -> ConsumerRecord:
+    return ConsumerRecord(topic, partition, offset, 0, 0, None, b"{}", None, 0, 2, [])
+
+
+def _batch_app(requests: str = "requests", successes: str = "successes") -> tuple[faust.App, list, list]:
+    """An app whose consumer "fetches" a fixed map (no broker), with the batch path installed over it."""
+    app = faust.App("batches-test", broker="kafka://127.0.0.1:1")
+    fetched = {
+        TP(requests, 0): [_record(requests, 0, 5), _record(requests, 0, 6)],
+        TP("exemptions", 0): [_record("exemptions", 0, 1)],
+        TP(successes, 1): [_record(successes, 1, 9)],
+    }
+    taken: list = []
+    dropped: list = []
+
+    async def fetch(active_partitions: object, timeout: float) -> dict:
+        return dict(fetched)
+
+    async def take(batches: faust_batches.Batches) -> None:
+        taken.append({(tp.topic, tp.partition): [r.offset for r in batch] for tp, batch in batches.items()})
+
+    app.consumer._getmany = fetch  # the broker-facing step, as aiokafka's fetcher would return it
+    faust_batches.install(app, [requests, successes], take, lambda tps: dropped.append(sorted(tps)))
+    return app, taken, dropped
+
+
+def test_input_batches_go_to_the_counter_whole_and_the_rest_to_faust() -> None:
+    app, taken, dropped = _batch_app()
+    rest = asyncio.run(app.consumer._getmany(None, 1.0))
+    assert taken == [{("requests", 0): [5, 6], ("successes", 1): [9]}]
+    assert list(rest) == [TP("exemptions", 0)] and dropped == []
+    registered = {t.topics[0]: t.acks for t in app.topics if t.topics[0] in ("requests", "successes")}
+    assert registered == {"requests": False, "successes": False}  # subscribed, without acks or an agent
+
+
+def test_a_batch_fetched_while_a_rebalance_stopped_the_flow_is_dropped_not_counted() -> None:
+    app, taken, dropped = _batch_app()
+    app.consumer.stop_flow()
+    asyncio.run(app.consumer._getmany(None, 1.0))
+    assert taken == [] and dropped == [[TP("requests", 0), TP("successes", 1)]]
+
+
+def test_another_faust_version_stops_the_batch_path(monkeypatch) -> None:
+    monkeypatch.setattr(faust, "__version__", "0.16.0")
+    with pytest.raises(faust_positions.FaustVersionError, match="batch path"):
+        _batch_app()
 
 
 async def no_op() -> None:
@@ -59,7 +97,7 @@ def test_faust_seeks_are_followed_by_after_seek() -> None:
         calls.append("worker seeks to Redis's offsets")
 
     app.consumer.seek_to_committed = seek_to_committed  # the broker-facing step Faust's perform_seek awaits
-    faust_positions.install(app, ["requests"], after_seek)
+    faust_positions.install(app, after_seek)
     asyncio.run(app.consumer.perform_seek())
     assert calls == ["faust seeks to committed offsets", "worker seeks to Redis's offsets"]
 
@@ -68,7 +106,7 @@ def test_another_faust_version_stops_the_worker(app_and_topics, monkeypatch) -> 
     app, requests, _ = app_and_topics
     monkeypatch.setattr(faust, "__version__", "0.16.0")
     with pytest.raises(faust_positions.FaustVersionError, match="0.16.0 is installed"):
-        faust_positions.install(app, [requests], no_op)
+        faust_positions.install(app, no_op)
 
 
 def test_the_worker_consumer_reads_committed_records_only(app_and_topics) -> None:

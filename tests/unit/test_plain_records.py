@@ -112,7 +112,8 @@ GOOD = '"event_id": "e", "app_id": "a", "room_id": "r", "user_id": "u"'
     [
         (f'{{{GOOD}, "ts": 1, "ts": 1000000000000}}', True),  # doubled key: both keep the last value
         (f'{{{GOOD}, "ts": 01000000000000}}', False),  # a leading zero is not JSON
-        (f'{{{GOOD}, "ts": 1000000000000}}'.replace('"e"', '"a\\nb"', 1), True),  # an escaped newline: fine
+        (f'{{{GOOD}, "ts": 1000000000000}}'.replace('"e"', '"a\\nb"', 1), False),  # any escape: the full rules
+        (f'{{{GOOD}, "ts": 1000000000000}}'.replace('"e"', '"\\ud800"', 1), False),  # a lone surrogate
         (f'{{{GOOD}, "ts": 1000000000000}}'.replace('"e"', '"a\nb"', 1), False),  # a raw control character
         (f'\ufeff[{{{GOOD}, "ts": 1000000000000}}]', False),  # byte-order mark before an array
         (f'[{{{GOOD}, "ts": 1000000000000}}, {{{GOOD}, "ts": 1.0}}]', False),  # one bad element: all full rules
