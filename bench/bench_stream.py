@@ -1,21 +1,36 @@
-"""Throughput and memory of one worker against a raw aiokafka reader of the same topics (`make bench`).
+"""Throughput and memory of the worker against a raw aiokafka reader and Quix Streams on the same topics (`make bench`).
 
 For each record shape (one event per record, and JSON arrays of events) the
-same events are written to a fresh set of topics, then read twice:
+same events are written to a fresh pair of input topics, then counted four
+ways, one after the other, in the same invocation:
 
-- baseline: a bare aiokafka consumer that fetches every record, decodes its
+- **raw**: a bare aiokafka consumer that fetches every record, decodes its
   JSON and counts events per (app, slot) in a dict: the ceiling of reading;
-- worker: one ``sla-stream`` worker process, timed from its first applied
-  batch until Redis holds every partition's last offset (Kafka to committed
-  Redis state), its resident memory sampled throughout.
+- **worker**: one ``sla-stream`` worker process, Kafka to committed Redis state;
+- **2 workers**: two worker processes in one consumer group;
+- **quix**: Quix Streams (``bench/quix_peer.py``, in ``.venv-bench``) counting
+  the same events in tumbling 5-minute event-time windows per app, as a
+  Python user would write it.
 
-Both run in the same invocation on the same machine, so the ratio between
-them is what to compare across machines. Needs Kafka and Redis (`make up`).
+A worker run is timed from the moment its consumer group is stable with all
+its members (a worker's start, and the rebalance when a second joins, are
+left out) until Redis holds every partition's last offset; its rate counts
+the records applied in that time. Quix is timed from its first record to its
+last event counted. Resident memory is sampled throughout (per process).
+Every run's counts are checked against the truth computed here from the
+events: the workers' per-slot counts in Redis equal the distinct events,
+Quix's per-window counts equal the deliveries (Quix does not remove
+duplicates).
+
+Ratios between runs of the same invocation are what to compare across
+machines. Needs Kafka and Redis (`make up`) and ``.venv-bench`` (`make
+bench-venv`). ``--profile`` samples the single worker with py-spy and prints
+where its time goes.
 
 Then the cost of metrics: the array shape again, alternately with the
 worker's ``/metrics`` off and on with a scrape every second (fifteen times
 Prometheus's usual rate; Faust's sensors included), ``--metrics-runs`` runs
-each (3), compared as a ratio of the mean rates in the same invocation.
+each, compared as a ratio of the mean rates in the same invocation.
 """
 
 from __future__ import annotations
@@ -32,14 +47,15 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
 
 from stream.config import Settings, load_settings
 from stream.events import to_record
@@ -51,27 +67,42 @@ from stream.tools.topics import admin_client, ensure_topics, plan_topics
 
 PARTITIONS = 4
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+REPO = Path(__file__).resolve().parent.parent
+BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+PY_SPY = REPO / ".venv-bench" / "bin" / "py-spy"
+TIMEOUT_S = 900
 
 
 @dataclass
-class Measure:
-    shape: str
+class Run:
+    """One way of counting one shape's events: how fast, and how much memory."""
+
+    name: str
     events: int
-    records: int
-    baseline_s: float
-    worker_s: float
+    seconds: float
     peak_rss_mb: float
-    rss_by_progress_mb: list[float]
+    rss_by_progress_mb: list[float] = field(default_factory=list)
     scrapes: int = 0
     slowest_scrape_ms: float = 0.0
 
     @property
-    def baseline_rate(self) -> float:
-        return self.events / self.baseline_s
+    def rate(self) -> float:
+        return self.events / self.seconds
 
-    @property
-    def worker_rate(self) -> float:
-        return self.events / self.worker_s
+
+@dataclass
+class Shape:
+    """A record shape's runs, by name."""
+
+    name: str
+    events: int
+    records: int
+    runs: dict[str, Run] = field(default_factory=dict)
+
+    def ratio(self, top: str, bottom: str) -> float | None:
+        if top not in self.runs or bottom not in self.runs:
+            return None
+        return self.runs[top].rate / self.runs[bottom].rate
 
 
 def make_events(count: int) -> list[dict]:
@@ -97,7 +128,20 @@ def make_events(count: int) -> list[dict]:
     return events
 
 
-def write_config(directory: Path, tag: str) -> Path:
+def truth(events: list[dict]) -> tuple[Counter[str], Counter[str]]:
+    """Per ``kind|app|slot``: the distinct events (what a worker counts) and every delivery (what Quix counts)."""
+    distinct: dict[str, set[str]] = defaultdict(set)
+    deliveries: Counter[str] = Counter()
+    for event in events:
+        slot = slot_start_ms(counted_time(event["ts"], event.get("request_ts")), SHANGHAI)
+        key = f"{event['kind']}|{event['app_id']}|{slot}"
+        distinct[key].add(event["event_id"])
+        deliveries[key] += 1
+    return Counter({key: len(ids) for key, ids in distinct.items()}), deliveries
+
+
+def write_config(directory: Path, tag: str, topics_tag: str) -> Path:
+    """Settings of one run: its own group and Redis prefix (``tag``), the shape's topics (``topics_tag``)."""
     path = directory / f"{tag}.toml"
     path.write_text(
         f'[stream]\ngroup = "{tag}"\ngrace_seconds = 0\n'
@@ -105,7 +149,8 @@ def write_config(directory: Path, tag: str) -> Path:
         f"[kafka]\npartitions = {PARTITIONS}\n"
         "[kafka.topics]\n"
         + "".join(
-            f'{name} = "{tag}.{name}"\n' for name in ("requests", "successes", "exemptions", "verdicts", "dead_letter")
+            f'{name} = "{topics_tag}.{name}"\n'
+            for name in ("requests", "successes", "exemptions", "verdicts", "dead_letter")
         )
     )
     return path
@@ -143,7 +188,7 @@ def produce(settings: Settings, events: list[dict], per_record: int, compression
     return dict(sent)
 
 
-async def baseline(settings: Settings) -> float:
+async def raw_reader(settings: Settings) -> float:
     """Seconds for a bare aiokafka consumer to read, decode and count every event of the input topics."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -231,101 +276,247 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_worker(
-    config: Path, settings: Settings, records: dict[str, int], log: Path, scraped: bool = False
-) -> tuple[float, float, list[float], Scraper | None]:
-    """Start a worker; seconds from its first applied batch to the last offset, peak RSS, RSS at each quarter.
+def group_formed(admin: KafkaAdminClient, group: str, members: int) -> bool:
+    """The consumer group is stable with ``members`` members (each has its partitions)."""
+    try:
+        described = admin.describe_groups([group]).get(group) or {}
+    except Exception:  # noqa: BLE001 - the group's coordinator is not there yet
+        return False
+    return described.get("group_state") == "Stable" and len(described.get("members") or []) == members
 
-    ``scraped``: with /metrics on, scraped every second while it works.
+
+def run_workers(
+    name: str,
+    config: Path,
+    settings: Settings,
+    records: dict[str, int],
+    events: int,
+    count: int = 1,
+    scraped: bool = False,
+    profile: Path | None = None,
+) -> Run:
+    """Start ``count`` workers in one group; time them from the group formed to Redis holding every last offset.
+
+    ``scraped``: with /metrics on, scraped every second while they work.
+    ``profile``: py-spy samples the (single) worker into this file.
     """
     store = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    admin = admin_client(settings)
     offsets_key = settings.key_prefix + "offsets"
     total = sum(records.values())
-    port = free_port()
-    metrics = f"127.0.0.1:{port}" if scraped else "off"
-    with log.open("w") as output:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "--config", str(config), "--metrics-port", metrics],
-            stdout=output,
-            stderr=output,
-            cwd=config.parent,  # the temp dir: Faust writes its data directory into the working directory
-        )
-    scraper = Scraper(port) if scraped else None
+    ports = [free_port() for _ in range(count)]
+    workers: list[subprocess.Popen[bytes]] = []
+    samplers: list[subprocess.Popen[bytes]] = []
+    scrapers = [Scraper(port) for port in ports] if scraped else []
+    for index, port in enumerate(ports):
+        home = config.parent / f"{config.stem}-w{index}"  # Faust writes its data directory into the working one
+        home.mkdir()
+        with (home / "worker.log").open("w") as output:
+            command = [sys.executable, "-m", "stream.cli", "worker", "--config", str(config)]
+            command += ["--metrics-port", f"127.0.0.1:{port}" if scraped else "off"]
+            workers.append(subprocess.Popen(command, stdout=output, stderr=output, cwd=home))
+        if profile is not None:
+            samplers.append(_py_spy(workers[-1].pid, profile))
     try:
-        first = None
-        peak = 0.0
+        formed_at: float | None = None
+        applied_then = 0
+        peaks = [0.0] * count
         quarters: list[float] = []
-        deadline = time.time() + 900
+        deadline = time.time() + TIMEOUT_S
         while time.time() < deadline:
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see {log}")
-            offsets = store.hgetall(offsets_key)
-            applied = sum(int(v) + 1 for v in offsets.values())
-            rss = rss_mb(worker.pid)
-            peak = max(peak, rss)
-            if applied and first is None:
-                first = time.perf_counter()
+            for worker in workers:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"worker exited with {worker.returncode}; see {config.parent}")
+            applied = sum(int(v) + 1 for v in store.hgetall(offsets_key).values())
+            rss = [rss_mb(worker.pid) for worker in workers]
+            peaks = [max(a, b) for a, b in zip(peaks, rss, strict=True)]
+            if formed_at is None and group_formed(admin, settings.group, count):
+                formed_at, applied_then = time.perf_counter(), applied
             while len(quarters) < 4 and applied >= total * (len(quarters) + 1) / 4:
-                quarters.append(rss)
+                quarters.append(max(rss))
             if applied >= total:
-                return time.perf_counter() - (first or time.perf_counter()), peak, quarters, scraper
-            time.sleep(0.1)
-        raise RuntimeError("worker did not finish within 15 minutes")
+                if formed_at is None or applied_then >= total * 0.9:
+                    raise RuntimeError(f"{name}: the group formed after 90% of the records were counted; use more")
+                seconds = time.perf_counter() - formed_at
+                measured = Run(name, round(events * (total - applied_then) / total), seconds, max(peaks), quarters)
+                if scrapers:
+                    measured.scrapes = sum(s.count for s in scrapers)
+                    measured.slowest_scrape_ms = max(s.slowest_ms for s in scrapers)
+                return measured
+            time.sleep(0.05)
+        raise RuntimeError(f"{name}: not done within {TIMEOUT_S} s")
     finally:
-        if scraper is not None:
+        for scraper in scrapers:
             scraper.stop()
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        for sampler in samplers:
+            sampler.wait(30)
+        admin.close()
+        store.close()
 
 
-def cleanup(settings: Settings) -> None:
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (all its threads) into ``out`` as collapsed stacks, until it exits."""
+    command = [str(PY_SPY), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "-o", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def check_worker_counts(settings: Settings, expected: Counter[str]) -> None:
+    """The slots' counts in Redis equal the distinct events of each kind, app and slot."""
+    store = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        found: Counter[str] = Counter()
+        for key in store.scan_iter(settings.key_prefix + "slot:*", count=10_000):
+            app, slot = key[len(settings.key_prefix) + len("slot:") :].split(":")
+            counts = store.hgetall(key)
+            for kind, field_name in (("request", "requests"), ("success", "successes")):
+                if int(counts.get(field_name, 0)):
+                    found[f"{kind}|{app}|{slot}"] = int(counts[field_name])
+    finally:
+        store.close()
+    _same_counts("worker", found, expected)
+
+
+def _same_counts(who: str, found: Counter[str], expected: Counter[str]) -> None:
+    wrong = {key for key in found.keys() | expected.keys() if found[key] != expected[key]}
+    if wrong:
+        key = sorted(wrong)[0]
+        raise RuntimeError(f"{who} counted {len(wrong)} slots wrong, e.g. {key}: {found[key]} for {expected[key]}")
+
+
+def run_quix(settings: Settings, events: int, directory: Path, expected: Counter[str]) -> Run:
+    """Quix Streams counting the shape's topics (bench/quix_peer.py in .venv-bench), checked against ``expected``."""
+    group = f"quix-{uuid.uuid4().hex[:8]}"
+    command = [str(BENCH_PYTHON), str(REPO / "bench" / "quix_peer.py"), "--bootstrap", settings.kafka_bootstrap]
+    command += ["--requests", settings.topics.requests, "--successes", settings.topics.successes]
+    command += ["--events", str(events), "--group", group, "--state-dir", str(directory / group)]
+    command += ["--timeout-s", str(TIMEOUT_S)]
+    with (directory / f"{group}.log").open("w") as log:
+        peer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=directory)
+        peak, samples = 0.0, []
+        reader = threading.Thread(target=lambda: samples.append(peer.stdout.read() if peer.stdout else b""))
+        reader.start()
+        while peer.poll() is None:
+            peak = max(peak, rss_mb(peer.pid))
+            time.sleep(0.05)
+        reader.join()
+    try:
+        if peer.returncode != 0:
+            raise RuntimeError(f"quix exited with {peer.returncode}; see {directory / group}.log")
+        result = json.loads(samples[0])
+        _same_counts("quix", Counter(result["counts"]), expected)
+        return Run("quix", result["events"], result["seconds"], peak)
+    finally:
+        _remove_quix_leftovers(settings, group)
+
+
+def _remove_quix_leftovers(settings: Settings, group: str) -> None:
+    """Quix's repartition and changelog topics (their names hold ``__<group>--``) and its consumer group."""
+    admin = admin_client(settings)
+    try:
+        leftovers = [name for name in admin.list_topics() if f"__{group}--" in name]
+        if leftovers:
+            admin.delete_topics(leftovers)
+        admin.delete_groups([group])
+    except Exception as error:  # noqa: BLE001 - leftovers are harmless; say so and go on
+        print(f"  (quix leftovers of {group} not all removed: {error})", file=sys.stderr)
+    finally:
+        admin.close()
+
+
+def cleanup(settings: Settings, prefixes: list[str]) -> None:
     admin = admin_client(settings)
     try:
         admin.delete_topics([spec.name for spec in plan_topics(settings)])
     finally:
         admin.close()
     store = redis.Redis.from_url(settings.redis_url)
-    for key in store.scan_iter(settings.key_prefix + "*", count=10_000):
-        store.delete(key)
+    for prefix in prefixes:
+        for key in store.scan_iter(prefix + "*", count=10_000):
+            store.delete(key)
 
 
-def measure(
-    shape: str,
-    per_record: int,
-    events: list[dict],
-    directory: Path,
-    compression: str | None,
-    scraped: bool = False,
-    with_baseline: bool = True,
-) -> Measure:
-    tag = f"bench-{shape}-{uuid.uuid4().hex[:8]}"
-    config = write_config(directory, tag)
-    settings = load_settings(config)
+def measure_shape(shape: str, per_record: int, events: list[dict], directory: Path, args: argparse.Namespace) -> Shape:
+    """The shape's events in fresh topics, counted by each peer in turn."""
+    topics_tag = f"bench-{shape}-{uuid.uuid4().hex[:8]}"
+    settings = load_settings(write_config(directory, topics_tag, topics_tag))
     admin = admin_client(settings)
     ensure_topics(admin, plan_topics(settings))
     admin.close()
+    prefixes = []
+    distinct, deliveries = truth(events)
     try:
-        records = produce(settings, events, per_record, compression)
-        baseline_s = asyncio.run(baseline(settings)) if with_baseline else float("nan")
-        worker_s, peak, quarters, scraper = run_worker(config, settings, records, directory / f"{tag}.log", scraped)
-        measured = Measure(shape, len(events), sum(records.values()), baseline_s, worker_s, peak, quarters)
-        if scraper is not None:
-            measured.scrapes, measured.slowest_scrape_ms = scraper.count, scraper.slowest_ms
-        return measured
+        print(f"{shape}: producing {len(events):,} events ...", flush=True)
+        records = produce(settings, events, per_record, args.compression)
+        result = Shape(shape, len(events), sum(records.values()))
+        result.runs["raw"] = Run("raw", len(events), asyncio.run(raw_reader(settings)), 0.0)
+        for count in (1, 2):
+            name = "worker" if count == 1 else f"{count} workers"
+            tag = f"{topics_tag}-{count}w"
+            prefixes.append(tag + ":")
+            config = write_config(directory, tag, topics_tag)
+            run_settings = load_settings(config)
+            profile = directory / f"profile-{shape}.txt" if args.profile and count == 1 else None
+            run = run_workers(name, config, run_settings, records, len(events), count, profile=profile)
+            check_worker_counts(run_settings, distinct)
+            result.runs[name] = run
+            print(f"  {name}: {run.rate:,.0f} events/s, counts exact", flush=True)
+            if profile is not None:
+                print_profile(profile)
+        if not args.no_quix:
+            result.runs["quix"] = run_quix(settings, len(events), directory, deliveries)
+            print(f"  quix: {result.runs['quix'].rate:,.0f} events/s, counts exact", flush=True)
+        return result
     finally:
-        cleanup(settings)
+        cleanup(settings, prefixes)
+
+
+def print_profile(path: Path, top: int = 14) -> None:
+    """Where the worker spent its samples (every thread): the functions with the most own time."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        count = int(samples)
+        total += count
+        own[stack.split(";")[-1]] += count
+    print(f"  profile ({total:,} samples, all threads), most own time:")
+    for frame, count in own.most_common(top):
+        print(f"    {100 * count / total:5.1f}%  {frame}")
+    shutil.copy(path, REPO / ".run" / path.name)
+
+
+def print_table(shapes: list[Shape]) -> None:
+    print(
+        f"\n{'records':<10} {'run':<10} {'events':>10} {'events/s':>10} {'peak RSS MB':>11}  RSS at 25/50/75/100% (MB)"
+    )
+    for shape in shapes:
+        for run in shape.runs.values():
+            quarters = " / ".join(f"{q:.0f}" for q in run.rss_by_progress_mb)
+            rss = f"{run.peak_rss_mb:>11.0f}" if run.peak_rss_mb else f"{'-':>11}"
+            print(f"{shape.name:<10} {run.name:<10} {run.events:>10,} {run.rate:>10,.0f} {rss}  {quarters}")
+    print(f"\n{'records':<10} {'worker/raw':>10} {'worker/quix':>11} {'2 workers/1':>11}")
+    for shape in shapes:
+        cells = [shape.ratio("worker", "raw"), shape.ratio("worker", "quix"), shape.ratio("2 workers", "worker")]
+        text = ["-" if cell is None else f"{cell:.2f}" for cell in cells]
+        print(f"{shape.name:<10} {text[0]:>10} {text[1]:>11} {text[2]:>11}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=500_000, help="events per record shape (default 500,000)")
+    parser.add_argument("--events", type=int, default=1_000_000, help="events per record shape (default 1,000,000)")
     parser.add_argument("--array", type=int, default=100, help="events per record in the batched shape (default 100)")
     parser.add_argument(
         "--compression", choices=("gzip", "snappy", "lz4", "zstd"), help="the producer's batch codec (default none)"
     )
+    parser.add_argument("--no-quix", action="store_true", help="leave Quix Streams out")
+    parser.add_argument("--profile", action="store_true", help="sample the single worker with py-spy")
     parser.add_argument(
         "--metrics-runs",
         type=int,
@@ -333,30 +524,32 @@ def main() -> None:
         help="runs each with /metrics off and scraped, alternately, for the metrics' cost (default 3; 0: none)",
     )
     args = parser.parse_args()
+    if not args.no_quix and not BENCH_PYTHON.exists():
+        sys.exit(f"bench: {BENCH_PYTHON} not found; run `make bench-venv` (or pass --no-quix)")
     directory = Path(tempfile.mkdtemp(prefix="sla-bench-"))
+    (REPO / ".run").mkdir(exist_ok=True)
     print(f"generating {args.events:,} events ...", flush=True)
     events = make_events(args.events)
-    results = [
-        measure("single", 1, events, directory, args.compression),
-        measure(f"array{args.array}", args.array, events, directory, args.compression),
+    shapes = [
+        measure_shape("single", 1, events, directory, args),
+        measure_shape(f"array{args.array}", args.array, events, directory, args),
     ]
-    print(
-        f"\n{'records':<10} {'events':>9} {'baseline ev/s':>14} {'worker ev/s':>12} {'ratio':>6} "
-        f"{'peak RSS MB':>11}  RSS at 25/50/75/100% (MB)"
+    print_table(shapes)
+    study = (
+        metrics_study(events, args.array, directory, args.compression, args.metrics_runs) if args.metrics_runs else []
     )
-    for m in results:
-        print(
-            f"{m.shape:<10} {m.events:>9,} {m.baseline_rate:>14,.0f} {m.worker_rate:>12,.0f} "
-            f"{m.worker_rate / m.baseline_rate:>6.2f} {m.peak_rss_mb:>11.0f}  "
-            + " / ".join(f"{q:.0f}" for q in m.rss_by_progress_mb)
-        )
-    if args.metrics_runs:
-        results += metrics_study(events, args.array, directory, args.compression, args.metrics_runs)
-    out = Path(".run/bench.json")
-    out.parent.mkdir(exist_ok=True)
+    out = REPO / ".run" / "bench.json"
     out.write_text(
         json.dumps(
-            [m.__dict__ | {"baseline_rate": m.baseline_rate, "worker_rate": m.worker_rate} for m in results], indent=2
+            {
+                "shapes": [
+                    {"shape": s.name, "events": s.events, "records": s.records}
+                    | {"runs": {name: run.__dict__ | {"rate": run.rate} for name, run in s.runs.items()}}
+                    for s in shapes
+                ],
+                "metrics_study": [run.__dict__ | {"rate": run.rate} for run in study],
+            },
+            indent=2,
         )
     )
     shutil.rmtree(directory, ignore_errors=True)
@@ -364,20 +557,33 @@ def main() -> None:
 
 def metrics_study(
     events: list[dict], array: int, directory: Path, compression: str | None, runs_each: int
-) -> list[Measure]:
+) -> list[Run]:
     """The array shape with /metrics off and on (scraped each second), alternately, ``runs_each`` runs each."""
     print(f"\nmetrics cost: array{array}, /metrics off and scraped every second, alternately ...", flush=True)
-    runs = []
-    for scraped in (False, True) * runs_each:
-        shape = f"array{array}-{'scraped' if scraped else 'nometrics'}"
-        runs.append(measure(shape, array, events, directory, compression, scraped=scraped, with_baseline=False))
-    off = [m.worker_rate for m in runs if not m.scrapes]
-    on = [m for m in runs if m.scrapes]
-    for m in runs:
-        extra = f"  {m.scrapes} scrapes, slowest {m.slowest_scrape_ms:.0f} ms" if m.scrapes else ""
-        print(f"{m.shape:<22} {m.worker_rate:>12,.0f} ev/s{extra}")
+    topics_tag = f"bench-metrics-{uuid.uuid4().hex[:8]}"
+    settings = load_settings(write_config(directory, topics_tag, topics_tag))
+    admin = admin_client(settings)
+    ensure_topics(admin, plan_topics(settings))
+    admin.close()
+    runs: list[Run] = []
+    prefixes: list[str] = []
+    try:
+        records = produce(settings, events, array, compression)
+        for index, scraped in enumerate((False, True) * runs_each):
+            tag = f"{topics_tag}-{index}"
+            prefixes.append(tag + ":")
+            config = write_config(directory, tag, topics_tag)
+            name = "scraped" if scraped else "no metrics"
+            runs.append(run_workers(name, config, load_settings(config), records, len(events), scraped=scraped))
+    finally:
+        cleanup(settings, prefixes)
+    off = [run.rate for run in runs if not run.scrapes]
+    on = [run for run in runs if run.scrapes]
+    for run in runs:
+        extra = f"  {run.scrapes} scrapes, slowest {run.slowest_scrape_ms:.0f} ms" if run.scrapes else ""
+        print(f"{run.name:<12} {run.rate:>12,.0f} ev/s{extra}")
     mean_off = sum(off) / len(off)
-    mean_on = sum(m.worker_rate for m in on) / len(on)
+    mean_on = sum(run.rate for run in on) / len(on)
     print(f"scraped / no metrics: {mean_on / mean_off:.3f} (spread of the no-metrics runs: {max(off) / min(off):.3f})")
     return runs
 

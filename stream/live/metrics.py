@@ -207,6 +207,7 @@ class SlaCollector(Collector):
         yield state
         ingest = self._pipeline.ingest
         families = {
+            "read": ("sla_records_read", "Input records fetched and handed to this worker's counter"),
             "records": ("sla_records", "Input records this worker counted or dead-lettered"),
             "counted": ("sla_events_counted", "Events this worker counted into slots (distinct ids)"),
             "duplicates": ("sla_duplicates", "Events dropped as duplicates of an id already counted"),

@@ -1,5 +1,9 @@
 """Crash safety: a worker killed with SIGKILL at random moments, and restarted, still counts exactly.
 
+And a restart reads again no more than what was not yet counted: a worker
+holds at most one fetched batch per partition, and reads from Redis's
+positions.
+
 Over 200,000 events (four apps, three hours of event time with duplicates and
 late successes; JSON arrays of 50 events with single-event records among
 them) are produced over some half a minute while one worker consumes them.
@@ -13,8 +17,10 @@ right, and the verdicts topic agrees with Redis.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
+import urllib.request
 
 from kafka.admin import ConfigResource, ConfigResourceType
 from stream_harness import (
@@ -107,6 +113,49 @@ def test_stream_crash_safety(stream_deployment):
     assert_topic_matches_redis(d, ignore_apps=[FLUSH_APP])
     counted = sum(s.requests + s.successes for key, s in d.slots().items() if key[0] != FLUSH_APP)
     assert counted == sum(c.requests + c.successes for c in truth.counts.values())
+
+
+def test_a_restart_after_sigkill_reads_only_what_was_not_counted(stream_deployment):
+    """SIGKILL mid-backlog: the next worker reads each partition from past Redis's applied offset, nothing else.
+
+    Counted by the restarted worker's ``sla_records_read_total``: every record
+    it fetched and handed to its counter. It must equal the records past the
+    offsets Redis held when the first worker died, so no counted record is
+    read again and none twice; what the dead worker had fetched but not
+    counted (its in-flight batch, one per partition) is among them.
+    """
+    start = hours_ago(8)
+    plan, events = simulated_traffic(APPS, start, 300, peak_per_minute=300, seed=5, trough_share=1.0)
+    d = stream_deployment(grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
+    d.produce(single_records(events))
+    records = sum(offset + 1 for offset in d.produced.values())
+    first = d.start_worker()
+
+    def applied_records() -> int:
+        return sum(offset + 1 for offset in d.applied_offsets().values())
+
+    d.wait_for("a fifth of the backlog counted", lambda: applied_records() >= records // 5, 120, applied_records)
+    first.kill()
+    applied = d.applied_offsets()
+    left = sum(end - applied.get(tp, -1) for tp, end in d.produced.items())
+    print(f"{len(events):,} events in {records:,} records; killed with {left:,} records not yet counted")
+    assert 0 < left < records, "the worker was killed before counting anything, or after counting everything"
+
+    second = d.start_worker()
+    d.wait_settled(timeout_s=180, still_open=d.flush_stream_time(plan.end_ms + 3_600_000))
+    truth = Truth.of(events, d.settings)
+    assert_slots_match_truth(d, truth, ignore_apps=[FLUSH_APP])
+    flush_records = len(d.input_tps)  # flush_stream_time wrote one record to each input partition
+    read = worker_counter(second, "sla_records_read_total")
+    assert read == left + flush_records, f"read {read:,} records after the restart; {left + flush_records:,} were left"
+    assert worker_counter(second, "sla_redelivered_batches_total") == 0
+
+
+def worker_counter(worker, name: str) -> int:
+    """The sum of a counter's samples (all topics) in a running worker's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return int(sum(float(value) for value in re.findall(rf"^{name}{{[^}}]*}} (\S+)$", text, re.MULTILINE)))
 
 
 def test_stream_crash_between_verdict_and_ledger(stream_deployment):
