@@ -13,9 +13,9 @@ ways, one after the other, in the same invocation:
   Python user would write it.
 
 A worker run is timed from the moment its consumer group is stable with all
-its members (a worker's start, and the rebalance when a second joins, are
-left out) until Redis holds every partition's last offset; its rate counts
-the records applied in that time. Quix is timed from its first record to its
+its members and counting has begun (a worker's start, and the rebalance when
+a second joins, are left out) until Redis holds every partition's last
+offset; its rate counts the records applied in that time. Quix is timed from its first record to its
 last event counted. Resident memory is sampled throughout (per process).
 Every run's counts are checked against the truth computed here from the
 events: the workers' per-slot counts in Redis equal the distinct events,
@@ -140,19 +140,26 @@ def truth(events: list[dict]) -> tuple[Counter[str], Counter[str]]:
     return Counter({key: len(ids) for key, ids in distinct.items()}), deliveries
 
 
-def write_config(directory: Path, tag: str, topics_tag: str) -> Path:
-    """Settings of one run: its own group and Redis prefix (``tag``), the shape's topics (``topics_tag``)."""
+def write_config(directory: Path, tag: str, inputs_tag: str) -> Path:
+    """Settings of one run: the shape's input topics (``inputs_tag``); its own group, Redis prefix and other topics.
+
+    A run's verdicts must not meet another's: a worker finding verdicts but no
+    state in Redis refuses to count (the state looks lost).
+    """
     path = directory / f"{tag}.toml"
     path.write_text(
         f'[stream]\ngroup = "{tag}"\ngrace_seconds = 0\n'
         f'[redis]\nkey_prefix = "{tag}:"\n'
         f"[kafka]\npartitions = {PARTITIONS}\n"
         "[kafka.topics]\n"
-        + "".join(
-            f'{name} = "{topics_tag}.{name}"\n'
-            for name in ("requests", "successes", "exemptions", "verdicts", "dead_letter")
-        )
+        + "".join(f'{name} = "{inputs_tag}.{name}"\n' for name in ("requests", "successes"))
+        + "".join(f'{name} = "{tag}.{name}"\n' for name in ("exemptions", "verdicts", "dead_letter"))
     )
+    admin = admin_client(load_settings(path))
+    try:
+        ensure_topics(admin, plan_topics(load_settings(path)))
+    finally:
+        admin.close()
     return path
 
 
@@ -330,7 +337,7 @@ def run_workers(
             applied = sum(int(v) + 1 for v in store.hgetall(offsets_key).values())
             rss = [rss_mb(worker.pid) for worker in workers]
             peaks = [max(a, b) for a, b in zip(peaks, rss, strict=True)]
-            if formed_at is None and group_formed(admin, settings.group, count):
+            if formed_at is None and applied > 0 and group_formed(admin, settings.group, count):
                 formed_at, applied_then = time.perf_counter(), applied
             while len(quarters) < 4 and applied >= total * (len(quarters) + 1) / 4:
                 quarters.append(max(rss))
@@ -363,7 +370,8 @@ def run_workers(
 
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling ``pid`` (all its threads) into ``out`` as collapsed stacks, until it exits."""
-    command = [str(PY_SPY), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "-o", str(out)]
+    command = [str(PY_SPY), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    command += ["--format", "raw", "-o", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -430,15 +438,19 @@ def _remove_quix_leftovers(settings: Settings, group: str) -> None:
         admin.close()
 
 
-def cleanup(settings: Settings, prefixes: list[str]) -> None:
+def cleanup(settings: Settings, tags: list[str]) -> None:
+    """Delete the topics and Redis keys of the shape's runs (``tags``: each starts with the shape's own).
+
+    Faust leaves a ``<group>-__assignor-__leader`` topic per group: those go too.
+    """
     admin = admin_client(settings)
     try:
-        admin.delete_topics([spec.name for spec in plan_topics(settings)])
+        admin.delete_topics([name for name in admin.list_topics() if name.startswith(tags[0])])
     finally:
         admin.close()
     store = redis.Redis.from_url(settings.redis_url)
-    for prefix in prefixes:
-        for key in store.scan_iter(prefix + "*", count=10_000):
+    for tag in tags:
+        for key in store.scan_iter(tag + ":*", count=10_000):
             store.delete(key)
 
 
@@ -446,10 +458,7 @@ def measure_shape(shape: str, per_record: int, events: list[dict], directory: Pa
     """The shape's events in fresh topics, counted by each peer in turn."""
     topics_tag = f"bench-{shape}-{uuid.uuid4().hex[:8]}"
     settings = load_settings(write_config(directory, topics_tag, topics_tag))
-    admin = admin_client(settings)
-    ensure_topics(admin, plan_topics(settings))
-    admin.close()
-    prefixes = []
+    tags = [topics_tag]
     distinct, deliveries = truth(events)
     try:
         print(f"{shape}: producing {len(events):,} events ...", flush=True)
@@ -458,23 +467,37 @@ def measure_shape(shape: str, per_record: int, events: list[dict], directory: Pa
         result.runs["raw"] = Run("raw", len(events), asyncio.run(raw_reader(settings)), 0.0)
         for count in (1, 2):
             name = "worker" if count == 1 else f"{count} workers"
-            tag = f"{topics_tag}-{count}w"
-            prefixes.append(tag + ":")
-            config = write_config(directory, tag, topics_tag)
-            run_settings = load_settings(config)
-            profile = directory / f"profile-{shape}.txt" if args.profile and count == 1 else None
-            run = run_workers(name, config, run_settings, records, len(events), count, profile=profile)
-            check_worker_counts(run_settings, distinct)
-            result.runs[name] = run
-            print(f"  {name}: {run.rate:,.0f} events/s, counts exact", flush=True)
-            if profile is not None:
-                print_profile(profile)
+            tags.append(f"{topics_tag}-{count}w")
+            result.runs[name] = count_with_workers(name, tags[-1], topics_tag, directory, records, len(events), count)
+            check_worker_counts(load_settings(directory / f"{topics_tag}-{count}w.toml"), distinct)
+            print(f"  {name}: {result.runs[name].rate:,.0f} events/s, counts exact", flush=True)
+        if args.profile:  # a run of its own: sampling slows the worker a little
+            profile = directory / f"profile-{shape}.txt"
+            tags.append(f"{topics_tag}-prof")
+            run = count_with_workers("profiled", tags[-1], topics_tag, directory, records, len(events), 1, profile)
+            print(f"  worker under py-spy: {run.rate:,.0f} events/s", flush=True)
+            print_profile(profile)
         if not args.no_quix:
             result.runs["quix"] = run_quix(settings, len(events), directory, deliveries)
             print(f"  quix: {result.runs['quix'].rate:,.0f} events/s, counts exact", flush=True)
         return result
     finally:
-        cleanup(settings, prefixes)
+        cleanup(settings, tags)
+
+
+def count_with_workers(
+    name: str,
+    tag: str,
+    inputs_tag: str,
+    directory: Path,
+    records: dict[str, int],
+    events: int,
+    count: int,
+    profile: Path | None = None,
+) -> Run:
+    """One run of ``count`` workers over the shape's topics, with its own group, Redis prefix and other topics."""
+    config = write_config(directory, tag, inputs_tag)
+    return run_workers(name, config, load_settings(config), records, events, count, profile=profile)
 
 
 def print_profile(path: Path, top: int = 14) -> None:
@@ -510,7 +533,7 @@ def print_table(shapes: list[Shape]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000, help="events per record shape (default 1,000,000)")
+    parser.add_argument("--events", type=int, default=2_000_000, help="events per record shape (default 2,000,000)")
     parser.add_argument("--array", type=int, default=100, help="events per record in the batched shape (default 100)")
     parser.add_argument(
         "--compression", choices=("gzip", "snappy", "lz4", "zstd"), help="the producer's batch codec (default none)"
@@ -562,21 +585,18 @@ def metrics_study(
     print(f"\nmetrics cost: array{array}, /metrics off and scraped every second, alternately ...", flush=True)
     topics_tag = f"bench-metrics-{uuid.uuid4().hex[:8]}"
     settings = load_settings(write_config(directory, topics_tag, topics_tag))
-    admin = admin_client(settings)
-    ensure_topics(admin, plan_topics(settings))
-    admin.close()
     runs: list[Run] = []
-    prefixes: list[str] = []
+    tags = [topics_tag]
     try:
         records = produce(settings, events, array, compression)
         for index, scraped in enumerate((False, True) * runs_each):
             tag = f"{topics_tag}-{index}"
-            prefixes.append(tag + ":")
+            tags.append(tag)
             config = write_config(directory, tag, topics_tag)
             name = "scraped" if scraped else "no metrics"
             runs.append(run_workers(name, config, load_settings(config), records, len(events), scraped=scraped))
     finally:
-        cleanup(settings, prefixes)
+        cleanup(settings, tags)
     off = [run.rate for run in runs if not run.scrapes]
     on = [run for run in runs if run.scrapes]
     for run in runs:

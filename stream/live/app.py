@@ -1,4 +1,4 @@
-"""The Faust app of a worker: the wiring of agents and timers to the live path's parts, and nothing else.
+"""The Faust app of a worker: the wiring of the batch path, an agent and timers to the live path's parts, nothing else.
 
 Faust brings the consumer group, rebalancing, timers and leader election;
 the state and every exactness guarantee live in Redis
@@ -68,6 +68,15 @@ log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 30.0
 """How often a worker logs its ingest totals (when they changed)."""
+FETCH_BYTES_PER_PARTITION = 512 * 1024
+"""How much a fetch brings per partition: a worker's in-flight batch (Faust's default is 1 MiB).
+
+Measured with `make bench`'s records, side by side with 1 MiB: worker memory
+falls from about 157 to 124 MB with one event per record (and 130 to 110 MB
+with arrays of 100), arrays count some 20% faster (smaller steps keep the
+fetching, the parsing and Redis busy at once) and single records some 10%
+slower. A record larger than this is still fetched (Kafka returns it whole).
+"""
 COMMIT_INTERVAL_S = 3.0
 """How often Redis's positions are committed to Kafka (Faust's own interval is 2.8 s)."""
 
@@ -93,6 +102,7 @@ def create_app(
         key_serializer="raw",
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
         topic_disable_leader=False,
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_ms / 1000,

@@ -1,7 +1,8 @@
 """What state the worker is in, said once per change, and retrying Redis until it answers.
 
-A worker never lets a Redis failure escape: Faust would restart the agent and
-commit the offsets past the batch (docs/design.md, "Faust"). Every
+A worker never lets a Redis failure escape: Faust would stop the fetch loop
+the batch path runs in, or restart the exemptions agent and commit past its
+record (docs/design.md, "Faust"). Every
 Redis step of the worker goes through :meth:`Health.until_redis_answers`,
 which retries with a bounded backoff and reports the outage here. The log
 gets one line when Redis goes and one when it returns, however many parts of
@@ -125,7 +126,7 @@ class Health:
 async def until_done(what: str, step: Callable[[], Awaitable[None]]) -> None:
     """Run ``step`` until it returns: an unexpected error is logged (with its traceback, once) and retried.
 
-    The agents' last line of defence: Faust commits past a batch whose agent
+    The batch path's and the agent's last line of defence: Faust commits past a record whose agent
     raised, so nothing may raise; a step that keeps failing holds its
     partition (loudly) rather than skipping it.
     """

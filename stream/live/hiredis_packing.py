@@ -39,7 +39,10 @@ class HiredisPacking:
             args = tuple(args[0].encode().split()) + args[1:]
         elif b" " in args[0]:
             args = tuple(args[0].split()) + args[1:]
-        args = tuple(bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in args)
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # hiredis takes no bytearray or memoryview: retried as bytes (rare; not on the hot path)
+            args = tuple(bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in args)
         try:
             return [hiredis.pack_command(args)]
         except TypeError as error:  # what redis-py raises for an argument it cannot encode

@@ -135,7 +135,8 @@ class IngestStats:
 
     def __str__(self) -> str:
         return (
-            f"{self.records:,} records: {self.counted:,} events counted, {self.duplicates:,} duplicates, "
+            f"{self.read:,} records read, {self.records:,} applied: {self.counted:,} events counted, "
+            f"{self.duplicates:,} duplicates, "
             f"{self.late:,} late, {self.dead_letters:,} dead letters; {self.redelivered:,} redelivered batches "
             f"skipped, {self.repositioned:,} partition positionings"
         )
