@@ -500,18 +500,37 @@ def count_with_workers(
     return run_workers(name, config, load_settings(config), records, events, count, profile=profile)
 
 
-def print_profile(path: Path, top: int = 14) -> None:
-    """Where the worker spent its samples (every thread): the functions with the most own time."""
+PROFILE_AREAS = (
+    ("aiokafka/", "aiokafka: fetching and decoding records"),
+    ("stream/", "sla-stream: parsing, placing, the ingest step"),
+    ("redis/", "redis-py and hiredis"),
+    ("asyncio/", "asyncio: sockets and the event loop"),
+    ("selectors.py", "asyncio: sockets and the event loop"),
+    ("mode/", "Faust and mode"),
+    ("faust/", "Faust and mode"),
+)
+
+
+def print_profile(path: Path, top: int = 12) -> None:
+    """Where the worker spent its samples (every thread): by area, then the functions with the most own time."""
     own: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, samples = line.rpartition(" ")
         count = int(samples)
         total += count
-        own[stack.split(";")[-1]] += count
-    print(f"  profile ({total:,} samples, all threads), most own time:")
-    for frame, count in own.most_common(top):
-        print(f"    {100 * count / total:5.1f}%  {frame}")
+        frame = stack.split(";")[-1]
+        function, _, where = frame.partition(" (")
+        source = where.rpartition(":")[0]
+        own[f"{function} ({source})" if source else "(native code, no Python frame)"] += count
+        area = next((area for marker, area in PROFILE_AREAS if marker in source), None)
+        areas[area or "other: imports, native code, threads' bookkeeping"] += count
+    print(f"  profile ({total:,} samples, all threads): own time by area, then by function")
+    for area, count in areas.most_common():
+        print(f"    {100 * count / total:5.1f}%  {area}")
+    for function, count in own.most_common(top):
+        print(f"    {100 * count / total:5.1f}%    {function}")
     shutil.copy(path, REPO / ".run" / path.name)
 
 

@@ -92,8 +92,15 @@ class Cursors:
             self._delivered[tp] = max(self._delivered.get(tp, -1), max(_offset(r) for r in records))
 
     def admit(self, tp: str, records: Sequence[R]) -> list[R]:
-        """The records of a positioned partition that continue its reading (stale fetches after a seek back dropped)."""
+        """The records (in offset order) of a positioned partition that continue its reading.
+
+        Stale fetches after a seek back are dropped.
+        """
         cursor = self._cursors[tp]
+        if cursor.skip_above is None and records:  # the usual case: all of them, no check per record
+            cursor.delivered = max(cursor.delivered, _offset(records[-1]))
+            self._delivered[tp] = cursor.delivered
+            return list(records)
         admitted: list[R] = []
         for record in records:
             offset = _offset(record)
