@@ -475,8 +475,8 @@ def measure_shape(shape: str, per_record: int, events: list[dict], directory: Pa
             profile = directory / f"profile-{shape}.txt"
             tags.append(f"{topics_tag}-prof")
             run = count_with_workers("profiled", tags[-1], topics_tag, directory, records, len(events), 1, profile)
-            print(f"  worker under py-spy: {run.rate:,.0f} events/s", flush=True)
-            print_profile(profile)
+            print(f"  worker under py-spy: {run.rate:,.0f} events/s (stacks in .run/{profile.name})", flush=True)
+            print_profile(Path(shutil.copy(profile, REPO / ".run" / profile.name)))
         if not args.no_quix:
             result.runs["quix"] = run_quix(settings, len(events), directory, deliveries)
             print(f"  quix: {result.runs['quix'].rate:,.0f} events/s, counts exact", flush=True)
@@ -531,7 +531,6 @@ def print_profile(path: Path, top: int = 12) -> None:
         print(f"    {100 * count / total:5.1f}%  {area}")
     for function, count in own.most_common(top):
         print(f"    {100 * count / total:5.1f}%    {function}")
-    shutil.copy(path, REPO / ".run" / path.name)
 
 
 def print_table(shapes: list[Shape]) -> None:
