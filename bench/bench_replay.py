@@ -11,7 +11,7 @@ replay's search by timestamp really skips the day before. Then, per shape:
 
 - baseline: a bare aiokafka consumer that reads every record from the
   beginning, decodes its JSON and counts events per (app, slot) in a dict
-  (``bench_stream.baseline``): the ceiling of reading;
+  (``bench_stream.raw_reader``): the ceiling of reading;
 - replay: ``sla-stream replay --month YYYY-MM --format json`` as a process of
   its own, timed wall-clock from start to exit, its resident memory and
   Redis's ``used_memory`` (the replay counts into a namespace of its own)
@@ -46,7 +46,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import redis
-from bench_stream import PARTITIONS, SHANGHAI, baseline, cleanup, rss_mb, write_config
+from bench_stream import PARTITIONS, SHANGHAI, cleanup, raw_reader, rss_mb, write_config
 from kafka import KafkaProducer
 
 from stream.arguments import calendar_month_argument
@@ -57,7 +57,6 @@ from stream.sla.counting import counted_time
 from stream.sla.months import calendar_month
 from stream.sla.slots import day_span_ms
 from stream.tools.simulate import TrafficPlan, generate
-from stream.tools.topics import admin_client, ensure_topics, plan_topics
 
 APPS = 5
 SAMPLE_EVERY_S = 0.2
@@ -152,14 +151,8 @@ class TopicSet:
     @classmethod
     def create(cls, shape: str, per_record: int, limit: int, directory: Path, count: MonthCount) -> TopicSet:
         tag = f"bench-replay-{shape.replace('/', '')}-{uuid.uuid4().hex[:8]}"
-        config = write_config(directory, tag)
-        settings = load_settings(config)
-        admin = admin_client(settings)
-        try:
-            ensure_topics(admin, plan_topics(settings))
-        finally:
-            admin.close()
-        return cls(shape, per_record, limit, config, settings, count)
+        config = write_config(directory, tag, tag)  # creates the topics
+        return cls(shape, per_record, limit, config, load_settings(config), count)
 
     def add(self, send: Send, event: Event, value: bytes) -> None:
         pending = self._pending[event.kind]
@@ -342,7 +335,7 @@ def check_figures(shape: str, report: list, count: MonthCount) -> None:
 
 def measure(topic_set: TopicSet, month: str, directory: Path, with_baseline: bool = True) -> Measure:
     print(f"{topic_set.shape}: baseline ...", flush=True)
-    baseline_s = asyncio.run(baseline(topic_set.settings)) if with_baseline else float("nan")
+    baseline_s = asyncio.run(raw_reader(topic_set.settings)) if with_baseline else float("nan")
     print(f"{topic_set.shape}: replay {month} ...", flush=True)
     seconds, peak_rss, redis_before, redis_peak, report, summary = run_replay(topic_set, month, directory)
     check_figures(topic_set.shape, report, topic_set.count)
@@ -363,7 +356,7 @@ def measure(topic_set: TopicSet, month: str, directory: Path, with_baseline: boo
 
 def remove(topic_set: TopicSet) -> None:
     """The set's topics and Redis keys, and any namespace a replay that did not finish left behind."""
-    cleanup(topic_set.settings)
+    cleanup(topic_set.settings, [topic_set.settings.key_prefix.rstrip(":")])
     store = redis.Redis.from_url(topic_set.settings.redis_url)
     try:
         for key in store.scan_iter(topic_set.settings.key_prefix.rstrip(":") + "-replay-*", count=10_000):

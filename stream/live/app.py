@@ -154,7 +154,13 @@ def create_app(
     kinds: dict[str, EventKind] = {topics.requests: "request", topics.successes: "success"}
 
     async def count_batches(batches: faust_batches.Batches) -> None:
-        """Each partition's batch until it is counted; partitions concurrently (one parses while Redis runs one)."""
+        """Each partition's batch until it is counted; partitions concurrently (one parses while Redis runs one).
+
+        A step that keeps failing (a bug: Redis outages are waited out inside)
+        holds every input partition, loudly, since the fetch loop waits for it.
+        """
+        for tp, batch in batches.items():
+            ingester.took(tp.topic, len(batch))
         await asyncio.gather(
             *(
                 until_done(
@@ -206,7 +212,7 @@ def create_app(
 
     @app.timer(interval=COMMIT_INTERVAL_S)
     async def commit_positions() -> None:
-        """Redis's positions to the group's committed offsets, for tools that watch its lag (never read back)."""
+        """Redis's positions to the group's committed offsets: for lag tools, and the lost-state check at start."""
         try:
             await partitions.commit_applied()
         except Exception as error:  # noqa: BLE001 - a timer that raises stops Faust; the next commit tries again

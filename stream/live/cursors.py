@@ -1,15 +1,15 @@
 """Where this worker's reading of each input partition stands against Redis: the position is Redis's.
 
-Kafka's committed offsets run ahead of Redis whenever a batch fails or Redis
-loses its last writes, so they are never trusted (docs/design.md, invariant 1).
+Kafka's committed offsets run ahead of Redis when Redis loses its last
+writes, so they are never trusted (docs/design.md, invariant 1).
 A partition is counted only after this worker positioned its consumer at
 Redis's applied offset + 1 (:meth:`Cursors.sought`), and each batch is
 applied with the applied offset its reading continues from, which the store
 checks (:meth:`stream.live.store.Store.apply_batch`): no gap, no double count.
 
-After a seek *back* (Redis lost writes, a rebuild), records the consumer had
-already fetched beyond the new position may still come through Faust's
-buffers before the re-read ones. They are dropped until a record at or below
+After a seek *back* (Redis lost writes, a rebuild), records fetched beyond
+the new position may still be handed over before the re-read ones (the
+rest of a recount's fetch, handed over in steps). They are dropped until a record at or below
 the highest offset delivered before the seek arrives: from then on, the
 records are the re-read ones, in order.
 

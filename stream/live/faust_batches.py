@@ -15,9 +15,10 @@ exemptions topic) goes on through Faust unchanged. Faust keeps everything
 else: the consumer group and its rebalances, timers, leader election,
 sensors.
 
-The drain loop waits for ``take``: a worker holds at most one fetched,
-uncounted batch per partition, so that is all a crash leaves to read again
-(positions come from Redis, :mod:`stream.live.cursors`). Since the records
+The drain loop waits for ``take``: a worker has at most one batch per
+partition handed over and not yet counted (aiokafka may hold the next one
+fetched meanwhile). Positions come from Redis (:mod:`stream.live.cursors`),
+so a restart reads again exactly what Redis had not applied. Since the records
 never reach a stream, Faust neither acknowledges nor commits them: the
 worker commits Redis's positions itself
 (:meth:`stream.live.partitions.InputPartitions.commit_applied`), for tools
@@ -27,7 +28,8 @@ A batch fetched while a rebalance stopped the flow, or across a change of
 the group's generation, is not handed on (its partition may belong to
 another worker now): ``dropped`` receives those partitions, which must then
 be positioned again before anything of them is counted (the consumer has
-moved past the batch).
+moved past the batch); the worker's next idle report does so, should no
+record of theirs come first.
 
 The input topics are registered with the app's conductor without an agent
 and without acknowledgements, so the consumer subscribes to them and Faust's

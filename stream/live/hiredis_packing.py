@@ -10,7 +10,9 @@ asyncio client (redis-py 8) does not yet, so this module adds it.
 What: :func:`use_hiredis_packing` gives a client's connection pool a
 subclass of whatever connection class the URL chose (TCP, TLS, a Unix
 socket) whose ``pack_command`` is hiredis's; replies are read by hiredis
-already (redis-py picks its parser when hiredis is installed).
+already (redis-py picks its parser when hiredis is installed). Text is
+always encoded as strict UTF-8, whatever ``encoding`` the client was given
+(:func:`stream.live.store.redis_client` gives none).
 
 Example:
     >>> from redis.asyncio import Redis

@@ -15,8 +15,8 @@ What keeps it exact (docs/design.md, invariant 1):
   (the consumer reads it again from there).
 * A batch is applied until it applies: Redis failing, a rebuild, a lost
   state all make it wait and retry (:mod:`stream.live.health`,
-  :mod:`stream.live.namespace`); nothing raises out of :meth:`Ingester.apply`,
-  so Faust never commits past a batch that was not counted.
+  :mod:`stream.live.namespace`), and the worker's fetch loop waits for it:
+  nothing is fetched past a batch that was not counted.
 * Redis holding less than this worker's reading continues from (it lost
   writes) makes the partition be read again from Redis's offset.
 * No record can take others down: parsing is total (every record is counted
@@ -206,9 +206,12 @@ class Ingester:
         self, kind: EventKind, topic: str, partition: int, batch: Sequence[ConsumedRecord]
     ) -> None:
         """Count one partition's ``batch`` (in offset order) exactly once; returns when it is."""
-        for stats in (self.stats, self.by_topic[topic]):
-            stats.read += len(batch)
         await self._apply_partition(kind, f"{topic}:{partition}", batch)
+
+    def took(self, topic: str, records: int) -> None:
+        """``records`` of ``topic`` were fetched and handed over (once per batch, however often its step is tried)."""
+        for stats in (self.stats, self.by_topic[topic]):
+            stats.read += records
 
     async def position(self, tp: str) -> None:
         """Position the partition's consumer after the applied offset Redis holds now."""

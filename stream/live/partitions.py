@@ -8,6 +8,9 @@ wiring so they read as plain code:
   partition to Kafka's committed offset; the input partitions are sought
   again to Redis's applied offset + 1 before anything of them is counted
   (:mod:`stream.live.cursors` says why Kafka's offsets are never trusted).
+  One left without a position (its fetched batch dropped across a
+  rebalance, Redis away at the assignment) is positioned by the next idle
+  report.
 * **Idleness** (:meth:`InputPartitions.report_idle`): which assigned input
   partitions are caught up and quiet, by the rule of
   :class:`stream.live.clock.IdleTracker`, written to Redis for the closer.
@@ -18,7 +21,9 @@ coroutines, looked up on each call (Faust creates it after the app).
 
 And **committing** (:meth:`InputPartitions.commit_applied`): Redis's
 positions are committed to the consumer group, so that tools watching the
-group's lag see the worker's progress; nothing reads them back.
+group's lag see the worker's progress, and a worker finding Redis empty sees
+that counting was done before (:func:`stream.live.worker.earlier_progress`).
+They are never used as positions.
 """
 
 from __future__ import annotations
@@ -106,27 +111,40 @@ class InputPartitions:
         """Faust has just sought its partitions to Kafka's committed offsets: seek the input ones to Redis's.
 
         One attempt: if Redis does not answer now, each partition is
-        positioned on its first batch instead (the ingester waits for Redis).
+        positioned on its first batch, or by the next idle report, instead.
         """
-        assigned = self._assigned()
-        if not assigned:
+        await self._position(self._assigned(), "at assignment")
+
+    async def position_unpositioned(self) -> None:
+        """Position the assigned input partitions that have no position (a batch dropped across a rebalance).
+
+        Without this, a quiet partition whose fetched records were dropped
+        would wait for its next record to be positioned: its stream time, and
+        with it the watermark of every app, would stand still until then.
+        """
+        await self._position(
+            {name: tp for name, tp in self._assigned().items() if self._cursors.get(name) is None}, "unpositioned"
+        )
+
+    async def _position(self, partitions: dict[str, Any], why: str) -> None:
+        if not partitions:
             return
         consumer = self._consumer()
         try:
-            applied = await self._store.applied_offsets(assigned)
-            unknown = [tp for name, tp in assigned.items() if applied[name] is None]
+            applied = await self._store.applied_offsets(partitions)
+            unknown = [tp for name, tp in partitions.items() if applied[name] is None]
             earliest = await consumer.earliest_offsets(*unknown) if unknown else {}
             await consumer.seek_wait(
-                {tp: earliest[tp] if applied[name] is None else applied[name] + 1 for name, tp in assigned.items()}
+                {tp: earliest[tp] if applied[name] is None else applied[name] + 1 for name, tp in partitions.items()}
             )
-        except Exception as error:  # noqa: BLE001 - Redis away, or a rebalance moved them: positioned lazily
-            log.info("input partitions not positioned at assignment (%s); each is on its first batch", error)
-            self._cursors.forget(assigned)
+        except Exception as error:  # noqa: BLE001 - Redis away, or a rebalance moved them: positioned later
+            log.info("input partitions not positioned %s (%s); each is on its first batch", why, error)
+            self._cursors.forget(partitions)
             return
-        for name in assigned:
+        for name in partitions:
             found = applied[name]
             self._cursors.sought(name, -1 if found is None else found)
-        log.info("input partitions read from Redis's positions: %s", ", ".join(sorted(assigned)))
+        log.info("input partitions read from Redis's positions (%s): %s", why, ", ".join(sorted(partitions)))
 
     def dropped(self, tps: Iterable[TP]) -> None:
         """Fetched batches of ``tps`` were not counted (a rebalance): each must be positioned again first."""
@@ -147,7 +165,11 @@ class InputPartitions:
         self._cursors.forget(self.names)
 
     async def report_idle(self) -> None:
-        """Write which of this worker's input partitions are idle (with the wall time seen) and which are busy."""
+        """Write which of this worker's input partitions are idle (with the wall time seen) and which are busy.
+
+        Partitions left without a position are positioned first (:meth:`position_unpositioned`).
+        """
+        await self.position_unpositioned()
         assigned = self._assigned()
         if not assigned:
             return

@@ -36,8 +36,9 @@ def _record(topic: str, partition: int, offset: int) -> ConsumerRecord:
     return ConsumerRecord(topic, partition, offset, 0, 0, None, b"{}", None, 0, 2, [])
 
 
-def _batch_app(requests: str = "requests", successes: str = "successes") -> tuple[faust.App, list, list]:
+def _batch_app(rebalance_during_fetch: bool = False) -> tuple[faust.App, list, list]:
     """An app whose consumer "fetches" a fixed map (no broker), with the batch path installed over it."""
+    requests, successes = "requests", "successes"
     app = faust.App("batches-test", broker="kafka://127.0.0.1:1")
     fetched = {
         TP(requests, 0): [_record(requests, 0, 5), _record(requests, 0, 6)],
@@ -48,6 +49,8 @@ def _batch_app(requests: str = "requests", successes: str = "successes") -> tupl
     dropped: list = []
 
     async def fetch(active_partitions: object, timeout: float) -> dict:
+        if rebalance_during_fetch:  # a rebalance completed while the fetch waited: a new generation
+            app.consumer_generation_id += 1
         return dict(fetched)
 
     async def take(batches: faust_batches.Batches) -> None:
@@ -70,6 +73,12 @@ def test_input_batches_go_to_the_counter_whole_and_the_rest_to_faust() -> None:
 def test_a_batch_fetched_while_a_rebalance_stopped_the_flow_is_dropped_not_counted() -> None:
     app, taken, dropped = _batch_app()
     app.consumer.stop_flow()
+    asyncio.run(app.consumer._getmany(None, 1.0))
+    assert taken == [] and dropped == [[TP("requests", 0), TP("successes", 1)]]
+
+
+def test_a_batch_fetched_across_a_change_of_generation_is_dropped_not_counted() -> None:
+    app, taken, dropped = _batch_app(rebalance_during_fetch=True)
     asyncio.run(app.consumer._getmany(None, 1.0))
     assert taken == [] and dropped == [[TP("requests", 0), TP("successes", 1)]]
 
