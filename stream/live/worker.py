@@ -26,6 +26,7 @@ from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailable
 from stream.config import Settings
 from stream.kafka_security import kafka_python_options, redact
 from stream.live.app import create_app
+from stream.live.faust_positions import FaustVersionError
 from stream.tools.topics import check_topics
 
 
@@ -156,6 +157,8 @@ def run_worker(settings: Settings, loglevel: str = "info", metrics_at: tuple[str
         raise WorkerStartError(redact(f"cannot read the consumer group and topics from Kafka: {error}")) from None
     try:
         app = create_app(settings, partitions, earlier_progress=progress, metrics_at=metrics_at)
+    except FaustVersionError as error:
+        raise WorkerStartError(str(error)) from None
     except OSError as error:
         host, port = metrics_at or ("", 0)
         raise WorkerStartError(
