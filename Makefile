@@ -23,10 +23,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# bench-venv: .venv-bench with the package (editable) and its bench extra,
-# Quix Streams, for bench/quix_peer.py (the bench's Quix peer); a venv of its
-# own because quixstreams needs an older confluent-kafka than the tests use.
-# Reinstalled only when pyproject.toml is newer than its stamp.
+# bench-venv: .venv-bench with the package (editable) and its bench extra:
+# Quix Streams for bench/quix_peer.py (the bench's Quix peer), py-spy for
+# bench_stream.py --profile; a venv of its own because quixstreams needs an
+# older confluent-kafka than the tests use. Reinstalled only when
+# pyproject.toml is newer than its stamp.
 bench-venv: $(BENCH_STAMP)
 $(BENCH_STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 (e.g. apt-get install -y python3.11-venv)" >&2; exit 1; }
@@ -67,10 +68,11 @@ report-demo: venv
 	    --incident "2026-10-27T02:00+08:00,1h,0.5,1400000003"
 	$(SLA) report --events .run/demo-events.jsonl --month 2026-10 --config config/demo.toml --format text
 
-# bench: one worker's throughput and memory against a raw aiokafka reader of
-# the same topics, then `sla-stream replay`'s over a month of events (not part
-# of the tests); starts Kafka and Redis, stops them after. BENCH_ARGS and
-# REPLAY_ARGS go to bench/bench_stream.py and bench/bench_replay.py.
+# bench: throughput and memory of one worker, two workers and Quix Streams
+# against a raw aiokafka reader of the same topics, then `sla-stream replay`'s
+# over a month of events (not part of the tests); starts Kafka and Redis, stops
+# them after. BENCH_ARGS (e.g. --profile) and REPLAY_ARGS go to
+# bench/bench_stream.py and bench/bench_replay.py.
 bench: venv bench-venv
 	@status=0; \
 	$(MAKE) --no-print-directory up && $(PY) bench/bench_stream.py $(BENCH_ARGS) \
