@@ -141,10 +141,12 @@ def truth(events: list[dict]) -> tuple[Counter[str], Counter[str]]:
 
 
 def write_config(directory: Path, tag: str, inputs_tag: str) -> Path:
-    """Settings of one run: the shape's input topics (``inputs_tag``); its own group, Redis prefix and other topics.
+    """Write the settings of one run and create its topics; the path of the settings file.
 
-    A run's verdicts must not meet another's: a worker finding verdicts but no
-    state in Redis refuses to count (the state looks lost).
+    The run reads the shape's input topics (``inputs_tag``) with its own
+    group, Redis prefix and other topics (``tag``): a run's verdicts must not
+    meet another's, since a worker finding verdicts but no state in Redis
+    refuses to count (the state looks lost).
     """
     path = directory / f"{tag}.toml"
     path.write_text(

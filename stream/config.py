@@ -25,6 +25,7 @@ from redis.connection import parse_url
 from stream.events import TimeBounds
 from stream.sla.claims import OfficialYear, WorkingDayCalendar
 from stream.sla.compensation import CENT
+from stream.sla.counting import EventKind
 from stream.sla.exemptions import Exemption
 from stream.sla.months import Subscription, check_no_overlap
 from stream.sla.policy import CompensationTier, SlaPolicy
@@ -44,6 +45,11 @@ class Topics:
     exemptions: str
     verdicts: str
     dead_letter: str
+
+    @property
+    def input_kinds(self) -> dict[str, EventKind]:
+        """The two input topics and the kind of event each carries."""
+        return {self.requests: "request", self.successes: "success"}
 
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

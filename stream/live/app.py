@@ -62,7 +62,6 @@ from stream.live.metrics import REFRESH_INTERVAL_S, WorkerMetrics, read_snapshot
 from stream.live.namespace import NamespaceGuard
 from stream.live.partitions import InputPartitions
 from stream.live.store import Store, redis_client
-from stream.sla.counting import EventKind
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ def create_app(
     async def forget_positions(sender: Any, assigned: Any, **kwargs: Any) -> None:
         partitions.forget_positions()
 
-    kinds: dict[str, EventKind] = {topics.requests: "request", topics.successes: "success"}
+    kinds = topics.input_kinds
 
     async def count_batches(batches: faust_batches.Batches) -> None:
         """Each partition's batch until it is counted; partitions concurrently (one parses while Redis runs one).

@@ -7,6 +7,11 @@ about 0.12 µs. redis-py's own synchronous client does exactly this when
 hiredis is installed (``redis.connection.HiredisRespSerializer``); its
 asyncio client (redis-py 8) does not yet, so this module adds it.
 
+``HiredisRespSerializer.pack`` itself is not reused: it converts every
+argument (bytearray and memoryview to bytes) on each call, which showed in
+the worker's profile; here that conversion is only the retry after hiredis
+refuses one.
+
 What: :func:`use_hiredis_packing` gives a client's connection pool a
 subclass of whatever connection class the URL chose (TCP, TLS, a Unix
 socket) whose ``pack_command`` is hiredis's; replies are read by hiredis

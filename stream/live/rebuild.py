@@ -49,7 +49,6 @@ from stream.live.recount import (
     RecountError,
     close_due,
     ingest_handle,
-    input_kinds,
     load_exemptions,
     open_consumer,
     read_exemptions_topic,
@@ -156,7 +155,7 @@ async def _count_inputs(
     async def send_dead_letter(letter: DeadLetter) -> None:
         await (await producer.send(settings.topics.dead_letter, key=letter.key, value=letter.value()))
 
-    kinds = input_kinds(settings)
+    kinds = settings.topics.input_kinds
     partitions = [TopicPartition(topic, p) for topic in kinds for p in range(counts[topic])]
     input_tps = [tp_name(tp) for tp in partitions]
     ingester = recount_ingester(settings, store, fence, input_tps, send_dead_letter, "rebuild")

@@ -70,11 +70,6 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         raise RecountError(str(error)) from None
 
 
-def input_kinds(settings: Settings) -> dict[str, EventKind]:
-    """The input topics and the kind of event each carries."""
-    return {settings.topics.requests: "request", settings.topics.successes: "success"}
-
-
 async def read_exemptions_topic(
     consumer: AIOKafkaConsumer, settings: Settings, partitions: int
 ) -> dict[str, bytes | None]:

@@ -54,7 +54,6 @@ from stream.live.recount import (
     ReadPlan,
     RecountError,
     close_all,
-    input_kinds,
     load_exemptions,
     mark_read_partitions_idle,
     open_consumer,
@@ -150,7 +149,7 @@ async def replay(
             raise ReplayError(redact(f"Redis at {settings.redis_url} is not answering: {error}")) from None
         live = Store(redis, settings.key_prefix)
         await check_apps_known(settings, live, request.apps)
-        partitions = [TopicPartition(topic, p) for topic in input_kinds(settings) for p in range(counts[topic])]
+        partitions = [TopicPartition(topic, p) for topic in settings.topics.input_kinds for p in range(counts[topic])]
         consumer = await open_consumer(settings, aiokafka_options(settings.kafka_security))
         try:
             reading_from = month_start - settings.replay_margin_ms - settings.max_future_ms

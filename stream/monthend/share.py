@@ -37,7 +37,6 @@ from stream.live.recount import (
     ReadPlan,
     RecountError,
     ingest_handle,
-    input_kinds,
     mark_read_partitions_idle,
     open_consumer,
     read_plan,
@@ -148,7 +147,7 @@ async def _count_share(share: Share, offsets_done: SharedCount, events_counted: 
                 if idle_reports.due():
                     await mark_read_partitions_idle(store, plan, consumer)
 
-            await read_plan(consumer, plan, ingest_handle(ingester, input_kinds(settings)), between)
+            await read_plan(consumer, plan, ingest_handle(ingester, settings.topics.input_kinds), between)
         finally:
             await consumer.stop()
         return ingester.stats
