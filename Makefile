@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.stamp-pyproject
 BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.stamp-pyproject
 
-.PHONY: venv bench-venv up down test demo report-demo bench lint clean dashboard
+.PHONY: venv bench-venv up down test demo report-demo bench bench-report lint clean dashboard
 
 # venv: .venv with the package (editable) and its test extras; reinstalled
 # only when pyproject.toml is newer than the stamp.
@@ -70,15 +70,25 @@ report-demo: venv
 
 # bench: throughput and memory of one worker, two workers and Quix Streams
 # against a raw aiokafka reader of the same topics, then `sla-stream replay`'s
-# over a month of events (not part of the tests); starts Kafka and Redis, stops
-# them after. BENCH_ARGS (e.g. --profile) and REPLAY_ARGS go to
-# bench/bench_stream.py and bench/bench_replay.py.
+# over a month of events, then `sla-stream report`'s over months of event files
+# against a plain read of them (not part of the tests); starts Kafka and Redis,
+# stops them after. BENCH_ARGS (e.g. --profile), REPLAY_ARGS and REPORT_ARGS
+# (e.g. --sizes 5M) go to bench/bench_stream.py, bench/bench_replay.py and
+# bench/bench_report.py.
 bench: venv bench-venv
 	@status=0; \
 	$(MAKE) --no-print-directory up && $(PY) bench/bench_stream.py $(BENCH_ARGS) \
-	    && $(PY) bench/bench_replay.py $(REPLAY_ARGS) || status=$$?; \
+	    && $(PY) bench/bench_replay.py $(REPLAY_ARGS) \
+	    && $(PY) bench/bench_report.py $(REPORT_ARGS) || status=$$?; \
 	$(MAKE) --no-print-directory down; \
 	exit $$status
+
+# bench-report: only bench/bench_report.py: `sla-stream report` over a month of
+# 5 and 50 million events (files generated once into .cache/report-bench/,
+# some 6 GB) against a plain read of them; needs no Kafka or Redis.
+# REPORT_ARGS as for bench.
+bench-report: venv
+	$(PY) bench/bench_report.py $(REPORT_ARGS)
 
 # lint: ruff over the package and the tests (part of `make test`).
 lint: venv

@@ -66,7 +66,7 @@ pids+=($!)
 "$SLA" simulate --kafka --config "$CONFIG" --apps 3 --duration 2h --speed 30 --batch 20 \
   --peak-per-minute 120 --seed 7 --incident "+40m,25m,0.8,1400000002" >"$DEMO_DIR/simulate.log" 2>&1 &
 pids+=($!)
-log "alerts: http://127.0.0.1:9090/alerts (Prometheus), http://127.0.0.1:9095 (Alertmanager); metrics: http://127.0.0.1:9464/metrics"
+log "alerts: http://127.0.0.1:9090/alerts (Prometheus), http://127.0.0.1:9095 (Alertmanager); metrics: http://127.0.0.1:9464/metrics; month pages: http://127.0.0.1:9464/"
 
 if [[ -n "${DEMO_SECONDS:-}" ]]; then
   timeout "$DEMO_SECONDS" "$SLA" watch --config "$CONFIG" || true

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start Kafka and Redis side by side and wait for both (`make up`); install
-# Prometheus and Alertmanager meanwhile (deploy/prometheus.sh: the tests start
-# their own instances of them).
+# the Debian packages the tests use meanwhile (deploy/packages.sh: Prometheus
+# and Alertmanager, of which the tests start their own instances, and Chromium
+# for the browser test of the HTML month page).
 #
 #   deploy/up.sh
 #
@@ -17,12 +18,12 @@ bash "$ROOT/deploy/kafka.sh" &
 kafka_job=$!
 bash "$ROOT/deploy/redis.sh" &
 redis_job=$!
-bash "$ROOT/deploy/prometheus.sh" &
-prometheus_job=$!
+bash "$ROOT/deploy/packages.sh" &
+packages_job=$!
 
 status=0
 wait "$kafka_job" || status=1
 wait "$redis_job" || status=1
-wait "$prometheus_job" || status=1
+wait "$packages_job" || status=1
 (( status == 0 )) || die "not all services came up (see the messages above)"
-log "Kafka and Redis up, Prometheus and Alertmanager installed, after $((SECONDS - started))s"
+log "Kafka and Redis up, Prometheus, Alertmanager and Chromium installed, after $((SECONDS - started))s"

@@ -16,15 +16,17 @@ from typing import NoReturn
 from stream import report
 from stream.arguments import calendar_month_argument
 from stream.config import ConfigError, Settings, load_settings
-from stream.formats import month_to_json
+from stream.formats import statement_to_json
 from stream.kafka_security import redact
 from stream.live import metrics, rebuild, worker
 from stream.monthend import exempt, progress, replay
-from stream.sla.assessment import MonthAssessment
-from stream.sla.counting import SlotTally
+from stream.offline import counting as offline_counting
+from stream.offline.files import EventFilesError, event_files
 from stream.sla.exemptions import CLAUSES
 from stream.sla.months import calendar_month
 from stream.sla.slots import local_time
+from stream.statements import page_files, slot_csv
+from stream.statements.statement import Statement
 from stream.tools import producer, simulate, topics, watch
 
 
@@ -40,16 +42,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def run_report(args: argparse.Namespace) -> int:
+    _check_output(args)
     settings = load_settings(args.config)
     year, month = args.month
     tz = settings.policy.timezone
-    missing = [str(p) for p in args.events if not p.is_file()]
-    if missing:
-        raise UsageError(f"event file not found: {missing[0]}")
-    tally = SlotTally(tz, calendar_month(year, month).span_ms(tz))
-    bad_lines = report.count_event_files(args.events, tally, report.now_bounds(settings, datetime.now(timezone.utc)))
-    for bad in bad_lines:
-        print(f"skipped {bad}", file=sys.stderr)
+    paths = event_files(args.events)
+
+    def shown(label: str, total: int, unit: str) -> progress.ReadProgress:
+        return progress.progress_for(f"report {year}-{month:02d}: {label}", total, sys.stderr, unit=unit)
+
+    tally = offline_counting.count_event_files(
+        paths,
+        tz,
+        calendar_month(year, month).span_ms(tz),
+        report.now_bounds(settings, datetime.now(timezone.utc)),
+        lambda bad: print(f"skipped {bad}", file=sys.stderr),
+        shown,
+    )
     app_ids = [args.app] if args.app else sorted(tally.apps() | set(settings.apps))
     if args.app and args.app not in tally.apps() and args.app not in settings.apps:
         print(f"warning: app {args.app} has no events in {year}-{month:02d} and no terms on record", file=sys.stderr)
@@ -63,25 +72,44 @@ def run_report(args: argparse.Namespace) -> int:
             f"warning: app {app_id} has traffic in {slots} slots no subscription covers; they are not measured",
             file=sys.stderr,
         )
-    _print_months(result.assessments, settings, year, month, args.format)
+    _print_months(result.statements, settings, year, month, args)
     print(
-        f"{len(bad_lines)} bad lines skipped, {tally.duplicates} duplicate events counted once, "
+        f"{tally.bad_lines} bad lines skipped, {tally.duplicates} duplicate events counted once, "
         f"{tally.outside_window} events outside {year}-{month:02d} not counted",
         file=sys.stderr,
     )
     return 0
 
 
-def _print_months(assessments: Sequence[MonthAssessment], settings: Settings, year: int, month: int, fmt: str) -> None:
-    """The month report on stdout, as ``report`` and ``replay`` both print it (the same bytes for the same figures)."""
+def _print_months(
+    statements: Sequence[Statement], settings: Settings, year: int, month: int, args: argparse.Namespace
+) -> None:
+    """The month's statements as ``report`` and ``replay`` both give them (the same bytes for the same figures):
+    JSON, text or the slot CSV on stdout, or HTML pages into ``--out``."""
     tz = settings.policy.timezone
-    if fmt == "json":
-        print(json.dumps([month_to_json(a, tz) for a in assessments], indent=2))
+    if args.format == "json":
+        print(json.dumps([statement_to_json(s) for s in statements], indent=2))
+    elif args.format == "csv":
+        slot_csv.write_csv(statements, sys.stdout)
+    elif args.format == "html":
+        for path in page_files.write_pages(statements, args.out):
+            _say(f"wrote {path}")
     else:
-        print(report.to_text(assessments, tz, f"SLA month report {year}-{month:02d}"))
+        print(report.to_text(statements, tz, f"SLA month report {year}-{month:02d}"))
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """``--out`` goes with ``--format html`` (a page per app and service month), and only with it."""
+    if args.format == "html" and args.out is None:
+        raise UsageError("--format html writes one page per app and service month: give --out DIRECTORY")
+    if args.format != "html" and args.out is not None:
+        raise UsageError("--out is for --format html; other formats are written to stdout")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is not a directory")
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    _check_output(args)
     settings = load_settings(args.config)
     year, month = args.month
     request = replay.ReplayRequest(year, month, tuple(dict.fromkeys(args.app or ())), keep=args.keep)
@@ -90,7 +118,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return progress.progress_for(label, total, sys.stderr)
 
     result = asyncio.run(replay.replay(settings, request, shown, processes=args.processes))
-    _print_months(result.assessments, settings, year, month, args.format)
+    _print_months(result.statements, settings, year, month, args)
     _say(result.line(request.name))
     return 0
 
@@ -199,6 +227,17 @@ def run_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_format_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "csv", "html"),
+        default="text",
+        help="text (default), json (figures and digest), csv (every slot with traffic, digests in the footer) "
+        "or html (a self-contained page per app and service month, into --out)",
+    )
+    parser.add_argument("--out", type=Path, metavar="DIR", help="directory for --format html's pages")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sla-stream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -206,18 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("report", help="month report from JSON Lines event files")
     rep.add_argument(
         "--events",
-        type=Path,
+        type=str,
         action="append",
         required=True,
-        metavar="FILE",
-        help='JSON Lines file of events with "type"; repeat for several files',
+        metavar="SPEC",
+        help='JSON Lines events with "type": file, directory or glob; .jsonl or .jsonl.gz; repeat for several',
     )
     rep.add_argument(
         "--month", type=calendar_month_argument, required=True, metavar="YYYY-MM", help="calendar month to report"
     )
     rep.add_argument("--app", help="report only this app_id")
     rep.add_argument("--config", type=Path, help="settings and customer terms laid over config/sla-stream.toml")
-    rep.add_argument("--format", choices=("json", "text"), default="text")
+    _add_format_arguments(rep)
     rep.add_argument(
         "--exemptions",
         type=Path,
@@ -245,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_metrics_address,
         default=metrics.DEFAULT_ADDRESS,
         metavar="[HOST:]PORT",
-        help=f"serve Prometheus metrics at http://HOST:PORT/metrics (default {metrics.DEFAULT_ADDRESS}; 0/off: none)",
+        help=f"serve Prometheus metrics at http://HOST:PORT/metrics and the live month pages at http://HOST:PORT/ "
+        f"(default {metrics.DEFAULT_ADDRESS}; 0/off: neither)",
     )
     wrk.set_defaults(run=run_worker)
 
@@ -263,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--month", type=calendar_month_argument, required=True, metavar="YYYY-MM", help="calendar month to replay"
     )
     rpl.add_argument("--app", action="append", metavar="APP", help="only this app_id; repeat for several")
-    rpl.add_argument("--format", choices=("json", "text"), default="text")
+    _add_format_arguments(rpl)
     rpl.add_argument(
         "--keep", action="store_true", help="leave the replay's state in Redis (its key prefix is printed)"
     )
@@ -320,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         replay.ReplayError,
         exempt.ExemptError,
         watch.RedisUnavailable,
+        EventFilesError,
     ) as error:
         # Every message goes through redact: an address in it may carry a password (redis://:secret@host).
         message = str(error) if str(error).startswith("sla-stream") else f"sla-stream: {error}"

@@ -6,7 +6,8 @@ shape              where it travels                        schema (``docs/schema
 verdict message    slot-verdicts topic, key ``app:slot``   ``verdict.schema.json``
 dead letter        dead-letter topic, key ``topic:p:o``    ``dead-letter.schema.json``
 service month      ``sla-stream report --format json``,    ``month.schema.json``
-                   the live month ledger in Redis
+                   the live month ledger in Redis,
+                   the live month pages (``.json``)
 exemption          exemptions topic (compacted), Redis     ``exemption.schema.json``
 =================  =====================================  ==========================================
 
@@ -41,6 +42,7 @@ from stream.sla.availability import unavailable_minutes
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
 from stream.sla.slots import instant_ms, local_time
+from stream.statements.statement import Statement
 
 VERDICT_SCHEMA = "sla-stream/verdict/1"
 DEAD_LETTER_SCHEMA = "sla-stream/dead-letter/1"
@@ -321,6 +323,16 @@ def month_to_json(assessment: MonthAssessment, tz: ZoneInfo) -> dict[str, Any]:
         "unavailable_periods": [_period_json(p, tz) for p in assessment.unavailable_periods],
         "exempt_periods": [_period_json(p, tz) for p in assessment.exempt_periods],
     }
+
+
+def statement_to_json(statement: Statement) -> dict[str, Any]:
+    """A statement's figures (:func:`month_to_json`) with its ``digest``: what ``report``/``replay --format json``
+    print and the live pages serve as ``.json``.
+
+    The digest is the SHA-256 of the month's canonical slot listing
+    (:mod:`stream.statements.listing`), recomputable from the slot CSV.
+    """
+    return {**month_to_json(statement.assessment, statement.policy.timezone), "digest": statement.digest}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Month reports from files of room-entry events: the offline path a customer can audit.
 
-Events are counted with the same rules the stream uses (``stream.sla.counting``)
-and judged by ``stream.sla.assessment``; this module only reads files and
-lays the figures out as text for people. The JSON form is
+Events are counted from the files by :mod:`stream.offline`, with the same rules
+the stream uses (``stream.sla.counting``), and judged by ``stream.sla.assessment``;
+this module lays the figures out as text for people. The JSON form is
 :func:`stream.formats.month_to_json`, the shape the live month ledger has too.
 """
 
@@ -13,68 +13,49 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from stream.config import ConfigError, Settings
-from stream.events import InvalidEvent, TimeBounds, parse_line
+from stream.events import TimeBounds
 from stream.formats import InvalidExemption, exemption_from_json
-from stream.sla.assessment import MonthAssessment, Period, assess_month
+from stream.sla.assessment import MonthAssessment, Period
 from stream.sla.availability import display_percent, unavailable_minutes
-from stream.sla.counting import SlotTally
 from stream.sla.exemptions import CLAUSES, in_lookup_order
 from stream.sla.months import service_months_in
 from stream.sla.slots import local_time
+from stream.sla.verdict import SlotCounts
+from stream.statements.statement import Statement, build_statement
 
 
-@dataclass(frozen=True)
-class BadLine:
-    """A line of an event file that was skipped, and why."""
+class CountsByApp(Protocol):
+    """Distinct events per app and slot: :class:`stream.offline.counting.CountedEvents`, or a ``SlotTally``."""
 
-    path: Path
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
-
-
-def count_event_files(paths: Iterable[Path], tally: SlotTally, bounds: TimeBounds) -> list[BadLine]:
-    """Count every valid event of the files into ``tally``; return the lines that were not."""
-    bad: list[BadLine] = []
-    for path in paths:
-        with path.open("rb") as lines:
-            for number, raw in enumerate(lines, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                    if not line.strip():
-                        continue
-                    event = parse_line(line, bounds)
-                except UnicodeDecodeError as error:
-                    bad.append(BadLine(path, number, f"not valid UTF-8 at byte {error.start}"))
-                    continue
-                except InvalidEvent as error:
-                    bad.append(BadLine(path, number, str(error)))
-                    continue
-                tally.add(event.kind, event.app_id, event.event_id, event.counted_ts)
-    return bad
+    def counts(self, app_id: str) -> dict[int, SlotCounts]:
+        """The app's counts per slot start, for the slots that saw any event."""
+        ...
 
 
 @dataclass(frozen=True)
 class CalendarMonthReport:
     """The service months of a calendar month, and the traffic no service month covers."""
 
-    assessments: list[MonthAssessment]
+    statements: list[Statement]
     """Sorted by app and service month start."""
     unmeasured_slots: dict[str, int]
     """Per app, slots with traffic on days no subscription covers: measured nowhere, worth a warning."""
 
+    @property
+    def assessments(self) -> list[MonthAssessment]:
+        return [statement.assessment for statement in self.statements]
+
 
 def assess_calendar_month(
-    settings: Settings, tally: SlotTally, year: int, month: int, app_ids: Iterable[str]
+    settings: Settings, tally: CountsByApp, year: int, month: int, app_ids: Iterable[str]
 ) -> CalendarMonthReport:
-    """Judge every service month of the given apps that falls in ``year-month``."""
+    """The statement of every service month of the given apps that falls in ``year-month``."""
     tz = settings.policy.timezone
-    assessments = []
+    statements = []
     unmeasured: dict[str, int] = {}
     for app_id in sorted(app_ids):
         terms = settings.terms(app_id)
@@ -86,12 +67,19 @@ def assess_calendar_month(
             unmeasured[app_id] = outside
         for service_month in service_months:
             fee = terms.fees.get(service_month.first_day)
-            assessments.append(
-                assess_month(
-                    app_id, service_month, counts, settings.exemptions, settings.calendar, fee, settings.policy
+            statements.append(
+                build_statement(
+                    app_id,
+                    service_month,
+                    counts,
+                    settings.exemptions,
+                    settings.calendar,
+                    fee,
+                    settings.policy,
+                    source="report",
                 )
             )
-    return CalendarMonthReport(assessments, unmeasured)
+    return CalendarMonthReport(statements, unmeasured)
 
 
 def with_exemptions_file(settings: Settings, path: Path) -> Settings:
@@ -146,8 +134,9 @@ def _compensation_text(assessment: MonthAssessment) -> str:
     return f"{assessment.compensation_percent}% of {assessment.monthly_fee:,} = voucher {assessment.voucher:,}"
 
 
-def to_text(assessments: Sequence[MonthAssessment], tz: ZoneInfo, title: str) -> str:
-    """A readable report: a summary table, then each service month slot by slot."""
+def to_text(statements: Sequence[Statement], tz: ZoneInfo, title: str) -> str:
+    """A readable report: a summary table, then each service month's figures, periods and digest."""
+    assessments = [statement.assessment for statement in statements]
     lines = [title, ""]
     header = (
         f"{'app':<12} {'service month':<24} {'availability':>12} {'SLA':>6} {'bad':>4} {'exempt':>6} "
@@ -160,7 +149,8 @@ def to_text(assessments: Sequence[MonthAssessment], tz: ZoneInfo, title: str) ->
             f"{len(a.unavailable):>4} {len(a.exempt):>6} {a.budget.slots_left:>4} of {a.budget.slots_allowed:<4}  "
             f"{_compensation_text(a)}"
         )
-    for a in assessments:
+    for statement in statements:
+        a = statement.assessment
         claim = f"{a.claim.opens} to {a.claim.closes}"
         if a.claim.estimated:
             claim += " (estimated: that year's holidays are not known yet, counted on weekdays)"
@@ -173,6 +163,7 @@ def to_text(assessments: Sequence[MonthAssessment], tz: ZoneInfo, title: str) ->
             f"  unavailable {len(a.unavailable)} slots = {unavailable_minutes(len(a.unavailable))} minutes; "
             f"error budget {a.budget.slots_allowed} slots, {a.budget.slots_used} used, {a.budget.slots_left} left",
             f"  compensation: {_compensation_text(a)}; claim window {claim}",
+            f"  digest sha256 {statement.digest} ({len(statement.slots):,} slots with traffic; docs/statements.md)",
         ]
         for label, periods in (("unavailable", a.unavailable_periods), ("exempt", a.exempt_periods)):
             if periods:

@@ -29,8 +29,9 @@ fetched input batches  :class:`stream.live.ingest.Ingester` (a batch per partiti
 ``refresh_metrics``    :func:`stream.live.metrics.read_snapshot` into the ``/metrics`` collector
 =====================  ===============================================================
 
-With a metrics address, the worker serves ``/metrics`` (:mod:`stream.live.metrics`)
-on a thread of its own, with Faust's own sensors on the same registry.
+With a metrics address, the worker serves ``/metrics`` (:mod:`stream.live.metrics`,
+with Faust's own sensors on the same registry) and the live month pages
+(:mod:`stream.live.pages`) there, on threads of their own (:mod:`stream.live.web`).
 
 Run one with ``sla-stream worker``; run more in the same group to scale out.
 """
@@ -51,7 +52,7 @@ from stream.config import Settings
 from stream.events import TimeBounds
 from stream.formats import DeadLetter
 from stream.kafka_security import faust_app_options, redact
-from stream.live import faust_batches, faust_isolation, faust_positions
+from stream.live import faust_batches, faust_isolation, faust_positions, web
 from stream.live.clock import ClockTiming, IdleTracker
 from stream.live.closer import Closer, ClosingLeader
 from stream.live.cursors import Cursors
@@ -60,6 +61,7 @@ from stream.live.health import Health, until_done
 from stream.live.ingest import Ingester, TotalsLog
 from stream.live.metrics import REFRESH_INTERVAL_S, WorkerMetrics, read_snapshot
 from stream.live.namespace import NamespaceGuard
+from stream.live.pages import LivePages
 from stream.live.partitions import InputPartitions
 from stream.live.store import Store, redis_client
 
@@ -143,7 +145,7 @@ def create_app(
     totals = TotalsLog()
     metrics = WorkerMetrics.create(settings, health, ingester.by_topic)
     if metrics_at is not None:
-        metrics.serve(*metrics_at)
+        web.serve(*metrics_at, metrics.registry, LivePages(settings, lambda: metrics.collector.snapshot))
         app.monitor = PrometheusMonitor(FaustMetrics.create(metrics.registry, "faust"))
 
     @app.on_partitions_assigned.connect

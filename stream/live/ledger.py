@@ -4,6 +4,11 @@ The month ledger is never counted on its own: it is recomputed from the
 verdicts (the app's unavailable and data-quality slots), the daily totals
 and the exemptions by :func:`stream.sla.assessment.assess_month`, the same
 function the offline report uses, so the two cannot disagree.
+
+A month's **statement** (every slot with traffic, its verdict and the
+digest, :mod:`stream.statements`) reads every slot of the month instead:
+:func:`statements_from_store` serves the live pages and the replay, and builds
+it with the offline report's own :func:`stream.statements.statement.build_statement`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from stream.live.store import Store
 from stream.sla.assessment import MonthAssessment, assess_month
 from stream.sla.exemptions import Exemption
 from stream.sla.months import ServiceMonth, service_months_in
+from stream.sla.slots import slots_between
+from stream.statements.statement import Source, Statement, build_statement
 
 
 async def assess_live_month(
@@ -44,3 +51,41 @@ async def assess_service_month(
         settings.policy,
         totals=await store.day_totals(app_id, days),
     )
+
+
+async def statements_from_store(
+    store: Store,
+    settings: Settings,
+    app_id: str,
+    service_months: list[ServiceMonth],
+    exemptions: tuple[Exemption, ...],
+    source: Source,
+) -> list[Statement]:
+    """The statements of the app's ``service_months`` from every slot Redis holds for them.
+
+    A ``live`` statement covers the slots closed so far, each with its verdict's
+    revision, as the month ledger and ``/metrics`` do; the slots still open
+    are its :attr:`~stream.statements.statement.Statement.open_slots`. A
+    replay closes every slot before it reads them (its revisions are its own
+    closing's, so it lists none).
+    """
+    tz = settings.policy.timezone
+    statements = []
+    for service_month in service_months:
+        listing = await store.slot_listing(app_id, list(slots_between(*service_month.span_ms(tz), tz)))
+        closed = {slot_ms: (counts, r) for slot_ms, (counts, r) in listing.items() if r is not None or source != "live"}
+        statements.append(
+            build_statement(
+                app_id,
+                service_month,
+                {slot_ms: counts for slot_ms, (counts, _) in closed.items()},
+                exemptions,
+                settings.calendar,
+                settings.terms(app_id).fees.get(service_month.first_day),
+                settings.policy,
+                source,
+                revisions={slot_ms: r for slot_ms, (_, r) in closed.items() if r is not None and source == "live"},
+                open_counts={slot_ms: counts for slot_ms, (counts, _) in listing.items() if slot_ms not in closed},
+            )
+        )
+    return statements

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib.metadata import version
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -360,7 +360,7 @@ class _CounterFamilies:
 
 @dataclass
 class WorkerMetrics:
-    """Everything one worker exports, on a registry of its own (served by :meth:`serve`)."""
+    """Everything one worker exports, on a registry of its own (served by :mod:`stream.live.web`)."""
 
     registry: CollectorRegistry
     collector: SlaCollector
@@ -386,10 +386,6 @@ class WorkerMetrics:
             registry=registry,
         )
         return cls(registry, collector, pipeline, tick)
-
-    def serve(self, host: str, port: int) -> None:
-        """Serve ``/metrics`` on ``host:port`` from a thread of its own (a scrape never waits on the event loop)."""
-        start_http_server(port, host, self.registry)
 
     def closer_ticked(self, result: TickResult, seconds: float) -> None:
         """Count what one tick of this worker's closer did, and how long it took."""

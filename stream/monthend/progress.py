@@ -1,7 +1,8 @@
 """How far a long read has got: a progress bar on a terminal, a plain line every few seconds otherwise.
 
 The work is measured in offsets (known in advance, so time left can be
-estimated), the speed in events (what a reader cares about). Logs and CI see
+estimated; ``unit`` names another measure, such as the bytes of files to
+read), the speed in events (what a reader cares about). Logs and CI see
 plain lines; a person at a terminal sees one bar redrawn in place.
 
 Example (not a terminal):
@@ -30,7 +31,7 @@ PLAIN_EVERY_S = 5.0
 
 class ReadProgress(Protocol):
     def update(self, offsets: int, events: int) -> None:
-        """``offsets`` read of the total so far, ``events`` among them."""
+        """``offsets`` (or the bar's other unit) read of the total so far, ``events`` among them."""
         ...
 
     def close(self) -> None:
@@ -39,19 +40,26 @@ class ReadProgress(Protocol):
 
 
 def progress_for(
-    label: str, total_offsets: int, stream: TextIO, clock: Callable[[], float] = time.monotonic
+    label: str,
+    total_offsets: int,
+    stream: TextIO,
+    clock: Callable[[], float] = time.monotonic,
+    unit: str = "offsets",
 ) -> ReadProgress:
-    """A bar when ``stream`` is a terminal, plain lines otherwise."""
+    """A bar when ``stream`` is a terminal, plain lines otherwise; ``unit`` is what the total counts."""
     if stream.isatty():
         return TerminalProgress(label, total_offsets, stream)
-    return PlainProgress(label, total_offsets, stream, clock)
+    return PlainProgress(label, total_offsets, stream, clock, unit)
 
 
 class PlainProgress:
     """A line every :data:`PLAIN_EVERY_S` seconds, and one at the end."""
 
-    def __init__(self, label: str, total: int, stream: TextIO, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, label: str, total: int, stream: TextIO, clock: Callable[[], float], unit: str = "offsets"
+    ) -> None:
         self._label = label
+        self._unit = unit
         self._total = total
         self._stream = stream
         self._clock = clock
@@ -77,7 +85,7 @@ class PlainProgress:
         share = offsets / self._total if self._total else 1.0
         left = elapsed * (1 - share) / share if share else None
         print(
-            f"{self._label}: {offsets:,} of {self._total:,} offsets ({share:.0%}), {events:,} events, "
+            f"{self._label}: {offsets:,} of {self._total:,} {self._unit} ({share:.0%}), {events:,} events, "
             f"{events / elapsed:,.0f} events/s" + ("" if left is None else f", about {left:,.0f} s left"),
             file=self._stream,
             flush=True,

@@ -18,8 +18,8 @@ every month's figures must be reproducible from the raw events. A replay:
    as event time passes (so duplicate-detection ids are released as live,
    and memory stays flat), and every slot once the reading is done; the
    exemptions of the topic and the settings apply as they do live;
-4. judges each service month as the live month ledger does
-   (:func:`stream.live.ledger.assess_live_month`) and removes its namespace
+4. builds each service month's statement from every slot it counted, as the
+   live pages do (:func:`stream.live.ledger.statements_from_store`), and removes its namespace
    (``--keep`` leaves it for inspection).
 
 Nothing is sent anywhere: the verdicts and dead letters the replay makes
@@ -48,7 +48,7 @@ from stream.live.clock import ClockTiming
 from stream.live.closer import Closer
 from stream.live.exemptions import current_exemptions
 from stream.live.ingest import IngestStats
-from stream.live.ledger import assess_live_month
+from stream.live.ledger import statements_from_store
 from stream.live.recount import (
     Every,
     ReadPlan,
@@ -66,9 +66,9 @@ from stream.live.store import Fence, Fenced, RolledBack, Store, redis_client
 from stream.monthend.apps import UnknownApp, check_apps_known
 from stream.monthend.progress import ReadProgress
 from stream.monthend.share import IDLE_EVERY_S, Share, ShareOutcome, merged, run_share, split
-from stream.sla.assessment import MonthAssessment
-from stream.sla.months import calendar_month
+from stream.sla.months import calendar_month, service_months_in
 from stream.sla.slots import local_time
+from stream.statements.statement import Statement
 
 POLL_S = 0.2
 """How often the parent looks at its processes' progress and outcomes, and runs the closer."""
@@ -94,9 +94,9 @@ class ReplayRequest:
 
 @dataclass
 class ReplayResult:
-    """The month's assessments and what the replay read."""
+    """The month's statements and what the replay read."""
 
-    assessments: list[MonthAssessment]
+    statements: list[Statement]
     stats: IngestStats
     offsets: int
     seconds: float
@@ -168,13 +168,20 @@ async def replay(
         await check_apps_known(settings, live, request.apps, seen=counted_apps)
         app_ids = list(request.apps) or sorted(counted_apps | set(settings.apps))
         current = await current_exemptions(store, settings)
-        assessments = [
-            assessment
+        statements = [
+            statement
             for app_id in app_ids
-            for assessment in await assess_live_month(store, settings, app_id, request.year, request.month, current)
+            for statement in await statements_from_store(
+                store,
+                settings,
+                app_id,
+                service_months_in(request.year, request.month, settings.terms(app_id).subscriptions),
+                current,
+                source="replay",
+            )
         ]
         seconds = time.monotonic() - started
-        return ReplayResult(assessments, stats, plan.total, seconds, exemptions, store.prefix, request.keep, closed)
+        return ReplayResult(statements, stats, plan.total, seconds, exemptions, store.prefix, request.keep, closed)
     except KafkaError as error:
         raise ReplayError(redact(f"Kafka at {settings.kafka_bootstrap} failed during the replay: {error}")) from None
     except RedisError as error:

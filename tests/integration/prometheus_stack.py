@@ -5,7 +5,7 @@ second and evaluates the project's rules (deploy/prometheus/rules/sla.yml,
 with every group's interval set to one second so a test need not wait 15 s
 per step); Alertmanager sends every notification, firing and resolved, to a
 :class:`Webhook` in the test process. Both binaries come from Debian's
-packages, installed by deploy/prometheus.sh (``make up``).
+packages, installed by deploy/packages.sh (``make up``).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Webhook:
 def _binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        raise RuntimeError(f"{name} is not installed: run deploy/prometheus.sh (make up does)")
+        raise RuntimeError(f"{name} is not installed: run deploy/packages.sh (make up does)")
     return found
 
 

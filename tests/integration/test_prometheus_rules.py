@@ -25,7 +25,7 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        pytest.fail("promtool is not installed: run deploy/prometheus.sh (make up does)", pytrace=False)
+        pytest.fail("promtool is not installed: run deploy/packages.sh (make up does)", pytrace=False)
     return found
 
 

@@ -6,6 +6,8 @@ Expected figures come from the agreement (docs/sla.md) and from how the events w
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
@@ -421,6 +423,9 @@ def test_text_report_names_the_app_availability_and_periods(
         (["report", "--events", "{events}", "--month", "2019-03", "--config", "{bad_config}"], "partitons"),
         (["report", "--events", "{events}", "--month", "2019-03", "--config", "{missing}"], "{missing}"),
         (["report", "--events", "{events}", "--month", "2019-03", "--format", "xml"], "xml"),
+        (["report", "--events", "{events}", "--month", "2019-03", "--format", "html"], "--out"),
+        (["report", "--events", "{events}", "--month", "2019-03", "--out", "{tmp}"], "--out"),
+        (["report", "--events", "{events}", "--month", "2019-03", "--format", "html", "--out", "{events}"], "{events}"),
         ([], "command"),
         pytest.param(["report", "--events", "{events}", "--month", "0000-01"], "0000-01"),
         pytest.param(["report", "--events", "{events}", "--month", "9999-12"], "9999-12"),
@@ -438,8 +443,37 @@ def test_errors_are_one_line_with_status_2(
         "events": str(write_events(slot(OTHER, "2019-03-15T12:00:00+08:00", 2, 2))),
         "missing": str(tmp_path / "no-such-file.jsonl"),
         "bad_config": str(write_config("[kafka]\npartitons = 3\n", "bad.toml")),
+        "tmp": str(tmp_path),
     }
     run = cli(*[arg.format(**paths) for arg in argv])
     line = run.assert_one_line_error()
     assert named.format(**paths) in line
     assert run.out == ""
+
+
+def test_csv_and_html_statements_agree_with_the_json(
+    run_report: Callable[..., CliRun], march_events: Path, tmp_path: Path
+) -> None:
+    """The three forms of one report: CSV rows sum to the JSON's figures, one page per service month, same digests."""
+    as_json = run_report(march_events, fmt="json")
+    months = json.loads(as_json.out)
+    as_csv = run_report(march_events, fmt="csv")
+    assert as_csv.code == 0, as_csv.err
+    rows = list(csv.DictReader(line for line in io.StringIO(as_csv.out) if not line.startswith("#")))
+    footer = [line for line in as_csv.out.splitlines() if line.startswith("# digest ")]
+    assert len(footer) == len(months)
+    for month, digest_line in zip(months, footer, strict=True):
+        span = f"{month['service_month']['start']}/{month['service_month']['end']}"
+        mine = [row for row in rows if (row["app_id"], row["service_month"]) == (month["app_id"], span)]
+        assert sum(int(row["requests"]) for row in mine) == month["requests"]
+        assert [row["verdict"] for row in mine].count("unavailable") == month["unavailable_slots"]
+        assert [row["verdict"] for row in mine].count("exempt") == month["exempt_slots"]
+        assert digest_line == f"# digest {month['app_id']} {span} sha256 {month['digest']}"
+    out = tmp_path / "pages"
+    as_html = run_report(march_events, fmt="html", extra=["--out", str(out)])
+    assert as_html.code == 0, as_html.err
+    pages = sorted(out.iterdir())
+    assert [p.name for p in pages] == sorted(f"{m['app_id']}-{m['service_month']['start']}.html" for m in months)
+    for month in months:
+        page = (out / f"{month['app_id']}-{month['service_month']['start']}.html").read_text(encoding="utf-8")
+        assert month["digest"] in page and month["availability_display"] in page

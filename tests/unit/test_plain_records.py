@@ -1,4 +1,4 @@
-"""The plain path of ``parse_record`` (msgspec) never decides otherwise than the full rules.
+"""The plain path of ``parse_record`` and of file lines (msgspec) never decides otherwise than the full rules.
 
 The plain path may decline a record (it then goes to the full rules), but
 whatever it accepts, the full rules (Python's ``json`` and a check per
@@ -18,7 +18,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.events import TimeBounds, _parse_full, _parse_plain, parse_record, to_record
+from stream.events import (
+    Event,
+    InvalidEvent,
+    RequestEvent,
+    SuccessEvent,
+    TimeBounds,
+    _parse_full,
+    _parse_plain,
+    _parse_plain_line,
+    parse_file_line,
+    parse_line,
+    parse_plain_lines,
+    parse_record,
+    to_line,
+    to_record,
+)
 from stream.sla.counting import EventKind
 from stream.tools.simulate import TrafficPlan, generate
 
@@ -151,3 +166,118 @@ def test_the_simulators_records_take_the_plain_path() -> None:
     array = json.dumps([to_record(e) for e in requests]).encode()
     assert parse_record(array, "request", BOUNDS) == (requests, [])
     assert _parse_plain(array, "request", BOUNDS) == requests
+
+
+# The plain path of event file lines (``type`` first): one line, and a block of lines as one array.
+
+
+def full_rules_of_line(raw: bytes) -> Event | None | str:
+    """What the full rules make of one file line: its event, None (blank), or the reason it is refused."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"not valid UTF-8 at byte {error.start}"
+    if not line.strip():
+        return None
+    try:
+        return parse_line(line, BOUNDS)
+    except InvalidEvent as error:
+        return str(error)
+
+
+@st.composite
+def lines(draw: st.DrawFn) -> bytes:
+    """A file line near the usual one: ``type`` first (either spacing), last or missing, a kind that does not match,
+    two records on one line, a record cut short or with more after it, sometimes mangled at the byte level."""
+    kind = draw(st.sampled_from(["request", "success"]))
+    body = draw(objects(kind))
+    said = draw(st.sampled_from(["request", "success"])) if draw(st.integers(0, 5)) == 0 else kind
+    form = draw(st.integers(0, 9))
+    if form <= 3:
+        text = f'{{"type":"{said}",' + body[1:]
+    elif form <= 5:
+        text = f'{{"type": "{said}", ' + body[1:]
+    elif form == 6:
+        text = body[:-1] + f', "type": "{said}"}}' if body != "{}" else f'{{"type": "{said}"}}'
+    elif form == 7:
+        text = f'{{"type":"{said}",' + body[1:] + draw(st.sampled_from([",", " ", "", ", "])) + draw(objects(kind))
+    elif form == 8:
+        text = f'{{"type":"{said}",' + body[1 : draw(st.integers(1, max(1, len(body))))]
+    else:
+        text = f'{{"type":"{said}",' + body[1:] + draw(st.sampled_from(["}", "]", "\r", "  ", "\t", "x", "\x0b"]))
+    raw = text.encode("utf-8", errors="surrogatepass")
+    if draw(st.integers(0, 19)) == 0:
+        at = draw(st.integers(0, len(raw)))
+        raw = raw[:at] + draw(st.sampled_from([b"\xff", b"\t", b"\\", b"\xc3", b"\r", b"{", b"}"])) + raw[at:]
+    return raw
+
+
+@settings(max_examples=1500, deadline=None)
+@given(lines())
+def test_a_line_is_read_as_the_full_rules_read_it(raw: bytes) -> None:
+    """``parse_file_line`` (plain path first) decides every line, newline or not, as the full rules alone do."""
+    for line in (raw, raw + b"\n"):
+        expected = full_rules_of_line(line)
+        try:
+            found: Event | None | str = parse_file_line(line, BOUNDS)
+        except InvalidEvent as error:
+            found = str(error)
+        assert found == expected, line
+        plain = _parse_plain_line(line, BOUNDS)
+        if plain is not None:
+            assert plain == expected, line
+
+
+@st.composite
+def usual_lines(draw: st.DrawFn, spaced: bool) -> bytes:
+    """A valid line in the usual form, as producers write it: compact, or with json.dumps's spaces."""
+    ts = draw(in_bounds)
+    if draw(st.booleans()):
+        event: Event = RequestEvent(draw(ascii_ids), draw(ascii_ids), draw(ascii_ids), draw(ascii_ids), ts)
+    else:
+        ids = [draw(ascii_ids) for _ in range(5)]
+        event = SuccessEvent(ids[0], ids[1], ids[2], ids[3], ids[4], ts, draw(in_bounds | st.none()))
+    return (json.dumps({"type": event.kind, **to_record(event)}) if spaced else to_line(event)).encode()
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> list[bytes]:
+    """A block of lines: mostly usual ones of one spacing, with now and then a line of :func:`lines`."""
+    spaced = draw(st.booleans())
+    return draw(st.lists(st.one_of(usual_lines(spaced), usual_lines(spaced), usual_lines(spaced), lines()), max_size=8))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(blocks())
+def test_a_block_of_lines_is_taken_only_when_each_line_would_be(block: list[bytes]) -> None:
+    """What the block's array gives, the full rules give line by line: the same events, in order, per kind."""
+    parsed = parse_plain_lines(block, BOUNDS)
+    if parsed is None:
+        return
+    expected = [full_rules_of_line(line) for line in block]
+    assert all(isinstance(e, RequestEvent | SuccessEvent) for e in expected), block
+    assert parsed == (
+        [e for e in expected if isinstance(e, RequestEvent)],
+        [e for e in expected if isinstance(e, SuccessEvent)],
+    ), block
+
+
+def test_the_simulators_lines_take_the_plain_path_in_blocks() -> None:
+    plan = TrafficPlan(
+        app_ids=("1400000001", "1400000002"),
+        start_ms=1_795_699_200_000,
+        end_ms=1_795_706_400_000,
+        peak_per_minute=60,
+        seed=5,
+        tz=ZoneInfo("Asia/Shanghai"),
+        missing_request_ts_rate=0.05,
+    )
+    events = list(generate(plan))[:3000]
+    compact = [to_line(e).encode() for e in events]
+    spaced = [json.dumps({"type": e.kind, **to_record(e)}).encode() for e in events]
+    for block in (compact, spaced):
+        requests, successes = parse_plain_lines(block, BOUNDS) or ([], [])
+        assert requests == [e for e in events if e.kind == "request"]
+        assert successes == [e for e in events if e.kind == "success"]
+    assert parse_plain_lines([*compact[:10], spaced[10]], BOUNDS) is None, "one spacing per block; the rest alone"
+    assert [_parse_plain_line(line, BOUNDS) for line in spaced[10:20]] == events[10:20]

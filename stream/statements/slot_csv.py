@@ -1,0 +1,104 @@
+"""The slot CSV: every slot with traffic of each statement, one row each, then each statement's digest.
+
+Written for spreadsheets and for checking by hand: UTF-8 with a header row,
+rates as plain decimals truncated to six places (no float noise), times as
+local ISO 8601 with their offset, an exemption's note on one line (control
+characters become spaces). The first six columns are the canonical
+listing (:mod:`stream.statements.listing`), so the digest can be recomputed
+from them. The footer has one line per statement, starting with ``#``::
+
+    # digest 1400000001 2026-10-01/2026-10-31 sha256 9f86d0...
+
+Example:
+    >>> import io
+    >>> from zoneinfo import ZoneInfo
+    >>> from stream.sla.claims import WorkingDayCalendar
+    >>> from stream.sla.months import calendar_month
+    >>> from stream.sla.policy import SlaPolicy
+    >>> from stream.sla.verdict import SlotCounts
+    >>> from stream.statements.statement import build_statement
+    >>> s = build_statement("app", calendar_month(2019, 3), {1552183200000: SlotCounts(200, 197)}, (),
+    ...                     WorkingDayCalendar(), None, SlaPolicy(), "report")
+    >>> out = io.StringIO()
+    >>> write_csv([s], out)
+    >>> print(out.getvalue().replace("\\r", ""), end="")
+    app_id,service_month,slot_start,requests,successes,verdict,success_rate,clause,note,revision
+    app,2019-03-01/2019-03-31,2019-03-10T10:00:00+08:00,200,197,unavailable,0.985,,,
+    # digest app 2019-03-01/2019-03-31 sha256 afe3dbca395b4ed96c0c8accb7e3480be1efc6aafaa3c7fd65db3bad11c52003
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from typing import TextIO
+
+from stream.statements.listing import service_month_text, slot_start_text
+from stream.statements.statement import Statement
+
+COLUMNS = (
+    "app_id",
+    "service_month",
+    "slot_start",
+    "requests",
+    "successes",
+    "verdict",
+    "success_rate",
+    "clause",
+    "note",
+    "revision",
+)
+"""The CSV's header; the first six are the canonical listing's fields, in its order."""
+
+DIGEST_PREFIX = "# digest "
+
+
+def rows(statement: Statement) -> Iterator[list[str]]:
+    """The statement's slot rows, in time order, as the CSV writes them (strings, no header)."""
+    tz = statement.policy.timezone
+    month = service_month_text(statement.month)
+    for line in statement.slots:
+        exemption = line.exemption
+        yield [
+            statement.app_id,
+            month,
+            slot_start_text(line.slot_ms, tz),
+            str(line.counts.requests),
+            str(line.counts.successes),
+            line.verdict,
+            line.success_rate_text,
+            exemption.clause if exemption else "",
+            _one_line(exemption.note) if exemption else "",
+            "" if line.revision is None else str(line.revision),
+        ]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """A free-text field (an exemption's note) on one line: a line break inside it would let a line-based
+    reader (``grep``, the digest recipe) take part of the note for a row or a footer line.
+
+    Example:
+        >>> _one_line("maintenance\\n# digest forged")
+        'maintenance # digest forged'
+    """
+    return _CONTROL.sub(" ", text)
+
+
+def digest_line(statement: Statement) -> str:
+    """The footer line naming a statement's digest."""
+    return f"{DIGEST_PREFIX}{statement.app_id} {service_month_text(statement.month)} sha256 {statement.digest}"
+
+
+def write_csv(statements: Iterable[Statement], out: TextIO) -> None:
+    """The slot CSV of ``statements`` (header, every slot row, then a digest line per statement) to ``out``."""
+    listed = list(statements)
+    writer = csv.writer(out)
+    writer.writerow(COLUMNS)
+    for statement in listed:
+        writer.writerows(rows(statement))
+    for statement in listed:
+        out.write(digest_line(statement) + "\r\n")

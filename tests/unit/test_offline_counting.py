@@ -1,0 +1,405 @@
+"""The offline report's bounded counting (stream/offline) against the old one, a ``SlotTally`` of every id.
+
+The oracle (tests/offline_oracle.py) is the report's counting before the
+change, word for word: every figure, every skipped line's text and order,
+the duplicates and the events outside the month must come out the same,
+also when the memory budget is so small that the spill has many partitions
+and each is split again, when the files are cut into many pieces read by two
+processes, and when blocks end in the middle of lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from offline_oracle import slot_tally_count
+
+from stream.events import RequestEvent, SuccessEvent, TimeBounds, to_line, to_record
+from stream.offline import counting, files
+from stream.offline.counting import BadLine, CountedEvents, count_event_files
+from stream.offline.files import EventFilesError, event_files
+from stream.sla.months import calendar_month
+from stream.tools.simulate import TrafficPlan, generate
+
+if TYPE_CHECKING:
+    from conftest import CliRun
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+MARCH = calendar_month(2019, 3).span_ms(SHANGHAI)  # 2019-03-01T00:00+08:00 to 2019-04-01T00:00+08:00
+BOUNDS = TimeBounds(946_684_800_000, 1_800_000_000_000)
+MONTH_END = MARCH[1]
+APP = "1400000001"
+
+FIELDS = '"app_id": "1400000001", "room_id": "r", "user_id": "u"'
+ODD_LINES = [
+    "",
+    "   ",
+    "\r",
+    "\x0b\x1c",  # whitespace to str.strip: a blank line, skipped without a word
+    "\u0085\u00a0",
+    "not json",
+    "[1, 2]",
+    '{"type": "request"}',
+    '{"type": "refund", "event_id": "x"}',
+    f'{{"type": "request", "event_id": "r-x", {FIELDS}, "ts": 1.5e12}}',
+    f'{{"type": "request", "event_id": "r-x", {FIELDS}, "ts": 1}}',  # an absurd time
+    f'{{"type": "request", "event_id": "r-x", {FIELDS}, "ts": 1552183200000, "ts": 1552183200001}}',  # doubled
+    f'{{"type": "request", "event_id": "", {FIELDS}, "ts": 1552183200000}}',
+    f'{{"type": "request", "event_id": "{"x" * 257}", {FIELDS}, "ts": 1552183200000}}',
+    f'{{"type": "request", "event_id": "\\ud800", {FIELDS}, "ts": 1552183200000}}',
+    f'{{"type": "request", "event_id": "NaN", {FIELDS}, "ts": NaN}}',
+    f'{{"type": "request", "event_id": "r-1", {FIELDS}, "ts": 1552183200000}} {{"type": "request"}}',
+    '{"type":"request","event_id":"r-2","app_id":"1400000001","room_id":"r","user_id":"u","ts":1552183200000},'
+    '{"type":"request","event_id":"r-3","app_id":"1400000001","room_id":"r","user_id":"u","ts":1552183200000}',
+    '{"type":"request","event_id":"r-4","app_id":"1400000001","room_id":"r","user_id":"u","ts":1552183200000',
+    # Two records on one line, the second without "type": one element too many in the plain path's array.
+    '{"type":"request","event_id":"r-7","app_id":"1400000001","room_id":"r","user_id":"u","ts":1552183200000},'
+    '{"event_id":"r-8","app_id":"1400000001","room_id":"r","user_id":"u","ts":1552183200000}',
+    f'{{"type": "request", "event_id": "r-5", {FIELDS}, "ts": 1' + "0" * 5000 + "}",
+    # Valid, but not what the plain path takes: escapes, tabs, non-ASCII, "type" last, other spacing.
+    f'{{"type": "request", "event_id": "a\\tb", {FIELDS}, "ts": 1552183200000}}',
+    f'{{"type": "request", "event_id": "a\\\\tb", {FIELDS}, "ts": 1552183200000}}',
+    f'{{"type": "request", "event_id": "a\\nb\\\\", {FIELDS}, "ts": 1552183200000}}',
+    '{"type": "request", "event_id": "r-é", "app_id": "app\\t\\\\n", "room_id": "r", "user_id": "u", '
+    '"ts": 1552183200000}',
+    f'{{"event_id": "r-6", {FIELDS}, "ts": 1552183200000, "type": "request"}}',
+    f'{{ "type" : "request" , "event_id": "r-6", {FIELDS}, "ts": 1552183200000}}',
+    f'{{"type":"request",  "event_id": "r-6", {FIELDS}, "ts": 1552183200000}}\r',
+]
+
+
+def march_traffic(seed: int = 3, hours: int = 3) -> list[RequestEvent | SuccessEvent]:
+    """Simulated traffic of two apps over the end of March (a few hours either side), duplicates and late ones."""
+    plan = TrafficPlan(
+        app_ids=(APP, "1400000002"),
+        start_ms=MONTH_END - hours * 3_600_000,
+        end_ms=MONTH_END + 3_600_000,
+        peak_per_minute=20,
+        seed=seed,
+        tz=SHANGHAI,
+        duplicate_rate=0.05,
+        late_success_rate=0.05,
+        missing_request_ts_rate=0.05,
+    )
+    return list(generate(plan))
+
+
+def lines_of(events: Iterable[RequestEvent | SuccessEvent | str], spaced_every: int = 7) -> str:
+    """JSON Lines: events compact, every ``spaced_every``-th with json.dumps's spaces; strings as they are."""
+    out = []
+    for n, item in enumerate(events):
+        if isinstance(item, str):
+            out.append(item)
+        elif n % spaced_every == 0:
+            out.append(json.dumps({"type": item.kind, **to_record(item)}))
+        else:
+            out.append(to_line(item))
+    return "".join(line + "\n" for line in out)
+
+
+def with_odd_lines(
+    events: list[RequestEvent | SuccessEvent], every: int = 50
+) -> list[RequestEvent | SuccessEvent | str]:
+    mixed: list[RequestEvent | SuccessEvent | str] = []
+    for n, event in enumerate(events):
+        mixed.append(event)
+        if n % every == 0:
+            mixed.append(ODD_LINES[(n // every) % len(ODD_LINES)])
+    return mixed
+
+
+def count(paths: list[Path], **options: Any) -> tuple[CountedEvents, list[str]]:
+    bad: list[str] = []
+    counted = count_event_files(paths, SHANGHAI, MARCH, BOUNDS, lambda line: bad.append(str(line)), **options)
+    return counted, bad
+
+
+def assert_same_as_slot_tally(paths: list[Path], **options: Any) -> CountedEvents:
+    counted, bad = count(paths, **options)
+    tally, expected_bad = slot_tally_count(paths, SHANGHAI, MARCH, BOUNDS)
+    assert bad == [str(line) for line in expected_bad]
+    assert counted.bad_lines == len(expected_bad)
+    assert counted.apps() == tally.apps()
+    for app_id in tally.apps() | {"nobody"}:
+        assert counted.counts(app_id) == tally.counts(app_id), app_id
+        assert list(counted.counts(app_id)) == list(tally.counts(app_id)), "sorted by slot start"
+    assert (counted.duplicates, counted.outside_window) == (tally.duplicates, tally.outside_window)
+    return counted
+
+
+@pytest.fixture
+def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files cut into pieces of about 4 KB, read in blocks of 1,000 bytes: lines meet every kind of edge."""
+    monkeypatch.setattr(counting, "MIN_PIECE_BYTES", 1)
+    monkeypatch.setattr(counting, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(files, "BLOCK_BYTES", 1000)
+
+
+# Finding the files.
+
+
+def test_files_directories_and_globs_name_files_in_order(tmp_path: Path) -> None:
+    (tmp_path / "day").mkdir()
+    (tmp_path / "day" / "deep").mkdir()
+    for name in ("day/b.jsonl", "day/a.jsonl.gz", "day/c.json", "day/deep/d.jsonl", "x.jsonl", "y.jsonl.gz"):
+        (tmp_path / name).write_bytes(b"")
+    day, x = tmp_path / "day", tmp_path / "x.jsonl"
+    assert event_files([str(day)]) == [day / "a.jsonl.gz", day / "b.jsonl"]  # only its own event files
+    assert event_files([str(tmp_path / "*.jsonl*")]) == [x, tmp_path / "y.jsonl.gz"]
+    assert event_files([str(tmp_path / "**" / "*.jsonl")]) == [day / "b.jsonl", day / "deep" / "d.jsonl", x]
+    assert event_files([str(tmp_path / "d*")]) == [day / "a.jsonl.gz", day / "b.jsonl"]  # a directory matched
+    assert event_files([str(day / "c.json"), str(x), str(x)]) == [day / "c.json", x, x]  # as given, twice too
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("missing.jsonl", "event file not found: {spec}"),
+        ("empty", "no event files (*.jsonl, *.jsonl.gz) in {spec}"),
+        ("*.csv", "no event files match {spec}"),
+        ("nothing-*/*.jsonl", "no event files match {spec}"),
+    ],
+)
+def test_a_spec_naming_no_event_file_is_one_line(
+    cli: Callable[..., CliRun], tmp_path: Path, spec: str, said: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.csv.txt").write_bytes(b"")
+    spec = str(tmp_path / spec)
+    with pytest.raises(EventFilesError) as raised:
+        event_files([spec])
+    assert str(raised.value) == said.format(spec=spec)
+    run = cli("report", "--events", spec, "--month", "2019-03")
+    assert run.assert_one_line_error() == f"sla-stream: {said.format(spec=spec)}"
+
+
+def damaged(kind: str, data: bytes) -> bytes:
+    packed = gzip.compress(data)
+    if kind == "truncated":
+        return packed[: len(packed) // 2]
+    if kind == "corrupt":
+        middle = len(packed) // 2
+        return packed[:middle] + bytes(b ^ 0x55 for b in packed[middle : middle + 16]) + packed[middle + 16 :]
+    return data  # not gzip at all
+
+
+@pytest.mark.parametrize("kind", ["truncated", "corrupt", "not gzip"])
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_damaged_gzip_file_stops_the_count_naming_it(
+    tmp_path: Path, cli: Callable[..., CliRun], kind: str, processes: int
+) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text(lines_of(march_traffic()))
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(damaged(kind, good.read_bytes()))
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with pytest.raises(EventFilesError) as raised:
+        count([good, bad], processes=processes, spill_dir=spill)
+    assert str(raised.value).startswith(f"{bad}: ")
+    assert "\n" not in str(raised.value)
+    assert list(spill.iterdir()) == [], "the spill is removed after an error too"
+    run = cli("report", "--events", good, "--events", bad, "--month", "2019-03")
+    assert run.assert_one_line_error().startswith(f"sla-stream: {bad}: ")
+
+
+# Counting the same.
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_same_counts_as_slot_tally_with_many_partitions_split_again(
+    tmp_path: Path, small_pieces: None, processes: int
+) -> None:
+    """A budget of 20 KB: the partitions outgrow it, are split again, and nothing is counted twice or lost."""
+    events = march_traffic()
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl.gz"
+    first.write_text(lines_of(with_odd_lines(events[: len(events) // 2])))
+    second.write_bytes(gzip.compress(lines_of(with_odd_lines(events[len(events) // 3 :])).encode()))
+    counted = assert_same_as_slot_tally([first, second, first], memory_budget=20_000, processes=processes)
+    assert counted.partitions > 10
+    assert counted.duplicates > len(events) // 2  # the first file twice, the second overlapping it
+    assert counted.outside_window > 100 and counted.bad_lines > 20
+
+
+def test_split_partitions_count_as_whole_ones(tmp_path: Path) -> None:
+    """All traffic in one slot: one partition, split again down to a few lines a part; still exact."""
+    slot = MONTH_END - 300_000
+    events = [RequestEvent(f"r-{i % 700}", APP, "r", "u", slot + i) for i in range(2000)]
+    path = tmp_path / "one-slot.jsonl"
+    path.write_text(lines_of(events))
+    counted = assert_same_as_slot_tally([path], memory_budget=3_000)
+    assert counted.counts(APP) == {slot: counted.counts(APP)[slot]} and counted.duplicates == 1300
+
+
+def test_bad_lines_are_skipped_with_the_words_and_numbers_of_before(tmp_path: Path, small_pieces: None) -> None:
+    events = march_traffic(hours=1)[:300]
+    path = tmp_path / "odd.jsonl"
+    with path.open("wb") as out:
+        out.write(lines_of(with_odd_lines(events, every=3)).encode())
+        out.write(b'{"type": "request", "event_id": "\xff\xfe"}\n')  # not UTF-8
+        out.write(b"\xef\xbb\xbf" + to_line(events[0]).encode() + b"\n")  # a byte-order mark
+        out.write(to_line(events[1]).encode() + b"\r\n")
+        out.write(b"x" * 5000 + b"\n")  # longer than a block
+        out.write(to_line(events[2]).encode())  # the last line, without a newline
+    assert_same_as_slot_tally([path], processes=2, memory_budget=5_000)
+    path.write_bytes(path.read_bytes() + b"\n{")
+    counted, bad = count([path])
+    assert bad[-1].startswith(f"{path}:{len(path.read_bytes().splitlines())}: not valid JSON")
+    assert_same_as_slot_tally([path])
+
+
+def test_an_id_with_tabs_newlines_and_backslashes_is_one_id(tmp_path: Path) -> None:
+    """Ids are whole in the spill: ``a<TAB>b`` and ``a\\tb`` are two ids, and each is the same id however written."""
+    slot = MONTH_END - 300_000
+    ids = ["a\tb", "a\\tb", "a\nb", "a\\nb", "a\\", "a", "\\\\", "\t", "é", "a\x00b"]
+    apps = [APP, "app\twith\ttabs", "app\\t", "app\n"]
+    written = [RequestEvent(i, app, "r", "u", slot) for i in ids for app in apps]
+    lines = [to_line(e) for e in written]
+    lines += [json.dumps({"type": e.kind, **to_record(e)}, ensure_ascii=False) for e in written]  # again, unescaped
+    path = tmp_path / "ids.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    counted = assert_same_as_slot_tally([path], memory_budget=2_000)
+    assert counted.apps() == set(apps)
+    assert counted.counts("app\twith\ttabs") == {slot: counted.counts(APP)[slot]}
+    assert counted.counts(APP)[slot].requests == len(ids) and counted.duplicates == len(written)
+
+
+def test_an_event_counts_once_whatever_form_its_lines_take(tmp_path: Path) -> None:
+    """The plain path's lines and the full rules' lines of the same event meet in the same spilled line."""
+    event = SuccessEvent("s-1", "r-1", APP, "r", "u", MONTH_END - 10_000, MONTH_END - 20_000)
+    record = to_record(event)
+    forms = [
+        to_line(event),
+        json.dumps({"type": "success", **record}),
+        json.dumps({**record, "type": "success"}),
+        json.dumps({"type": "success", **record}, indent=None, separators=(", ", " : ")),
+        json.dumps({"type": "success", **record}).replace("s-1", "\\u0073-1"),
+    ]
+    path = tmp_path / "forms.jsonl"
+    path.write_text("".join(line + "\n" for line in forms))
+    counted = assert_same_as_slot_tally([path])
+    assert counted.duplicates == len(forms) - 1
+
+
+def test_the_spill_is_removed_after_a_count_and_after_a_ctrl_c(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(lines_of(with_odd_lines(march_traffic())))
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    count([path], spill_dir=spill, memory_budget=50_000)
+    assert list(spill.iterdir()) == []
+
+    def interrupted(line: BadLine) -> None:
+        raise KeyboardInterrupt
+
+    for processes in (1, 2):
+        with pytest.raises(KeyboardInterrupt):
+            count_event_files([path], SHANGHAI, MARCH, BOUNDS, interrupted, processes=processes, spill_dir=spill)
+        assert list(spill.iterdir()) == []
+
+
+class Recorded:
+    def __init__(self, label: str, total: int, unit: str) -> None:
+        self.label, self.total, self.unit = label, total, unit
+        self.updates: list[tuple[int, int]] = []
+        self.closed = False
+
+    def update(self, offsets: int, events: int) -> None:
+        self.updates.append((offsets, events))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_progress_counts_the_bytes_read_then_the_bytes_spilled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_pieces: None, processes: int
+) -> None:
+    monkeypatch.setattr(counting, "SHOW_AFTER_S", 0.0)
+    events = march_traffic()
+    plain, packed = tmp_path / "a.jsonl", tmp_path / "b.jsonl.gz"
+    plain.write_text(lines_of(events))
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    shown: list[Recorded] = []
+
+    def factory(label: str, total: int, unit: str) -> Recorded:
+        shown.append(Recorded(label, total, unit))
+        return shown[-1]
+
+    counted, _ = count([plain, packed], progress=factory, processes=processes, memory_budget=20_000)
+    reading, counting_ = shown
+    size = plain.stat().st_size + packed.stat().st_size
+    assert (reading.label, reading.total, reading.unit) == (f"reading 2 event files ({size:,} bytes)", size, "bytes")
+    assert reading.updates[-1] == (size, 2 * len(events)), "every byte read (compressed ones for gzip), every event"
+    assert [u for u, _ in reading.updates] == sorted(u for u, _ in reading.updates)
+    assert counting_.label == f"counting distinct events in {counted.partitions} partitions"
+    assert counting_.updates[-1][0] == counting_.total == counted.spilled_bytes
+    assert reading.closed and counting_.closed
+
+
+# Generated files.
+
+event_times = st.integers(MONTH_END - 900_000, MONTH_END + 300_000)
+ids = st.sampled_from(["r-1", "r-2", "s-1", "x", "a\tb", "a\\tb", "é"])
+apps = st.sampled_from([APP, "1400000002", "a\tb"])
+
+
+@st.composite
+def event_lines(draw: st.DrawFn) -> str:
+    """A line: a request or success near the month's end (in one of three forms), or an odd line."""
+    choice = draw(st.integers(0, 9))
+    if choice == 0:
+        return draw(st.sampled_from(ODD_LINES))
+    ts = draw(event_times)
+    if choice < 5:
+        event: RequestEvent | SuccessEvent = RequestEvent(draw(ids), draw(apps), "r", "u", ts)
+    else:
+        request_ts = draw(st.none() | st.integers(ts - 600_000, ts))
+        event = SuccessEvent(draw(ids), "r-1", draw(apps), "r", "u", ts, request_ts)
+    form = draw(st.integers(0, 2))
+    record = {"type": event.kind, **to_record(event)}
+    return to_line(event) if form == 0 else json.dumps(record) if form == 1 else json.dumps(record, ensure_ascii=False)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(event_lines(), max_size=40), min_size=1, max_size=3), st.integers(500, 20_000))
+def test_generated_files_count_as_slot_tally_counts_them(
+    tmp_path_factory: pytest.TempPathFactory, contents: list[list[str]], budget: int
+) -> None:
+    folder = tmp_path_factory.mktemp("generated")
+    paths = []
+    for n, lines in enumerate(contents):
+        path = folder / (f"{n}.jsonl.gz" if n % 2 else f"{n}.jsonl")
+        data = "".join(line + "\n" for line in lines).encode("utf-8", errors="surrogatepass")
+        path.write_bytes(gzip.compress(data) if n % 2 else data)
+        paths.append(path)
+    assert_same_as_slot_tally(paths, memory_budget=budget)
+
+
+def test_the_report_of_a_folder_of_gzip_and_plain_files_is_the_report_of_one_file(
+    tmp_path: Path, cli: Callable[..., CliRun]
+) -> None:
+    events = march_traffic()
+    whole = tmp_path / "whole.jsonl"
+    whole.write_text(lines_of(events))
+    (tmp_path / "parts").mkdir()
+    third = len(events) // 3
+    for n, part in enumerate((events[:third], events[third : 2 * third], events[2 * third :])):
+        data = lines_of(part).encode()
+        (tmp_path / "parts" / f"{n}.jsonl.gz").write_bytes(gzip.compress(data)) if n % 2 else (
+            tmp_path / "parts" / f"{n}.jsonl"
+        ).write_bytes(data)
+    one = cli("report", "--events", whole, "--month", "2019-03", "--format", "json")
+    parts = cli("report", "--events", tmp_path / "parts", "--month", "2019-03", "--format", "json")
+    globbed = cli("report", "--events", str(tmp_path / "parts" / "*.jsonl*"), "--month", "2019-03", "--format", "json")
+    assert one.code == parts.code == globbed.code == 0
+    assert one.out == parts.out == globbed.out and json.loads(one.out)
+    assert one.err_lines[-1] == parts.err_lines[-1] == globbed.err_lines[-1]
