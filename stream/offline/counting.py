@@ -83,9 +83,10 @@ if TYPE_CHECKING:  # rich, for the progress bar, is the parent's business only
 DEFAULT_MEMORY_BUDGET = 64 << 20
 """Bytes of distinct events one process holds while counting a partition (its fixed size comes on top)."""
 
-MEMORY_PER_INPUT_BYTE = 0.75
+MEMORY_PER_INPUT_BYTE = 1.0
 """Memory a partition's set takes per byte of input lines, when every line is a distinct event in the month:
-a usual line of some 190 bytes becomes a spilled line of some 60, held in a set at about 150."""
+a usual line of some 200 bytes becomes a spilled line of some 60, held in a set at about 160 (counted with
+:data:`stream.offline.spill.LINE_OVERHEAD_BYTES`); a quarter more, as partitions come out a little unequal."""
 
 MAX_PARTITIONS = 512
 """Each reading process keeps a file open per partition; past this, partitions are split while counted instead."""
@@ -137,6 +138,8 @@ class CountedEvents:
     """Valid events read, duplicates and events outside the window included."""
     partitions: int = 0
     spilled_bytes: int = 0
+    splits: int = 0
+    """Partitions (or parts of them) that outgrew the memory budget and were split again: time lost, not memory."""
 
     def apps(self) -> set[str]:
         """Apps with an event in the window."""
@@ -174,7 +177,7 @@ def count_event_files(
     ``OSError`` for a file that cannot be read or a disk that is full.
     """
     work = [piece for path in paths for piece in pieces(path, _piece_bytes(paths, processes))]
-    input_bytes = sum(piece.size for piece in work)
+    input_bytes = sum(piece.work for piece in work)
     if processes is None:
         processes = 1 if input_bytes < SMALL_INPUT_BYTES else os.cpu_count() or 1
     processes = max(1, min(processes, len(work)))
@@ -186,10 +189,10 @@ def count_event_files(
             read = workers.run(
                 _read_piece,
                 list(enumerate(work)),
-                _show(progress, f"reading {len(paths)} event files ({input_bytes:,} bytes)", input_bytes),
+                _show(progress, f"reading {len(paths)} event files ({input_bytes:,} bytes uncompressed)", input_bytes),
                 job.read_bytes,
                 job.read_events,
-                key=lambda task: estimated_size(task[1].path) if task[1].end is None else task[1].size,
+                key=lambda task: task[1].work,
             )
             bad_lines = _report_bad_lines(job, work, read, on_bad_line)
             spilled = {p: sum(f.stat().st_size for f in partition_files(job.folder, p)) for p in range(partitions)}
@@ -278,8 +281,8 @@ class _Reader:
         self.bad_lines, self.outside, self.events = 0, 0, 0
         progress_bytes, progress_events = self.job.read_bytes, self.job.read_events
 
-        def done(read: int) -> None:
-            progress_bytes[index] = read
+        def done(read: int) -> None:  # bytes of the piece read, compressed ones for gzip: in bytes of lines
+            progress_bytes[index] = read * piece.work // max(1, piece.size)
             progress_events[index] = self.events
 
         number = 0  # lines of the piece before the block
@@ -520,4 +523,5 @@ def _counted_events(
         events=sum(r.events for r in read),
         partitions=partitions,
         spilled_bytes=spilled,
+        splits=sum(p.splits for p in counted),
     )

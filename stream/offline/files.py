@@ -88,20 +88,29 @@ def is_gzip(path: Path) -> bool:
 
 
 def estimated_size(path: Path) -> int:
-    """About how many bytes of lines a file holds: its size, or for gzip what it would take uncompressed.
+    """How many bytes of lines a file may hold, erring high: its size, or for gzip what it takes uncompressed.
 
-    A gzip file records its uncompressed size modulo 4 GiB (of its last
-    member) in its last 4 bytes; the estimate takes that or 10 times the
-    compressed size, the larger. An estimate only sizes the partitions: a
-    wrong one costs time, never exactness or memory.
+    For gzip, :func:`recorded_size` or 10 times the compressed size, the
+    larger. It sizes the partitions: too high costs a few more of them, too
+    low a partition split again while it is counted; never exactness or memory.
+    """
+    size = path.stat().st_size
+    return max(recorded_size(path), 10 * size) if is_gzip(path) else size
+
+
+def recorded_size(path: Path) -> int:
+    """The uncompressed size a gzip file records, or its size if it records none worth believing.
+
+    A gzip file ends with its (last member's) uncompressed size modulo 4 GiB:
+    exact for the usual file, too small for one of several members or of
+    more than 4 GiB, so never taken below the compressed size.
     """
     size = path.stat().st_size
     if not is_gzip(path) or size < 18:
         return size
     with path.open("rb") as handle:
         handle.seek(-4, 2)
-        recorded = int.from_bytes(handle.read(4), "little")
-    return max(recorded, 10 * size)
+        return max(size, int.from_bytes(handle.read(4), "little"))
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,9 @@ class Piece:
     start: int
     end: int | None
     size: int
-    """Bytes to read: the piece's, or the gzip file's compressed size (the measure of progress)."""
+    """Bytes to read: the piece's, or the gzip file's compressed size."""
+    work: int
+    """Bytes of lines it holds: its size, or for gzip the uncompressed size it records (the measure of progress)."""
 
 
 def pieces(path: Path, target_bytes: int) -> list[Piece]:
@@ -132,7 +143,7 @@ def pieces(path: Path, target_bytes: int) -> list[Piece]:
     """
     size = path.stat().st_size
     if is_gzip(path):
-        return [Piece(path, 0, None, size)]
+        return [Piece(path, 0, None, size, recorded_size(path))]
     cuts = [0]
     with path.open("rb") as handle:
         while cuts[-1] + target_bytes < size:
@@ -142,7 +153,7 @@ def pieces(path: Path, target_bytes: int) -> list[Piece]:
                 break
             cuts.append(cut)
     cuts.append(size)
-    return [Piece(path, start, end, end - start) for start, end in zip(cuts, cuts[1:], strict=False) if end > start]
+    return [Piece(path, a, b, b - a, b - a) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
 def _after_next_newline(handle: BinaryIO) -> int | None:

@@ -61,6 +61,9 @@ share of the set's table (16 bytes a slot, the table a third to two thirds full)
 MAX_SPLIT_DEPTH = 8
 """How often a partition is split again at most: each split divides it by a fresh hash, so more is never needed."""
 
+MAX_SPLIT_PARTS = 256
+"""Parts a split makes at most (a file open for each): a part still too large is split again."""
+
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
 _UNESCAPE = re.compile(r"\\(.)")
 _UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n"}
@@ -173,11 +176,14 @@ class PartitionCount:
     groups: Counter[bytes]
     lines: int
     distinct: int
+    splits: int = 0
+    """How often the partition, or a part of it, outgrew the budget and was split again."""
 
     def add(self, other: PartitionCount) -> None:
         self.groups.update(other.groups)
         self.lines += other.lines
         self.distinct += other.distinct
+        self.splits += other.splits
 
 
 def count_partition(
@@ -215,7 +221,7 @@ def _count_split(
 ) -> PartitionCount:
     """Split the partition by a hash of the line (fresh at each depth) into parts that fit, and count each."""
     size = sum(path.stat().st_size for path in paths)
-    parts = max(2, math.ceil(2 * size * (1 + LINE_OVERHEAD_BYTES / 40) / budget_bytes))
+    parts = min(MAX_SPLIT_PARTS, max(2, math.ceil(2 * size * (1 + LINE_OVERHEAD_BYTES / 40) / budget_bytes)))
     folder = Path(tempfile.mkdtemp(prefix=f"split{depth}-", dir=scratch))
     try:
         buckets: list[list[bytes]] = [[] for _ in range(parts)]
@@ -233,7 +239,7 @@ def _count_split(
         finally:
             for handle in handles:
                 handle.close()
-        total = PartitionCount(Counter(), 0, 0)
+        total = PartitionCount(Counter(), 0, 0, splits=1)
         for part in range(parts):
             total.add(count_partition([folder / str(part)], budget_bytes, folder, None, depth + 1))
             (folder / str(part)).unlink()
@@ -247,7 +253,7 @@ def _blocks(paths: Sequence[Path], done: Callable[[int], None] | None) -> Iterat
     before = 0
     for path in paths:
         size = path.stat().st_size
-        yield from read_blocks(Piece(path, 0, size, size), _offset(done, before))
+        yield from read_blocks(Piece(path, 0, size, size, size), _offset(done, before))
         before += size
 
 

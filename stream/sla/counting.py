@@ -2,9 +2,12 @@
 
 Each request counts once however often it is delivered (duplicates carry the
 same ``event_id``), and a success counts in the slot of its request's time,
-falling back to its own time when the request time is missing. The live
-stream keeps the same counts in Redis; this in-memory tally is for replaying
-files, and both place events with :func:`counted_time`.
+falling back to its own time when the request time is missing. Every
+counter places events with :func:`counted_time`. :class:`SlotTally` is the
+rule in its plainest form, in memory: the live stream (distinct-id sets in
+Redis) and the offline report (:mod:`stream.offline`, spilling to disk for
+months of any size) must count exactly as it does, which
+``tests/component/test_counting_live_vs_offline.py`` checks on random event sets.
 
 Example (a request at 10:04:59.9 that succeeds at 10:05:00.3 stays in the 10:00 slot):
     >>> from zoneinfo import ZoneInfo
@@ -39,9 +42,9 @@ def counted_time(ts: int, request_ts: int | None) -> int:
 class SlotTally:
     """Distinct requests and successes per app and slot, held in memory.
 
-    Memory grows with the distinct events kept, so the tally is meant for
-    one month's replay; ``window_ms`` lets a caller keep only the slots it
-    will report on.
+    Memory grows with the distinct events kept (some 190 bytes an event), so
+    it serves tests and small sets as the reference count; ``window_ms``
+    keeps only the slots a caller will report on.
     """
 
     def __init__(self, tz: ZoneInfo, window_ms: tuple[int, int] | None = None) -> None:

@@ -135,7 +135,7 @@ def test_exempt_add_and_remove_move_every_figure(stream_deployment, tmp_path):
     text = d.cli("exempt", "list").stdout
     assert re.search(rf"^{exemption_id} +{APP} .* +1  announced-maintenance: media cluster upgrade$", text, re.M), text
 
-    # The offline report follows with the exported list, and equals the live ledger field for field.
+    # The offline report follows with the exported list, and equals the live ledger and live statement field for field.
     exported = tmp_path / "exemptions.json"
     exported.write_text(listed.stdout)
     events_file = write_event_file(tmp_path / "events.jsonl", events)
@@ -147,7 +147,10 @@ def test_exempt_add_and_remove_move_every_figure(stream_deployment, tmp_path):
     assert figures(json.loads(report.stdout)) == unexempted
     assert figures(json.loads(with_exemptions.stdout)) == exempted
     for months in json.loads(with_exemptions.stdout):
-        assert months == d.month(months["app_id"], first_day)
+        assert {k: v for k, v in months.items() if k != "digest"} == d.month(months["app_id"], first_day)
+        page = f"http://127.0.0.1:{worker.metrics_port}/apps/{months['app_id']}/months/{month}.json"
+        with urllib.request.urlopen(page, timeout=30) as response:
+            assert json.loads(response.read()) == [months], "the live statement, digest included, is the report's"
 
     # Removed: revision 3 puts every figure back.
     removed = d.cli("exempt", "remove", exemption_id)
