@@ -361,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exempt.ExemptError,
         watch.RedisUnavailable,
         EventFilesError,
+        offline_counting.CountingProcessDied,
     ) as error:
         # Every message goes through redact: an address in it may carry a password (redis://:secret@host).
         message = str(error) if str(error).startswith("sla-stream") else f"sla-stream: {error}"

@@ -51,6 +51,7 @@ import resource
 import signal
 import sys
 import tempfile
+import threading
 import time
 import types
 from collections import defaultdict
@@ -66,6 +67,7 @@ from stream.events import InvalidEvent, RequestEvent, SuccessEvent, TimeBounds, 
 from stream.offline import files
 from stream.offline.files import Piece, estimated_size, pieces, read_blocks
 from stream.offline.spill import (
+    MAX_SPLIT_PARTS,
     PartitionCount,
     SpillWriter,
     count_partition,
@@ -91,6 +93,10 @@ a usual line of some 200 bytes becomes a spilled line of some 60, held in a set 
 MAX_PARTITIONS = 512
 """Each reading process keeps a file open per partition; past this, partitions are split while counted instead."""
 
+MAX_PROCESSES = 6
+"""Processes at most, whatever the cores: each holds up to :data:`DEFAULT_MEMORY_BUDGET` of distinct events plus
+some 45 MB of its own, so six and the command stay well under 1 GB."""
+
 SMALL_INPUT_BYTES = 16 << 20
 """Below this much input, counting runs in this process: starting others would cost more than it saves."""
 
@@ -105,6 +111,10 @@ SHOW_AFTER_S = 1.0
 
 BISECT_BELOW = 64
 """A block with a line the plain path does not take is halved until it is this small, then read line by line."""
+
+
+class CountingProcessDied(Exception):
+    """A process counting the files died: the counts would be short, so the report stops (one line)."""
 
 
 @dataclass(frozen=True)
@@ -179,11 +189,11 @@ def count_event_files(
     work = [piece for path in paths for piece in pieces(path, _piece_bytes(paths, processes))]
     input_bytes = sum(piece.work for piece in work)
     if processes is None:
-        processes = 1 if input_bytes < SMALL_INPUT_BYTES else os.cpu_count() or 1
+        processes = 1 if input_bytes < SMALL_INPUT_BYTES else min(MAX_PROCESSES, len(os.sched_getaffinity(0)))
     processes = max(1, min(processes, len(work)))
     needed = sum(estimated_size(path) for path in dict.fromkeys(paths)) * MEMORY_PER_INPUT_BYTE
     partitions = partitions_for(needed, memory_budget, _most_partitions())
-    with tempfile.TemporaryDirectory(prefix="sla-report-", dir=spill_dir) as folder:
+    with _terminated_as_exit(), tempfile.TemporaryDirectory(prefix="sla-report-", dir=spill_dir) as folder:
         job = _Job(Path(folder), partitions, tz, window_ms, bounds, memory_budget, len(work), files.BLOCK_BYTES)
         with _Workers(job, processes) as workers:
             read = workers.run(
@@ -366,10 +376,14 @@ class _Workers:
     def __init__(self, job: _Job, processes: int) -> None:
         self.job = job
         self.pool = None
+        self.processes: set[multiprocessing.process.BaseProcess] = set()
+        """The pool's processes: a pool never finishes a task whose process died, so they are watched."""
         if processes > 1:
+            before = set(multiprocessing.active_children())
             with _without_main_module():
                 context = multiprocessing.get_context("spawn")
                 self.pool = context.Pool(processes, initializer=_Workers._start, initargs=(job,))
+            self.processes = set(multiprocessing.active_children()) - before
 
     def __enter__(self) -> _Workers:
         return self
@@ -381,6 +395,15 @@ class _Workers:
         if _Reader._current is not None:  # this process read (alone)
             _Reader._current.spill.close()
             _Reader._current = None
+
+    def _check_alive(self) -> None:
+        """Raise :class:`CountingProcessDied` when a process of the pool has ended (killed, out of memory)."""
+        for process in self.processes:
+            if process.exitcode is not None:
+                how = f"signal {-process.exitcode}" if process.exitcode < 0 else f"exit status {process.exitcode}"
+                raise CountingProcessDied(
+                    f"a counting process of the report died ({how}; out of memory?): nothing was reported"
+                )
 
     @staticmethod
     def _start(job: _Job) -> None:
@@ -409,12 +432,31 @@ class _Workers:
                 while not pending.ready():
                     pending.wait(PROGRESS_EVERY_S)
                     _update(shown, done, events)
+                    self._check_alive()
                 results = dict(pending.get())
             _update(shown, done, events)
         finally:
             if shown is not None:
                 shown.close()
         return [results[i] for i in range(len(tasks))]
+
+
+@contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """SIGTERM (``timeout``, ``kill``, a service manager) ends the count as an exit does: the pool is stopped and
+    the spill removed on the way out, as for Ctrl-C; the usual handling comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_now(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -477,7 +519,8 @@ def _piece_bytes(paths: Sequence[Path], processes: int | None) -> int:
 def _most_partitions() -> int:
     """At most :data:`MAX_PARTITIONS`, and as many as a process can hold files open for, with room to spare."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(1, min(MAX_PARTITIONS, soft - 64 if soft != resource.RLIM_INFINITY else MAX_PARTITIONS))
+    spare = 64 + MAX_SPLIT_PARTS  # a split opens a file per part while the partition files are open
+    return max(1, min(MAX_PARTITIONS, soft - spare if soft != resource.RLIM_INFINITY else MAX_PARTITIONS))
 
 
 def _report_bad_lines(

@@ -180,7 +180,8 @@ def read_blocks(piece: Piece, done: Callable[[int], None], block_bytes: int = BL
             raw.seek(piece.start)
             stream = raw
             remaining = piece.end - piece.start
-        rest = b""
+        rest = b""  # what followed the last newline
+        longer: list[bytes] = []  # blocks without a newline since: a line longer than a block, joined once
         while True:
             block = _read(stream, piece.path, block_bytes if remaining is None else min(block_bytes, remaining))
             if remaining is not None:
@@ -188,15 +189,18 @@ def read_blocks(piece: Piece, done: Callable[[int], None], block_bytes: int = BL
             done(raw.tell() - piece.start)
             if not block:
                 break
-            block = rest + block if rest else block
             cut = block.rfind(b"\n") + 1
             if cut == 0:
-                rest = block  # a line longer than a block: read on
+                longer.append(block)
                 continue
+            lines = block if cut == len(block) else block[:cut]
+            if rest or longer:
+                lines = b"".join([rest, *longer, lines])
+                longer.clear()
             rest = block[cut:]
-            yield block if cut == len(block) else block[:cut]
-        if rest:
-            yield rest
+            yield lines
+        if rest or longer:
+            yield b"".join([rest, *longer])
 
 
 def _read(stream: BinaryIO | gzip.GzipFile, path: Path, size: int) -> bytes:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -405,3 +407,49 @@ def test_the_report_of_a_folder_of_gzip_and_plain_files_is_the_report_of_one_fil
     assert one.code == parts.code == globbed.code == 0
     assert one.out == parts.out == globbed.out and json.loads(one.out)
     assert one.err_lines[-1] == parts.err_lines[-1] == globbed.err_lines[-1]
+
+
+def test_uniform_lines_go_through_the_block_path_and_count_as_slot_tally(
+    tmp_path: Path, small_pieces: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines all written alike (as the simulator and most exporters write them) are parsed a block at a time;
+    the events placed that way count exactly as the oracle counts them, outside the month and duplicates too."""
+    placed: list[int] = []
+    place = counting._Reader._place
+
+    def counting_place(self: Any, requests: list[Any], successes: list[Any]) -> None:
+        placed.append(len(requests) + len(successes))
+        place(self, requests, successes)
+
+    monkeypatch.setattr(counting._Reader, "_place", counting_place)
+    events = march_traffic(seed=5)
+    path = tmp_path / "uniform.jsonl"
+    path.write_text(lines_of(events, spaced_every=10**9) + "not json\n" + lines_of(events[:50], spaced_every=10**9))
+    counted = assert_same_as_slot_tally([path], processes=1)
+    assert sum(placed) > 0.9 * len(events), "most events should take the block path"
+    assert counted.outside_window > 100 and counted.duplicates > 50 and counted.bad_lines == 1
+
+
+def test_a_line_longer_than_many_blocks_is_read_whole_in_linear_time(tmp_path: Path) -> None:
+    """A line spanning thousands of blocks is joined once (it was quadratic), with the lines around it intact."""
+    long_line = b'{"type": "request", "event_id": "' + b"x" * 2_000_000 + b'"}\n'
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(b"a\n" + long_line + b"b\nc")
+    piece = files.Piece(path, 0, path.stat().st_size, path.stat().st_size, path.stat().st_size)
+    blocks = list(files.read_blocks(piece, lambda read: None, block_bytes=512))
+    assert b"".join(blocks) == path.read_bytes()
+    assert all(block.endswith(b"\n") for block in blocks[:-1]) and blocks[-1] == b"c"
+    assert b"".join(blocks).split(b"\n") == [b"a", long_line.rstrip(b"\n"), b"b", b"c"]
+    assert long_line in blocks[0] + blocks[1], "the long line comes whole in one block, with what follows it"
+
+
+def test_a_counting_process_that_dies_stops_the_report_with_one_line(tmp_path: Path) -> None:
+    """A pool never finishes a task whose process died; the count watches its processes instead of hanging."""
+    dead = multiprocessing.get_context("spawn").Process(target=os._exit, args=(9,))
+    dead.start()
+    dead.join()
+    job = counting._Job(tmp_path, 1, SHANGHAI, MARCH, BOUNDS, 1 << 20, 1, 1 << 16)
+    workers = counting._Workers(job, 1)
+    workers.processes = {dead}
+    with pytest.raises(counting.CountingProcessDied, match="exit status 9"):
+        workers._check_alive()
