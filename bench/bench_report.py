@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "report-bench"
 SLA = [sys.executable, "-m", "stream.cli"]
@@ -151,7 +153,7 @@ def plain_read(files: list[Path]) -> tuple[float, int]:
 
 
 class TreeSampler:
-    """Samples the resident memory (RSS and PSS) of a process and all its descendants from /proc; keeps the peaks."""
+    """Samples the resident memory (RSS and PSS) of a process and all its descendants (psutil); keeps the peaks."""
 
     def __init__(self, pid: int, every_s: float = SAMPLE_EVERY_S) -> None:
         self.pid = pid
@@ -164,9 +166,15 @@ class TreeSampler:
 
     def _run(self) -> None:
         while True:
-            tree = [self.pid, *descendants(self.pid)]
-            self.peak_rss_kb = max(self.peak_rss_kb, sum(_status_kb(pid, "VmRSS:") for pid in tree))
-            self.peak_pss_kb = max(self.peak_pss_kb, sum(_rollup_kb(pid, "Pss:") for pid in tree))
+            rss = pss = 0
+            for process in _tree(self.pid):
+                try:
+                    memory = process.memory_full_info()  # PSS shares a library's pages among the processes
+                except psutil.Error:  # ended since it was listed
+                    continue
+                rss, pss = rss + memory.rss, pss + memory.pss
+            self.peak_rss_kb = max(self.peak_rss_kb, rss // 1024)
+            self.peak_pss_kb = max(self.peak_pss_kb, pss // 1024)
             if self._stop.wait(self.every_s):
                 return
 
@@ -175,38 +183,13 @@ class TreeSampler:
         self._thread.join()
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _status_kb(pid: int, field: str) -> int:
+def _tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants (none when it has ended)."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            return next((int(line.split()[1]) for line in status if line.startswith(field)), 0)
-    except OSError:
-        return 0
-
-
-def _rollup_kb(pid: int, field: str) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            return next((int(line.split()[1]) for line in rollup if line.startswith(field)), 0)
-    except OSError:
-        return 0
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 class ReportFailed(Exception):

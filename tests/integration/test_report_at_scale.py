@@ -14,6 +14,7 @@ report, 30 s for the old).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +60,7 @@ def run_measured(command: list[str]) -> Run:
 
     def sample() -> None:
         while not done.wait(0.2):
-            peak[0] = max(peak[0], sum(_rss_kb(pid) for pid in [process.pid, *_descendants(process.pid)]))
+            peak[0] = max(peak[0], _tree_rss(process.pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -68,32 +70,21 @@ def run_measured(command: list[str]) -> Run:
         done.set()
         sampler.join()
     assert process.returncode == 0, err[-2000:]
-    return Run(out, err, time.perf_counter() - started, peak[0] / 1024)
+    return Run(out, err, time.perf_counter() - started, peak[0] / 2**20)
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    children.setdefault(int(stat.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _rss_kb(pid: int) -> int:
+def _tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of the process and all its descendants, as psutil reads them now."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            return next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
-    except OSError:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
         return 0
+    total = 0
+    for member in tree:
+        with contextlib.suppress(psutil.Error):  # ended since it was listed
+            total += member.memory_info().rss
+    return total
 
 
 def _generate(folder: Path, index: int) -> Path:
