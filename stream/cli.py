@@ -44,6 +44,10 @@ class _Parser(argparse.ArgumentParser):
 def run_report(args: argparse.Namespace) -> int:
     _check_output(args)
     settings = load_settings(args.config)
+    if args.exemptions is not None:  # refused before the files are counted, which can take minutes
+        if not args.exemptions.is_file():
+            raise UsageError(f"exemptions file not found: {args.exemptions}")
+        settings = report.with_exemptions_file(settings, args.exemptions)
     year, month = args.month
     tz = settings.policy.timezone
     paths = event_files(args.events)
@@ -62,10 +66,6 @@ def run_report(args: argparse.Namespace) -> int:
     app_ids = [args.app] if args.app else sorted(tally.apps() | set(settings.apps))
     if args.app and args.app not in tally.apps() and args.app not in settings.apps:
         print(f"warning: app {args.app} has no events in {year}-{month:02d} and no terms on record", file=sys.stderr)
-    if args.exemptions is not None:
-        if not args.exemptions.is_file():
-            raise UsageError(f"exemptions file not found: {args.exemptions}")
-        settings = report.with_exemptions_file(settings, args.exemptions)
     result = report.assess_calendar_month(settings, tally, year, month, app_ids)
     for app_id, slots in result.unmeasured_slots.items():
         print(

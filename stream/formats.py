@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from stream.events import Rejected
@@ -42,7 +42,9 @@ from stream.sla.availability import unavailable_minutes
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
 from stream.sla.slots import instant_ms, local_time
-from stream.statements.statement import Statement
+
+if TYPE_CHECKING:  # statements build on this module (the page shows the JSON's figures), not the other way
+    from stream.statements.statement import Statement
 
 VERDICT_SCHEMA = "sla-stream/verdict/1"
 DEAD_LETTER_SCHEMA = "sla-stream/dead-letter/1"

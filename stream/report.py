@@ -45,10 +45,6 @@ class CalendarMonthReport:
     unmeasured_slots: dict[str, int]
     """Per app, slots with traffic on days no subscription covers: measured nowhere, worth a warning."""
 
-    @property
-    def assessments(self) -> list[MonthAssessment]:
-        return [statement.assessment for statement in self.statements]
-
 
 def assess_calendar_month(
     settings: Settings, tally: CountsByApp, year: int, month: int, app_ids: Iterable[str]
