@@ -44,8 +44,6 @@ Verdict = Literal["ok", "unavailable", "exempt", "data-quality"]
 """A slot's verdict as statements write it: ``exempt`` is unavailable by its counts but covered by an exemption;
 ``data-quality`` is more successes than requests (read as 100%, never unavailable)."""
 
-VERDICTS: tuple[Verdict, ...] = ("ok", "unavailable", "exempt", "data-quality")
-
 RATE_DECIMALS = 6
 """Places a success rate is written to, truncated: never rounded up, so a rate below 99% never reads 0.99."""
 
