@@ -144,8 +144,6 @@ class CountedEvents:
     """Valid events whose slot is outside the window: not counted."""
     bad_lines: int
     """Lines skipped for breaking the event contract (each was given to ``on_bad_line``)."""
-    events: int = 0
-    """Valid events read, duplicates and events outside the window included."""
     partitions: int = 0
     spilled_bytes: int = 0
     splits: int = 0
@@ -245,7 +243,6 @@ class _Job:
 @dataclass(frozen=True)
 class _PieceRead:
     lines: int
-    events: int
     outside_window: int
     bad_lines: int
 
@@ -307,7 +304,7 @@ class _Reader:
                     self._one(last, number)
                 self.spill.flush_if_full()
         self.spill.flush()
-        return _PieceRead(number, self.events, self.outside, self.bad_lines)
+        return _PieceRead(number, self.outside, self.bad_lines)
 
     def _block(self, lines: list[bytes], before: int) -> None:
         """Lines ``before + 1`` onwards (without newlines): as one batch when the plain path takes them all."""
@@ -563,7 +560,6 @@ def _counted_events(
         duplicates=sum(p.lines - p.distinct for p in counted),
         outside_window=sum(r.outside_window for r in read),
         bad_lines=bad_lines,
-        events=sum(r.events for r in read),
         partitions=partitions,
         spilled_bytes=spilled,
         splits=sum(p.splits for p in counted),

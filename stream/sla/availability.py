@@ -42,11 +42,21 @@ def meets_target(value: Fraction, policy: SlaPolicy = _DEFAULT_POLICY) -> bool:
 
 def display_percent(value: Fraction, decimals: int = 2) -> str:
     """A fraction as a percentage truncated (never rounded up) to ``decimals`` places."""
-    scale = 10**decimals
-    scaled = value * 100 * scale
-    truncated = scaled.numerator // scaled.denominator
-    whole, part = divmod(truncated, scale)
-    return f"{whole}.{part:0{decimals}d}%" if decimals else f"{whole}%"
+    return truncated_decimal(value * 100, decimals) + "%"
+
+
+def truncated_decimal(value: Fraction, places: int, trim: bool = False) -> str:
+    """A non-negative fraction in plain decimal notation, truncated (never rounded up) to ``places``;
+    ``trim`` drops trailing zeros (and a bare point), so an exact value reads as it is.
+
+    Example:
+        >>> truncated_decimal(Fraction(2, 3), 4), truncated_decimal(Fraction(197, 200), 6, trim=True)
+        ('0.6666', '0.985')
+    """
+    scale = 10**places
+    whole, part = divmod(value.numerator * scale // value.denominator, scale)
+    text = f"{whole}.{part:0{places}d}" if places else f"{whole}"
+    return text.rstrip("0").rstrip(".") if trim and places else text
 
 
 @dataclass(frozen=True)

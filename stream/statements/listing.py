@@ -34,6 +34,7 @@ from fractions import Fraction
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from stream.sla.availability import truncated_decimal
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
 from stream.sla.months import ServiceMonth
@@ -64,11 +65,7 @@ def rate_text(rate: Fraction | None) -> str:
         >>> rate_text(Fraction(197, 200)), rate_text(Fraction(2, 3)), rate_text(Fraction(1)), rate_text(None)
         ('0.985', '0.666666', '1', '')
     """
-    if rate is None:
-        return ""
-    scaled = rate.numerator * 10**RATE_DECIMALS // rate.denominator
-    whole, part = divmod(scaled, 10**RATE_DECIMALS)
-    return f"{whole}.{part:0{RATE_DECIMALS}d}".rstrip("0").rstrip(".")
+    return "" if rate is None else truncated_decimal(rate, RATE_DECIMALS, trim=True)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo
 
 from stream.formats import month_to_json
 from stream.sla.assessment import MonthAssessment, Period
-from stream.sla.availability import display_percent, unavailable_minutes
+from stream.sla.availability import display_percent, truncated_decimal, unavailable_minutes
 from stream.sla.exemptions import CLAUSES, Exemption
 from stream.sla.policy import SLOT_MINUTES
 from stream.sla.slots import SLOT_MS, day_start_ms, local_time, slots_between
@@ -708,13 +708,7 @@ def _plain_percent(value: Fraction) -> str:
         >>> _plain_percent(Fraction(999, 1000)), _plain_percent(Fraction(99, 100)), _plain_percent(Fraction(2, 3))
         ('99.9%', '99%', '66.6666%')
     """
-    percent = value * 100
-    for decimals in range(5):
-        scaled = percent * 10**decimals
-        if scaled.denominator == 1:
-            whole, part = divmod(int(scaled), 10**decimals)
-            return f"{whole}.{part:0{decimals}d}%" if decimals else f"{whole}%"
-    return display_percent(value, 4)
+    return truncated_decimal(value * 100, 4, trim=True) + "%"
 
 
 def _fraction_percent(value: Fraction) -> str:

@@ -14,11 +14,16 @@ import gzip
 import json
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -226,7 +231,7 @@ def test_the_same_counts_as_slot_tally_with_many_partitions_split_again(
     first.write_text(lines_of(with_odd_lines(events[: len(events) // 2])))
     second.write_bytes(gzip.compress(lines_of(with_odd_lines(events[len(events) // 3 :])).encode()))
     counted = assert_same_as_slot_tally([first, second, first], memory_budget=20_000, processes=processes)
-    assert counted.partitions > 10
+    assert counted.partitions > 10 and counted.splits > 0, "the budget should force partitions to be split again"
     assert counted.duplicates > len(events) // 2  # the first file twice, the second overlapping it
     assert counted.outside_window > 100 and counted.bad_lines > 20
 
@@ -239,6 +244,7 @@ def test_split_partitions_count_as_whole_ones(tmp_path: Path) -> None:
     path.write_text(lines_of(events))
     counted = assert_same_as_slot_tally([path], memory_budget=3_000)
     assert counted.counts(APP) == {slot: counted.counts(APP)[slot]} and counted.duplicates == 1300
+    assert counted.splits >= 1, "one slot's partition, far over the budget, should have been split again"
 
 
 def test_bad_lines_are_skipped_with_the_words_and_numbers_of_before(tmp_path: Path, small_pieces: None) -> None:
@@ -453,3 +459,30 @@ def test_a_counting_process_that_dies_stops_the_report_with_one_line(tmp_path: P
     workers.processes = {dead}
     with pytest.raises(counting.CountingProcessDied, match="exit status 9"):
         workers._check_alive()
+
+
+def test_a_report_stopped_by_sigterm_mid_read_leaves_no_spill_and_no_process(tmp_path: Path) -> None:
+    """``timeout``, ``kill`` or a service manager stopping ``sla-stream report`` while its pool reads: the command
+    exits 143 in one go, its processes are gone and the spill is removed, as after Ctrl-C."""
+    events = march_traffic(hours=6)
+    path = tmp_path / "events.jsonl"
+    text = lines_of(events)
+    path.write_text(text * (1 + counting.SMALL_INPUT_BYTES * 3 // len(text)))  # large enough for the pool
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    command = [sys.executable, "-m", "stream.cli", "report", "--events", str(path), "--month", "2019-03"]
+    report = subprocess.Popen(
+        command, env={**os.environ, "TMPDIR": str(spill)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not any(spill.glob("sla-report-*/*")) and report.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert report.poll() is None, "the report should still be reading when it is stopped"
+    pool = psutil.Process(report.pid).children(recursive=True)
+    assert pool, "a file this size is read by a pool of processes"
+    report.send_signal(signal.SIGTERM)
+    _, err = report.communicate(timeout=60)
+    assert report.returncode == 143 and "Traceback" not in err, err
+    assert list(spill.iterdir()) == [], "the spill should be removed"
+    psutil.wait_procs(pool, timeout=10)
+    assert not [p for p in pool if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "no counting process left"

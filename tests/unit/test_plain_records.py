@@ -147,18 +147,26 @@ def test_plain_path_accepts_only_what_the_full_rules_accept(data) -> None:
     assert_plain_agrees(data.draw(records(kind)), kind)
 
 
+def simulated_events() -> list[Event]:
+    """Two hours of the simulator's traffic for two apps, some successes without their request's time."""
+    return list(
+        generate(
+            TrafficPlan(
+                app_ids=("1400000001", "1400000002"),
+                start_ms=1_795_699_200_000,
+                end_ms=1_795_706_400_000,
+                peak_per_minute=60,
+                seed=5,
+                tz=ZoneInfo("Asia/Shanghai"),
+                missing_request_ts_rate=0.05,
+            )
+        )
+    )
+
+
 def test_the_simulators_records_take_the_plain_path() -> None:
     """The speed claim: what producers usually send (here the simulator's) never needs the full rules."""
-    plan = TrafficPlan(
-        app_ids=("1400000001", "1400000002"),
-        start_ms=1_795_699_200_000,
-        end_ms=1_795_706_400_000,
-        peak_per_minute=60,
-        seed=5,
-        tz=ZoneInfo("Asia/Shanghai"),
-        missing_request_ts_rate=0.05,
-    )
-    events = list(generate(plan))
+    events = simulated_events()
     for event in events[:2000]:
         single = json.dumps(to_record(event)).encode()
         assert _parse_plain(single, event.kind, BOUNDS) == [event]
@@ -263,16 +271,7 @@ def test_a_block_of_lines_is_taken_only_when_each_line_would_be(block: list[byte
 
 
 def test_the_simulators_lines_take_the_plain_path_in_blocks() -> None:
-    plan = TrafficPlan(
-        app_ids=("1400000001", "1400000002"),
-        start_ms=1_795_699_200_000,
-        end_ms=1_795_706_400_000,
-        peak_per_minute=60,
-        seed=5,
-        tz=ZoneInfo("Asia/Shanghai"),
-        missing_request_ts_rate=0.05,
-    )
-    events = list(generate(plan))[:3000]
+    events = simulated_events()[:3000]
     compact = [to_line(e).encode() for e in events]
     spaced = [json.dumps({"type": e.kind, **to_record(e)}).encode() for e in events]
     for block in (compact, spaced):
