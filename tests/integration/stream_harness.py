@@ -572,8 +572,14 @@ class Deployment:
             env=None if env is None else {**os.environ, **env},
         )
 
-    def namespace_snapshot(self) -> dict[str, Any]:
-        """Every key of the live namespace with its type and value: equal snapshots, equal state."""
+    def namespace_snapshot(self, ignoring: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Every key of the live namespace with its type and value: equal snapshots, equal state.
+
+        Keys in ``ignoring`` are skipped before they are read: the closer's lease
+        comes and goes every tick, so it may vanish between SCAN and TYPE. Any
+        other key that vanishes so is recorded as ``("none", None)``, and shows
+        in the comparison as the state change it is.
+        """
         r = self.redis_client
         readers: dict[str, Callable[[str], Any]] = {
             "string": r.get,
@@ -581,9 +587,12 @@ class Deployment:
             "set": lambda key: sorted(r.smembers(key)),
             "zset": lambda key: r.zrange(key, 0, -1, withscores=True),
             "list": lambda key: r.lrange(key, 0, -1),
+            "none": lambda key: None,
         }
         snapshot = {}
         for key in r.scan_iter(match=self.prefix + "*", count=1000):  # test prefixes hold no glob characters
+            if key in ignoring:
+                continue
             kind = r.type(key)
             snapshot[key] = (kind, readers[kind](key))
         return snapshot
