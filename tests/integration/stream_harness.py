@@ -417,6 +417,10 @@ class StoredSlot:
         return SlotCounts(self.requests, self.successes)
 
 
+FIXED_DATES_RETENTION_DAYS = 36_500
+"""Retention for topics holding records stamped on fixed dates (October and November 2026): a century."""
+
+
 @dataclass
 class Deployment:
     """One isolated sla-stream deployment (settings file, topics, group, key prefix, workers)."""
@@ -428,6 +432,9 @@ class Deployment:
     grace_seconds: int = 0
     idle_lag_seconds: int = 10
     dedup_hold_minutes: int = 60
+    retention_days: int = 100
+    """``kafka.retention_days``: tests producing records stamped on fixed dates pass
+    :data:`FIXED_DATES_RETENTION_DAYS`, or the broker deletes them once those dates are this old."""
     extra_toml: str = ""
     redis_url: str | None = None
     """A Redis of the test's own (:class:`RedisServer`); None: the shared one."""
@@ -463,6 +470,7 @@ class Deployment:
                 [kafka]
                 bootstrap = "{self.bootstrap}"
                 partitions = {INPUT_PARTITIONS}
+                retention_days = {self.retention_days}
 
                 [kafka.topics]
                 """

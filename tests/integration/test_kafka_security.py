@@ -29,7 +29,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
-from kafka.errors import CoordinatorNotAvailableError
+from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
 from secure_services import (
     HOST,
     REDIS_PORT,
@@ -183,7 +183,7 @@ def wait_for_group_coordinator(settings: Settings, timeout_s: float = 20) -> Non
             try:
                 admin.list_group_offsets(settings.group)
                 return
-            except CoordinatorNotAvailableError:
+            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError):  # a brand-new __consumer_offsets
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
@@ -245,12 +245,14 @@ def test_a_wrong_password_is_one_line_naming_the_listener(secured_kafka: Service
     port, security = listener_security("sasl-plaintext-scram-sha-256", certs)
     config = write_settings(tmp_path, f"{HOST}:{port}", security)
     wrong = environment(password=WRONG_PASSWORD)
+    startup = sla_stream("worker", "--help", env=wrong).seconds  # the imports, on this machine, now
     for argv in (["topics"], ["simulate", *PERIOD, "--kafka"], ["worker", "--metrics-port", "off"]):
         run = sla_stream(*argv, "--config", config, env=wrong, cwd=tmp_path)
         line = run.one_line_error()
         assert line.startswith(f"sla-stream: Kafka at {HOST}:{SASL_PORT} refused sla-stream"), line
         assert "SCRAM-SHA-256 as user sla-stream" in line and "SaslAuthenticationFailed" in line
-        assert run.seconds < 8, "a refused password is reported at once, not after the 10 s timeout"
+        waited = run.seconds - startup
+        assert waited < 6, f"a refused password is reported at once, not after the 10 s timeout ({waited:.1f} s)"
 
     port, security = listener_security("sasl-ssl-plain", certs)
     line = sla_stream("topics", "--config", write_settings(tmp_path, f"{HOST}:{port}", security), env=wrong)

@@ -117,6 +117,7 @@ def test_live_page_shows_a_slot_turning_bad(stream_deployment: Callable[..., Dep
         page.goto(f"{base}/?refresh=2")
         index_link = page.locator(f'a[href="/apps/{APP}/months/{statement["service_month"]["start"]}"]')
         index_link.first.wait_for(timeout=30_000)
+        page.goto(f"{base}/?refresh=3600")  # no reload while the page is read
         assert FLUSH_APP in page.content(), "the index lists every app the worker has seen"
 
     assert not watched.console and not watched.errors, f"the live pages logged {watched.console + watched.errors}"

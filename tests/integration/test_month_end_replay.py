@@ -21,7 +21,15 @@ from datetime import datetime
 from pathlib import Path
 
 from kafka import TopicPartition
-from stream_harness import SLA_STREAM, Deployment, OutRecord, event_value, free_port, slot_traffic
+from stream_harness import (
+    FIXED_DATES_RETENTION_DAYS,
+    SLA_STREAM,
+    Deployment,
+    OutRecord,
+    event_value,
+    free_port,
+    slot_traffic,
+)
 
 from stream.events import RequestEvent
 from stream.sla.slots import to_epoch_ms
@@ -42,7 +50,7 @@ def refused(d: Deployment, *args: str, env: dict[str, str] | None = None) -> str
 
 
 def test_replay_refusals(stream_deployment, kafka_admin):
-    d = stream_deployment()
+    d = stream_deployment(retention_days=FIXED_DATES_RETENTION_DAYS)
     tz = d.settings.policy.timezone
     october, november = (to_epoch_ms(datetime(2026, m, 10, 12, 0, tzinfo=tz)) for m in (10, 11))
     records = []
@@ -63,13 +71,13 @@ def test_replay_refusals(stream_deployment, kafka_admin):
     kafka_admin.delete_records({TopicPartition(d.topics.requests, 0): 10})
     line = refused(d, "replay", "--month", "2026-10")
     assert f"topic {d.topics.requests} (partition 0) reaches back only to 2026-11-10T12:" in line, line
-    assert "needs its records from 2026-09-30T2" in line and "keep 100 days" in line, line
+    assert "needs its records from 2026-09-30T2" in line and f"keep {FIXED_DATES_RETENTION_DAYS} days" in line, line
 
     assert not list(d.redis_client.scan_iter(match=d.prefix.rstrip(":") + "-replay-*"))
 
 
 def test_replay_finds_records_sent_early_and_keeps_on_request(stream_deployment):
-    d = stream_deployment()
+    d = stream_deployment(retention_days=FIXED_DATES_RETENTION_DAYS)
     tz = d.settings.policy.timezone
 
     def at(day: int, hour: int, minute: int) -> int:
@@ -106,7 +114,7 @@ def test_a_replay_whose_process_is_killed_stops_cleanly_and_the_next_one_is_exac
 
     The truth is the number of distinct requests produced, counted here, not by the code under test.
     """
-    d = stream_deployment()
+    d = stream_deployment(retention_days=FIXED_DATES_RETENTION_DAYS)
     tz = d.settings.policy.timezone
     start = to_epoch_ms(datetime(2026, 11, 3, 0, 0, tzinfo=tz))
     records = [

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from schemas import assert_valid
 from stream_harness import (
+    FIXED_DATES_RETENTION_DAYS,
     FLUSH_APP,
     SLA_STREAM,
     Deployment,
@@ -89,8 +90,16 @@ def run(tmp_path_factory, kafka_bootstrap, kafka_admin, redis_client) -> Iterato
     tz = ZoneInfo("Asia/Shanghai")
     start = to_epoch_ms(datetime(2026, 10, 31, 23, 0, tzinfo=tz))
     root = tmp_path_factory.mktemp("end-to-end")
-    options = {"grace_seconds": 0, "idle_lag_seconds": idle_lag_before(start), "extra_toml": TERMS}
-    d = Deployment(root / "deployment", kafka_bootstrap, redis_client, kafka_admin, **options)
+    d = Deployment(
+        root / "deployment",
+        kafka_bootstrap,
+        redis_client,
+        kafka_admin,
+        grace_seconds=0,
+        idle_lag_seconds=idle_lag_before(start),
+        retention_days=FIXED_DATES_RETENTION_DAYS,  # October and November 2026 stay replayable
+        extra_toml=TERMS,
+    )
     try:
         d.create_topics()
         plan, events = simulated_traffic(

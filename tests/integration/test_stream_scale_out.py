@@ -139,6 +139,7 @@ def test_killing_one_of_three_workers_resumes_verdicts_within_15_seconds(stream_
     for i in range(chunks):
         d.produce(records[i * len(records) // chunks : (i + 1) * len(records) // chunks])
         if i == kill_at:
+            d.wait_for("a worker to close a slot", lambda: any("closed " in w.tail(2000) for w in workers), 60)
             leader = next(w for w in workers if "closed " in w.tail(2000))
             leader.kill()
             killed_at = time.monotonic()
