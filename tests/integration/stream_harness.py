@@ -36,7 +36,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from stream.events import Event, RequestEvent, SuccessEvent, to_line, to_record
 from stream.live.clock import ClockTiming, is_due
 from stream.live.store import Keys
 from stream.sla.counting import SlotTally
-from stream.sla.slots import SLOT_MS, slot_start_ms
+from stream.sla.slots import SLOT_MS, day_start_ms, local_date, slot_start_ms
 from stream.sla.verdict import SlotCounts, judge_slot
 from stream.tools.simulate import Incident, TrafficPlan, generate
 
@@ -242,6 +242,24 @@ def hours_ago(hours: int) -> int:
 def recent_slot(minutes_ago: int, settings: Settings) -> int:
     """The start of the slot ``minutes_ago`` minutes before now: recent enough to be live traffic."""
     return slot_start_ms(int(time.time() * 1000) - minutes_ago * 60_000, settings.policy.timezone)
+
+
+def skip_near_a_month_boundary(settings: Settings, *, began_within_min: int = 0, ends_within_min: int = 0) -> None:
+    """Skip a test reading the running month's gauges while its calendar month may not be the gauges' month.
+
+    The worker's ``sla_month_*`` gauges follow event time's month, minutes
+    behind the clock: traffic just after midnight on the 1st is last month's
+    while the gauges show the new one, and a test started just before it sees
+    them move to the next month part-way.
+    """
+    tz = settings.policy.timezone
+    now_ms = int(time.time() * 1000)
+    first_day = local_date(now_ms, tz).replace(day=1)
+    next_first_day = (first_day + timedelta(days=31)).replace(day=1)
+    if now_ms - day_start_ms(first_day, tz) < began_within_min * 60_000:
+        pytest.skip(f"the month began less than {began_within_min} min ago: the gauges and the traffic's month differ")
+    if day_start_ms(next_first_day, tz) - now_ms < ends_within_min * 60_000:
+        pytest.skip(f"the month ends within {ends_within_min} min: the gauges would move to the next month")
 
 
 def write_event_file(path: Path, events: Iterable[Event]) -> Path:
