@@ -22,12 +22,16 @@ from stream.live import metrics, rebuild, worker
 from stream.monthend import exempt, progress, replay
 from stream.offline import counting as offline_counting
 from stream.offline.files import EventFilesError, event_files
+from stream.sla.coverage import month_label
 from stream.sla.exemptions import CLAUSES
 from stream.sla.months import calendar_month
-from stream.sla.slots import local_time
+from stream.sla.slots import local_time, to_epoch_ms
 from stream.statements import page_files, slot_csv
 from stream.statements.statement import Statement
 from stream.tools import producer, simulate, topics, watch
+
+INCOMPLETE_DATA = 3
+"""``report --strict``'s exit status when the events leave a silent period in the month."""
 
 
 class UsageError(Exception):
@@ -49,7 +53,13 @@ def run_report(args: argparse.Namespace) -> int:
             raise UsageError(f"exemptions file not found: {args.exemptions}")
         settings = report.with_exemptions_file(settings, args.exemptions)
     year, month = args.month
+    label = month_label(year, month)
     tz = settings.policy.timezone
+    now = datetime.now(timezone.utc)
+    now_ms = to_epoch_ms(now)
+    span = calendar_month(year, month).span_ms(tz)
+    if span[0] > now_ms:
+        raise UsageError(f"{label} has not begun: it starts {local_time(span[0], tz).isoformat(timespec='minutes')}")
     paths = event_files(args.events)
 
     def shown(label: str, total: int, unit: str) -> progress.ReadProgress:
@@ -58,26 +68,33 @@ def run_report(args: argparse.Namespace) -> int:
     tally = offline_counting.count_event_files(
         paths,
         tz,
-        calendar_month(year, month).span_ms(tz),
-        report.now_bounds(settings, datetime.now(timezone.utc)),
+        span,
+        report.now_bounds(settings, now),
         lambda bad: print(f"skipped {bad}", file=sys.stderr),
         shown,
     )
-    app_ids = [args.app] if args.app else sorted(tally.apps() | set(settings.apps))
+    print(
+        f"{tally.bad_lines} bad lines skipped, {tally.duplicates} duplicate events counted once, "
+        f"{tally.outside_window} events outside {label} not counted",
+        file=sys.stderr,
+    )
+    if next(tally.covered.minutes(), None) is None:
+        raise UsageError(
+            f"no events of {label} in {', '.join(args.events)}: nothing to report (no figure without data)"
+        )
     if args.app and args.app not in tally.apps() and args.app not in settings.apps:
-        print(f"warning: app {args.app} has no events in {year}-{month:02d} and no terms on record", file=sys.stderr)
-    result = report.assess_calendar_month(settings, tally, year, month, app_ids)
+        raise UsageError(f"unknown app {args.app}: no events of it in {label} and no terms on record")
+    app_ids = [args.app] if args.app else sorted(tally.apps() | set(settings.apps))
+    result = report.assess_calendar_month(settings, tally, year, month, app_ids, tally.covered, now_ms)
     for app_id, slots in result.unmeasured_slots.items():
         print(
             f"warning: app {app_id} has traffic in {slots} slots no subscription covers; they are not measured",
             file=sys.stderr,
         )
     _print_months(result.statements, settings, year, month, args)
-    print(
-        f"{tally.bad_lines} bad lines skipped, {tally.duplicates} duplicate events counted once, "
-        f"{tally.outside_window} events outside {year}-{month:02d} not counted",
-        file=sys.stderr,
-    )
+    if args.strict and any(not s.coverage.complete for s in result.statements):
+        _say(f"incomplete data: the events leave silent periods in {label} (--strict)")
+        return INCOMPLETE_DATA
     return 0
 
 
@@ -262,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="exemptions from the topic too, as `sla-stream exempt list --format json` wrote them",
+    )
+    rep.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit {INCOMPLETE_DATA} when the events leave a silent period in the month (incomplete data)",
     )
     rep.set_defaults(run=run_report)
 

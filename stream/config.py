@@ -212,6 +212,7 @@ def _policy(sla: _Table) -> SlaPolicy:
         "availability_target": _fraction(sla, "availability_target"),
         "claim_after_working_days": sla.take("claim_after_working_days", int),
         "claim_window_days": sla.take("claim_window_days", int),
+        "silent_after_minutes": sla.take("silent_after_minutes", int),
     }
     sla.done()
     try:

@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 from stream.events import Rejected
 from stream.sla.assessment import MonthAssessment, Period
 from stream.sla.availability import unavailable_minutes
+from stream.sla.coverage import Coverage
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
 from stream.sla.slots import instant_ms, local_time
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # statements build on this module (the page shows the JSON's 
 
 VERDICT_SCHEMA = "sla-stream/verdict/1"
 DEAD_LETTER_SCHEMA = "sla-stream/dead-letter/1"
-MONTH_SCHEMA = "sla-stream/month/1"
+MONTH_SCHEMA = "sla-stream/month/2"
 EXEMPTION_SCHEMA = "sla-stream/exemption/1"
 
 # --- verdict messages -------------------------------------------------------------------------------------------
@@ -333,8 +334,38 @@ def statement_to_json(statement: Statement) -> dict[str, Any]:
 
     The digest is the SHA-256 of the month's canonical slot listing
     (:mod:`stream.statements.listing`), recomputable from the slot CSV.
+    ``running`` says the month had not ended when the figures were taken
+    (``as_of``), and ``coverage`` what the input covers of it: its silent
+    periods are "no data", not "no traffic" (:mod:`stream.sla.coverage`).
     """
-    return {**month_to_json(statement.assessment, statement.policy.timezone), "digest": statement.digest}
+    tz = statement.policy.timezone
+    coverage = statement.coverage
+    return {
+        **month_to_json(statement.assessment, tz),
+        "digest": statement.digest,
+        "running": statement.running,
+        "as_of": _time(coverage.end_ms, tz) if statement.running else None,
+        "coverage": coverage_to_json(coverage, tz),
+    }
+
+
+def coverage_to_json(coverage: Coverage, tz: ZoneInfo) -> dict[str, Any]:
+    """What the input covers of a statement's month (``coverage`` in ``sla-stream/month/2``)."""
+    return {
+        "measured_until": _time(coverage.end_ms, tz),
+        "covered_from": None if coverage.first_ms is None else _time(coverage.first_ms, tz),
+        "covered_until": None if coverage.last_ms is None else _time(coverage.last_ms, tz),
+        "silent_after_minutes": coverage.silent_after_minutes,
+        "silent_minutes": coverage.silent_minutes,
+        "silent_periods": [
+            {"start": _time(p.start_ms, tz), "end": _time(p.end_ms, tz), "minutes": p.minutes} for p in coverage.silent
+        ],
+        "complete": coverage.complete,
+    }
+
+
+def _time(ts_ms: int, tz: ZoneInfo) -> str:
+    return local_time(ts_ms, tz).isoformat()
 
 
 @dataclass(frozen=True)

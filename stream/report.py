@@ -21,6 +21,7 @@ from stream.events import TimeBounds
 from stream.formats import InvalidExemption, exemption_from_json
 from stream.sla.assessment import MonthAssessment, Period
 from stream.sla.availability import display_percent, unavailable_minutes
+from stream.sla.coverage import MinuteMap
 from stream.sla.exemptions import CLAUSES, in_lookup_order
 from stream.sla.months import service_months_in
 from stream.sla.slots import local_time
@@ -47,9 +48,18 @@ class CalendarMonthReport:
 
 
 def assess_calendar_month(
-    settings: Settings, tally: CountsByApp, year: int, month: int, app_ids: Iterable[str]
+    settings: Settings,
+    tally: CountsByApp,
+    year: int,
+    month: int,
+    app_ids: Iterable[str],
+    covered: MinuteMap,
+    as_of_ms: int,
 ) -> CalendarMonthReport:
-    """The statement of every service month of the given apps that falls in ``year-month``."""
+    """The statement of every service month of the given apps that falls in ``year-month``.
+
+    ``covered`` are the minutes of the month any event was read in, ``as_of_ms`` when the figures are taken
+    (:func:`stream.statements.statement.build_statement`)."""
     tz = settings.policy.timezone
     statements = []
     unmeasured: dict[str, int] = {}
@@ -73,6 +83,8 @@ def assess_calendar_month(
                     fee,
                     settings.policy,
                     source="report",
+                    covered=covered,
+                    as_of_ms=as_of_ms,
                 )
             )
     return CalendarMonthReport(statements, unmeasured)
@@ -131,19 +143,25 @@ def _compensation_text(assessment: MonthAssessment) -> str:
 
 
 def to_text(statements: Sequence[Statement], tz: ZoneInfo, title: str) -> str:
-    """A readable report: a summary table, then each service month's figures, periods and digest."""
+    """A readable report: a summary table, then each service month's figures, data coverage, periods and digest.
+
+    The first line says when the figures are "so far" (a month still running) and when the data leaves a silent
+    period: a month with no data in part of it must never read as a clean one.
+    """
     assessments = [statement.assessment for statement in statements]
-    lines = [title, ""]
+    lines = [title + _title_notes(statements, tz), ""]
     header = (
         f"{'app':<12} {'service month':<24} {'availability':>12} {'SLA':>6} {'bad':>4} {'exempt':>6} "
         f"{'budget left':>11}  compensation"
     )
     lines += [header, "-" * len(header)]
-    for a in assessments:
+    for statement in statements:
+        a = statement.assessment
+        notes = "".join(f"  ({note})" for note in _statement_notes(statement))
         lines.append(
             f"{a.app_id:<12} {str(a.month):<24} {a.availability_display:>12} {'met' if a.meets_sla else 'MISSED':>6} "
             f"{len(a.unavailable):>4} {len(a.exempt):>6} {a.budget.slots_left:>4} of {a.budget.slots_allowed:<4}  "
-            f"{_compensation_text(a)}"
+            f"{_compensation_text(a)}{notes}"
         )
     for statement in statements:
         a = statement.assessment
@@ -153,7 +171,9 @@ def to_text(statements: Sequence[Statement], tz: ZoneInfo, title: str) -> str:
         lines += [
             "",
             f"{a.app_id}  {a.month} ({a.month.days} days, {a.month.total_minutes:,} minutes, {tz.key})",
-            f"  requests {a.requests:,}, successes {a.successes:,}, data-quality slots {a.data_quality_slots}",
+            *_coverage_lines(statement, tz),
+            f"  requests {a.requests:,}, successes {a.successes:,}, data-quality slots {a.data_quality_slots}"
+            + ("  (no requests recorded)" if a.requests == 0 else ""),
             f"  availability {a.availability_display} (exactly {a.availability}): "
             f"{'meets' if a.meets_sla else 'BELOW'} the target",
             f"  unavailable {len(a.unavailable)} slots = {unavailable_minutes(len(a.unavailable))} minutes; "
@@ -168,6 +188,54 @@ def to_text(statements: Sequence[Statement], tz: ZoneInfo, title: str) -> str:
     if not assessments:
         lines.append("(no service month of any app falls in this month)")
     return "\n".join(lines)
+
+
+def _title_notes(statements: Sequence[Statement], tz: ZoneInfo) -> str:
+    """What the first line adds: "so far, as of …" for a running month, "INCOMPLETE DATA" for silent periods."""
+    notes = []
+    running = [s.coverage.end_ms for s in statements if s.running]
+    if running:
+        notes.append(f"so far, as of {_clock(max(running), tz)} ({tz.key})")
+    silent = max((s.coverage.silent_minutes for s in statements), default=0)
+    if silent:
+        notes.append(f"INCOMPLETE DATA: no event at all in {silent:,} minutes of it (silent periods below)")
+    return "".join(f", {note}" for note in notes)
+
+
+def _statement_notes(statement: Statement) -> list[str]:
+    """Why a statement's figures are not the month's whole story, for its line of the summary table."""
+    notes = []
+    if statement.running:
+        notes.append("so far")
+    if not statement.coverage.complete:
+        notes.append(f"no data in {statement.coverage.silent_minutes:,} min")
+    if statement.assessment.requests == 0:
+        notes.append("no requests recorded")
+    return notes
+
+
+def _coverage_lines(statement: Statement, tz: ZoneInfo) -> list[str]:
+    """The ``data:`` line of a statement, and its silent periods."""
+    coverage = statement.coverage
+    lines = []
+    if statement.running:
+        lines.append(f"  so far, as of {_clock(coverage.end_ms, tz)}: the month runs to {statement.month.last_day}")
+    if coverage.first_ms is None or coverage.last_ms is None:
+        return [*lines, "  data: INCOMPLETE: no event of any app in the span measured"]
+    span = f"events from {_clock(coverage.first_ms, tz)} to {_clock(coverage.last_ms, tz)}"
+    if coverage.complete:
+        return [*lines, f"  data: {span}; complete (no {coverage.silent_after_minutes}+ minutes without any event)"]
+    lines.append(
+        f"  data: INCOMPLETE: {span}, and {len(coverage.silent)} silent "
+        f"{'period' if len(coverage.silent) == 1 else 'periods'} of "
+        f"{coverage.silent_after_minutes}+ minutes without any event ({coverage.silent_minutes:,} minutes: "
+        "no data, not no traffic):"
+    )
+    lines += [
+        f"    {_clock(p.start_ms, tz)} – {_clock(p.end_ms, tz, local_time(p.start_ms, tz).date())}  {p.minutes:>6,} min"
+        for p in coverage.silent
+    ]
+    return lines
 
 
 def now_bounds(settings: Settings, now: datetime) -> TimeBounds:

@@ -22,8 +22,9 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from stream.formats import month_to_json
+from stream.formats import statement_to_json
 from stream.sla.claims import WorkingDayCalendar
+from stream.sla.coverage import MINUTE_MS, MinuteMap
 from stream.sla.exemptions import Exemption
 from stream.sla.months import ServiceMonth, calendar_month
 from stream.sla.policy import SlaPolicy
@@ -79,10 +80,29 @@ def traffic(month: ServiceMonth = OCTOBER, tz: ZoneInfo = SHANGHAI, seed: int = 
     return counts
 
 
+def covered_until(month: ServiceMonth, tz: ZoneInfo, as_of_ms: int | None = None) -> dict[str, Any]:
+    """``build_statement``'s coverage arguments for input with an event in every minute of ``month``'s calendar
+    month up to ``as_of_ms`` (None: the month's end, the month over)."""
+    start_ms, end_ms = calendar_month(month.first_day.year, month.first_day.month).span_ms(tz)
+    until_ms = end_ms if as_of_ms is None else as_of_ms
+    covered = MinuteMap(start_ms, end_ms)
+    covered.add_minutes(range(start_ms // MINUTE_MS, until_ms // MINUTE_MS))
+    return {"covered": covered, "as_of_ms": until_ms}
+
+
 def october_statement(source: Source = "report", revisions: dict[int, int] | None = None) -> Statement:
     """The example month's statement, with the maintenance exemption and a fee on record."""
     return build_statement(
-        APP, OCTOBER, traffic(), (MAINTENANCE,), WorkingDayCalendar(), FEE, SlaPolicy(), source, revisions
+        APP,
+        OCTOBER,
+        traffic(),
+        (MAINTENANCE,),
+        WorkingDayCalendar(),
+        FEE,
+        SlaPolicy(),
+        source,
+        revisions=revisions,
+        **covered_until(OCTOBER, SHANGHAI),
     )
 
 
@@ -93,7 +113,15 @@ def quiet_statement(
     ten = day_start_ms(month.first_day, tz) + 120 * SLOT_MS
     counts = {ten: SlotCounts(100, 50)}
     return build_statement(
-        app_id, month, counts, exemptions, WorkingDayCalendar(), None, SlaPolicy(timezone=tz), "report"
+        app_id,
+        month,
+        counts,
+        exemptions,
+        WorkingDayCalendar(),
+        None,
+        SlaPolicy(timezone=tz),
+        "report",
+        **covered_until(month, tz),
     )
 
 
@@ -109,7 +137,16 @@ def live_statement(now_ms: int, grace_ms: int = 120_000) -> Statement:
     counts = {slot_ms: c for slot_ms, c in traffic().items() if slot_ms <= now_ms}
     revisions = {slot_ms: 1 for slot_ms in counts if slot_ms + SLOT_MS + grace_ms <= now_ms}
     return build_statement(
-        APP, OCTOBER, counts, (MAINTENANCE,), WorkingDayCalendar(), FEE, SlaPolicy(), "live", revisions
+        APP,
+        OCTOBER,
+        counts,
+        (MAINTENANCE,),
+        WorkingDayCalendar(),
+        FEE,
+        SlaPolicy(),
+        "live",
+        revisions=revisions,
+        **covered_until(OCTOBER, SHANGHAI, now_ms),
     )
 
 
@@ -132,6 +169,12 @@ FIGURE_FIELDS = {
     "claim_opens": ("claim_window", "opens"),
     "claim_closes": ("claim_window", "closes"),
     "claim_estimated": ("claim_window", "estimated"),
+    "running": ("running",),
+    "as_of": ("as_of",),
+    "coverage_complete": ("coverage", "complete"),
+    "silent_minutes": ("coverage", "silent_minutes"),
+    "covered_from": ("coverage", "covered_from"),
+    "covered_until": ("coverage", "covered_until"),
 }
 """Where each ``data-figure`` of a month page is in the JSON report (written out here, not taken from the page's
 module, so a figure shown under the wrong name fails)."""
@@ -139,7 +182,7 @@ module, so a figure shown under the wrong name fails)."""
 
 def expected_figures(statement: Statement) -> dict[str, str]:
     """Each ``data-figure``'s text as the JSON report gives its value, and the digest."""
-    figures = month_to_json(statement.assessment, statement.policy.timezone)
+    figures = statement_to_json(statement)
     expected = {}
     for name, path in FIGURE_FIELDS.items():
         value: Any = figures

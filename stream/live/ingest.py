@@ -41,6 +41,7 @@ from stream.live.cursors import Cursors
 from stream.live.health import Backoff, Health
 from stream.live.store import ApplyResult, ApplyStatus, Fence, SlotBatch, Store
 from stream.sla.counting import EventKind
+from stream.sla.coverage import MINUTE_MS, MonthBits
 from stream.sla.slots import local_date, slot_start_ms
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class ParsedBatch:
     """The latest event time among all valid events, counted or not: stream time moves with it."""
     skipped: int = 0
     """Valid events the Ingester did not admit (a replay's other months and apps)."""
+    minutes: set[int] = field(default_factory=set)
+    """The minutes (``ts // MINUTE_MS``) all valid events happened in, counted or not: the input's coverage."""
 
 
 @dataclass
@@ -181,6 +184,7 @@ class Ingester:
         self._admit = admit
         """Which valid events to count (None: all); the others still move stream time."""
         self._day_of_slot: dict[int, str] = {}
+        self._month_bits = MonthBits(tz)
         self.stats = IngestStats()
         """This worker's totals since it started."""
         self.by_topic: dict[str, IngestStats] = defaultdict(IngestStats)
@@ -250,6 +254,7 @@ class Ingester:
                     FIELD_OF_KIND[kind],
                     parsed.latest_ms,
                     len(parsed.letters),
+                    self._month_bits.of(parsed.minutes),
                 )
             )
             status = result.status
@@ -289,6 +294,8 @@ class Ingester:
         letters: list[DeadLetter] = []
         latest_ms = -1
         skipped = 0
+        minutes: set[int] = set()
+        minute = -1
         admit = self._admit
         tz = self._tz
         for record in records:
@@ -298,12 +305,17 @@ class Ingester:
             for event in events:
                 if event.ts > latest_ms:
                     latest_ms = event.ts
+                if event.ts // MINUTE_MS != minute:  # events come mostly in time order: one set add a minute
+                    minute = event.ts // MINUTE_MS
+                    minutes.add(minute)
                 if admit is not None and not admit(event):
                     skipped += 1
                     continue
                 ids_by_slot[(event.app_id, slot_start_ms(event.counted_ts, tz))].append(event.event_id)
         slots = [SlotBatch(app, slot_ms, self._day(slot_ms), ids) for (app, slot_ms), ids in ids_by_slot.items()]
-        return ParsedBatch(records[0].offset, records[-1].offset, slots, letters, len(records), latest_ms, skipped)
+        return ParsedBatch(
+            records[0].offset, records[-1].offset, slots, letters, len(records), latest_ms, skipped, minutes
+        )
 
     async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Send every refused record or element, each retried until Kafka acknowledges it."""

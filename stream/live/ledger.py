@@ -18,8 +18,9 @@ from datetime import timedelta
 from stream.config import Settings
 from stream.live.store import Store
 from stream.sla.assessment import MonthAssessment, assess_month
+from stream.sla.coverage import MinuteMap, month_label
 from stream.sla.exemptions import Exemption
-from stream.sla.months import ServiceMonth, service_months_in
+from stream.sla.months import ServiceMonth, calendar_month, service_months_in
 from stream.sla.slots import slots_between
 from stream.statements.statement import Source, Statement, build_statement
 
@@ -60,18 +61,26 @@ async def statements_from_store(
     service_months: list[ServiceMonth],
     exemptions: tuple[Exemption, ...],
     source: Source,
+    as_of_ms: int,
 ) -> list[Statement]:
-    """The statements of the app's ``service_months`` from every slot Redis holds for them.
+    """The statements of the app's ``service_months`` from every slot Redis holds for them, as of ``as_of_ms``.
 
     A ``live`` statement covers the slots closed so far, each with its verdict's
     revision, as the month ledger and ``/metrics`` do; the slots still open
     are its :attr:`~stream.statements.statement.Statement.open_slots`. A
     replay closes every slot before it reads them (its revisions are its own
-    closing's, so it lists none).
+    closing's, so it lists none). Each says what the input covers of its
+    month: the minutes Redis recorded an event of any app in, up to
+    ``as_of_ms`` (the live watermark; a replay's clock).
     """
     tz = settings.policy.timezone
     statements = []
+    covered: dict[str, MinuteMap] = {}
     for service_month in service_months:
+        day = service_month.first_day
+        label = month_label(day.year, day.month)
+        if label not in covered:
+            covered[label] = await store.coverage(label, *calendar_month(day.year, day.month).span_ms(tz))
         listing = await store.slot_listing(app_id, list(slots_between(*service_month.span_ms(tz), tz)))
         closed = {slot_ms: (counts, r) for slot_ms, (counts, r) in listing.items() if r is not None or source != "live"}
         statements.append(
@@ -84,6 +93,8 @@ async def statements_from_store(
                 settings.terms(app_id).fees.get(service_month.first_day),
                 settings.policy,
                 source,
+                covered=covered[label],
+                as_of_ms=as_of_ms,
                 revisions={slot_ms: r for slot_ms, (_, r) in closed.items() if r is not None and source == "live"},
                 open_counts={slot_ms: counts for slot_ms, (counts, _) in listing.items() if slot_ms not in closed},
             )

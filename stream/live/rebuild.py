@@ -163,6 +163,10 @@ async def _count_inputs(
     try:
         plan = await whole_topic_plan(consumer, partitions)
         say(f"counting {plan.total:,} offsets of {len(partitions)} input partitions")
+        if plan.total == 0:  # not an error: workers resume from the empty state and count what comes
+            deleted = sum(plan.starts.values())
+            held = f"all {deleted:,} offsets they held were deleted, by retention or deleteRecords" if deleted else None
+            say(f"the input topics hold no records ({held or 'never written to'}): the rebuilt state is empty")
         every = Every(PROGRESS_EVERY_S)
 
         async def progress(done: int) -> None:

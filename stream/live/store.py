@@ -6,7 +6,8 @@ all, whatever happens to the worker that sent it:
 
 ``apply_batch``
     counts one partition's batch into slots and records that partition's last
-    applied offset and stream time in the same step; a batch at or below the
+    applied offset, stream time and the minutes its events happened in
+    (coverage: no figure without data) in the same step; a batch at or below the
     recorded offset is skipped, so Kafka's redelivery after a crash counts
     nothing twice (invariant 1). Duplicate ``event_id``\\ s within a slot count
     once (a set of ids per slot). The caller says which applied offset it
@@ -51,6 +52,8 @@ Keys, all under one prefix (``sla:`` by default; tests use their own):
 ``lock:closer``                STRING the closer's lease (a Redis lock), held while a tick runs
 ``calls:{app}``                HASH requests, successes ever counted (the metrics' call counters)
 ``outcomes:{app}``             HASH good, bad, exempt: slots by their first verdict; failed_calls in them
+``coverage:{tp}:{YYYY-MM}``    STRING bitmap, one bit a minute of the calendar month: an event of the partition
+                               had its time in it (:class:`stream.sla.coverage.MinuteMap`)
 =============================  =========================================================
 
 :class:`Keys` spells these names; nothing else builds them (the Lua scripts
@@ -73,12 +76,14 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.client import NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.formats import exemption_from_json
 from stream.live.clock import PartitionState
 from stream.live.hiredis_packing import use_hiredis_packing
+from stream.sla.coverage import MinuteMap
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
 from stream.sla.verdict import SlotCounts
@@ -123,6 +128,7 @@ local refused = tonumber(ARGV[7])
 local generation, state = ARGV[8], ARGV[9]
 local expected = tonumber(ARGV[10])
 local min_seq = tonumber(ARGV[11])
+local minutes = tonumber(ARGV[12])
 """
     + _fence(lost="{-3, -1, 0, 0, 0, 0}", other="{-4, -1, 0, 0, 0, 0}", rolled_back="{-6, -1, 0, 0, 0, seq}")
     + """
@@ -136,8 +142,11 @@ end
 if min_offset <= applied then
   return {-1, applied, 0, 0, 0, seq}
 end
+for m = 13, 12 + 2 * minutes, 2 do
+  redis.call('SETBIT', p .. 'coverage:' .. tp .. ':' .. ARGV[m], ARGV[m + 1], 1)
+end
 local counted, duplicates, late = 0, 0, 0
-local i = 12
+local i = 13 + 2 * minutes
 while i <= #ARGV do
   local app, slot, day, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local sk = app .. ':' .. slot
@@ -512,6 +521,9 @@ class Keys:
     def outcomes(self, app_id: str) -> str:
         return self._name("outcomes", app_id)
 
+    def coverage(self, tp: str, month: str) -> str:
+        return self._name("coverage", tp, month)
+
     def pattern(self, kind: str) -> str:
         """A SCAN pattern for every key of a per-slot ``kind`` (``slot``, ``verdict``)."""
         return _glob_escape(self._name(kind)) + ":*"
@@ -545,18 +557,23 @@ class Store:
         field: str,
         stream_ms: int,
         refused: int,
+        covered: Sequence[tuple[str, int]] = (),
     ) -> ApplyResult:
         """Count one partition's batch, covering records ``min(offsets)..max(offsets)``, atomically.
 
         ``expected_offset`` is the applied offset (-1: none) the caller's
-        reading of the partition continues from. Nothing is counted unless the
+        reading of the partition continues from. ``covered`` are the minutes
+        its valid events happened in, as ``(YYYY-MM, bit)`` of the calendar
+        month's coverage map (:class:`stream.sla.coverage.MonthBits`). Nothing is counted unless the
         status is ``APPLIED``; see :class:`ApplyStatus` for what each other
         status asks of the caller.
         """
         if field not in COUNT_FIELDS:
             raise ValueError(f"unknown count field {field!r}")
         args: list[object] = [self.prefix, tp, min(offsets), max(offsets), stream_ms, field, refused]
-        args += [fence.generation, fence.state, expected_offset, self._min_seq(fence)]
+        args += [fence.generation, fence.state, expected_offset, self._min_seq(fence), len(covered)]
+        for label, bit in covered:
+            args += [label, bit]
         for batch in slots:
             args += [batch.app_id, batch.slot_ms, batch.day, len(batch.event_ids), *batch.event_ids]
         status, applied_offset, counted, duplicates, late, seq = await self._apply(args=args)
@@ -644,6 +661,21 @@ class Store:
         names = list(tps)
         values = await self.redis.hmget(self.keys.offsets, names) if names else []
         return {tp: _int_or_none(value) for tp, value in zip(names, values, strict=True)}
+
+    async def coverage(self, month: str, start_ms: int, end_ms: int) -> MinuteMap:
+        """The minutes of calendar month ``month`` (``YYYY-MM``, spanning ``[start_ms, end_ms)``) in which any
+        partition's events happened: every partition's map OR-ed (one round trip for the names, one for the maps)."""
+        covered = MinuteMap(start_ms, end_ms)
+        tps = await self.redis.hkeys(self.keys.offsets)
+        if not tps:
+            return covered
+        pipe = self.redis.pipeline(transaction=False)
+        for tp in tps:
+            pipe.execute_command("GET", self.keys.coverage(tp, month), **{NEVER_DECODE: True})
+        for bits in await pipe.execute():
+            if bits:
+                covered.merge(MinuteMap(start_ms, end_ms, bits))
+        return covered
 
     async def mark_idle(self, idle: Mapping[str, int], busy: Iterable[str]) -> None:
         """Record which partitions are caught up and quiet (with the wall time seen), and which are not."""

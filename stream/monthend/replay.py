@@ -6,14 +6,16 @@ every month's figures must be reproducible from the raw events. A replay:
 1. finds, in each input partition, the first record stamped at or after the
    month's start less a margin (``[replay] margin_minutes`` plus
    ``[events] max_future_seconds``: records sent a little before their
-   events' time), and refuses a month the topics no longer reach back to;
+   events' time), and refuses a month the topics no longer reach back to,
+   and topics that hold no record at all;
 2. reads every partition from there to the end offsets it saw when it
    started, with a consumer of its own (no group, nothing committed), and
    counts the events whose counted time falls in the month (and, with
    ``--app``, of those apps) through the workers' own
    :class:`stream.live.ingest.Ingester`, into a namespace of its own in Redis
    (key prefix ``<prefix>-replay-YYYY-MM-<token>:``), so the live state is
-   never touched and live workers run on;
+   never touched and live workers run on; a reading that met no event of the
+   month, of any app, is refused (no data must not pass for no traffic);
 3. closes the slots with the workers' own :class:`stream.live.closer.Closer`
    as event time passes (so duplicate-detection ids are released as live,
    and memory stays flat), and every slot once the reading is done; the
@@ -34,6 +36,7 @@ import multiprocessing
 import multiprocessing.queues
 import queue
 import secrets
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -160,9 +163,13 @@ async def replay(
         fence = Fence(now_ms, "rebuilding")
         await store.begin_rebuild(fence.generation)
         exemptions = await load_exemptions(store, latest)
-        stats, closed = await _count(
+        stats, closed, month_events = await _count(
             settings, request, store, fence, plan, progress, (month_start, month_end), processes
         )
+        if not month_events:  # no data must not pass for a clean month (no traffic)
+            read = _nothing_of_the(request.name, stats, plan, _when(reading_from, settings))
+            kept = f"; its state is kept under key prefix {store.prefix!r}" if request.keep else ""
+            raise ReplayError(_no_records(settings, request, read) + kept)
         await _check_month_closed(store, (month_start, month_end), settings, now_ms)
         counted_apps = await store.apps()
         await check_apps_known(settings, live, request.apps, seen=counted_apps)
@@ -178,6 +185,7 @@ async def replay(
                 service_months_in(request.year, request.month, settings.terms(app_id).subscriptions),
                 current,
                 source="replay",
+                as_of_ms=now_ms,
             )
         ]
         seconds = time.monotonic() - started
@@ -232,6 +240,10 @@ async def _month_plan(
     have been stamped after ``reading_from``: the month cannot be counted whole.
     """
     whole = await whole_topic_plan(consumer, partitions)
+    if whole.total == 0:  # just created, or every record deleted: nothing to count, and nothing running again finds
+        deleted = sum(whole.starts.values())
+        held = f"all {deleted:,} offsets they held were deleted, by retention or deleteRecords" if deleted else None
+        raise ReplayError(_no_records(settings, request, f"they hold none ({held or 'never written to'})"))
     emptied = [tp for tp in partitions if 0 < whole.starts[tp] == whole.ends[tp]]
     if emptied:
         tp = emptied[0]
@@ -280,12 +292,13 @@ async def _count(
     progress: ProgressFactory,
     month: tuple[int, int],
     processes: int,
-) -> tuple[IngestStats, int]:
+) -> tuple[IngestStats, int, int]:
     """Count the plan's records of the month in ``processes`` processes, closing as event time passes.
 
     The processes count; this one shows their progress, notices one that
     failed or died, and runs the closer meanwhile, then closes every slot.
-    Returns the merged ingest totals and how many slots were closed.
+    Returns the merged ingest totals, how many slots were closed, and how
+    many valid events of the month (of any app) the processes met.
     """
 
     async def not_published(messages: Sequence[tuple[str, str]]) -> None:
@@ -300,6 +313,7 @@ async def _count(
     shown = progress(f"replay {request.name}", plan.total)
     idle_reports = Every(IDLE_EVERY_S)
     finished: dict[int, IngestStats] = {}
+    month_events = 0
     closed = 0
     workers = []
     try:
@@ -318,10 +332,10 @@ async def _count(
                 if outcome.stats is None:
                     raise ReplayError(outcome.error or "a replay process failed")
                 finished[outcome.index] = outcome.stats
+                month_events += outcome.month_events
             lost = [i for i in ended if i not in finished]
             if lost:
-                code = workers[lost[0]].exitcode
-                raise ReplayError(f"a replay process ended without its counts (exit status {code}); run it again")
+                raise ReplayError(_lost_process(workers[lost[0]].exitcode))
             if idle_reports.due():
                 for index in finished:  # a finished process no longer reports its partitions idle
                     await mark_read_partitions_idle(store, groups[index], None)
@@ -335,7 +349,41 @@ async def _count(
                 worker.terminate()
             worker.join()
     closed += await close_all(closer, fence, store, plan)
-    return merged(list(finished.values())), closed
+    return merged(list(finished.values())), closed, month_events
+
+
+def _lost_process(code: int | None) -> str:
+    """Why the replay stopped when one of its processes ended without sending its outcome.
+
+    Killed by a signal (the out-of-memory killer, an operator), running it again
+    can help; an exit status of its own is a fault that would happen again.
+
+    Example:
+        >>> _lost_process(-9)
+        'a replay process ended without its counts (exit status -9), killed by SIGKILL (out of memory?); run it again'
+        >>> _lost_process(1)
+        'a replay process ended without its counts (exit status 1): a fault in sla-stream, please report it'
+    """
+    message = f"a replay process ended without its counts (exit status {code})"
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"{message}, killed by {signal.Signals(-code).name} (out of memory?); run it again"
+        return f"{message}, killed by signal {-code}; run it again"
+    return f"{message}: a fault in sla-stream, please report it"
+
+
+def _no_records(settings: Settings, request: ReplayRequest, why: str) -> str:
+    """The refusal of a month the input topics hold no record of: counted, it would read as a clean month."""
+    return f"no records for {request.name} in topics {', '.join(settings.topics.input_kinds)}: {why}"
+
+
+def _nothing_of_the(month: str, stats: IngestStats, plan: ReadPlan, since: str) -> str:
+    """What a reading that met no event of the month read instead."""
+    read = f"every record stamped from {since} on"
+    if not stats.records:
+        return f"the {plan.total:,} offsets read ({read}) hold no committed record"
+    refused = f" ({stats.dead_letters:,} refused as invalid)" if stats.dead_letters else ""
+    return f"none of the {stats.records:,} records read ({read}) has an event in {month}{refused}"
 
 
 async def _check_month_closed(store: Store, month: tuple[int, int], settings: Settings, started_ms: int) -> None:

@@ -15,6 +15,9 @@ does not grow with the input:
    goes no further, before any duplicate check, as ``SlotTally.add`` does.
    The others are spilled to disk by partition (:mod:`stream.offline.spill`).
    Bad lines are kept on disk too, and reported in file and line order.
+   Each valid event also marks the minute of its own time in the month's
+   coverage (:class:`stream.sla.coverage.MinuteMap`), whatever its slot and
+   whether or not it is a duplicate: what the files cover of the month.
 2. **Count distinct.** Each partition's spilled lines are read into a set,
    one partition at a time in each process; its distinct lines per app, slot
    and kind are the counts, and the lines beyond them are the duplicates.
@@ -40,6 +43,8 @@ Example:
     /.../events.jsonl:4: not valid JSON: Expecting value at column 1
     >>> counted.counts("app"), counted.duplicates, counted.bad_lines
     ({1552183200000: SlotCounts(requests=1, successes=1)}, 1, 1)
+    >>> [(minute - 1551369600000) // MINUTE_MS for minute in counted.covered.minutes()]  # 10:04 and 10:05 on the 10th
+    [13564, 13565]
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ from stream.offline.spill import (
     read_group,
 )
 from stream.sla.counting import counted_time
+from stream.sla.coverage import MINUTE_MS, MinuteMap
 from stream.sla.slots import SLOT_MS, slot_start_ms
 from stream.sla.verdict import SlotCounts
 
@@ -144,6 +150,9 @@ class CountedEvents:
     """Valid events whose slot is outside the window: not counted."""
     bad_lines: int
     """Lines skipped for breaking the event contract (each was given to ``on_bad_line``)."""
+    covered: MinuteMap
+    """The minutes of the window (its whole span) in which a valid event of any app happened, by the event's own
+    ``ts`` (not its slot's time): counted, duplicate or whatever its slot. Bad lines mark nothing."""
     partitions: int = 0
     spilled_bytes: int = 0
     splits: int = 0
@@ -178,12 +187,15 @@ def count_event_files(
 ) -> CountedEvents:
     """Count the valid events of the files into slots of ``window_ms`` (slot starts ``[start, end)``).
 
-    Bad lines go to ``on_bad_line`` in file and line order, once the files are
+    ``window_ms`` spans whole minutes (a calendar month, else ``ValueError``):
+    its minutes with a valid event are :attr:`CountedEvents.covered`. Bad
+    lines go to ``on_bad_line`` in file and line order, once the files are
     read. ``processes``: how many processes read and count (default: one per
     core, or only this one for a small input). Raises
     :class:`stream.offline.files.EventFilesError` for a damaged gzip file and
     ``OSError`` for a file that cannot be read or a disk that is full.
     """
+    covered = MinuteMap(*window_ms)  # refuses a window of part minutes before anything is read
     work = [piece for path in paths for piece in pieces(path, _piece_bytes(paths, processes))]
     input_bytes = sum(piece.work for piece in work)
     if processes is None:
@@ -212,7 +224,7 @@ def count_event_files(
                 job.count_lines,
                 key=lambda task: task[1],
             )
-    return _counted_events(read, counted, bad_lines, partitions, sum(spilled.values()))
+    return _counted_events(read, counted, bad_lines, covered, partitions, sum(spilled.values()))
 
 
 @dataclass
@@ -245,6 +257,8 @@ class _PieceRead:
     lines: int
     outside_window: int
     bad_lines: int
+    covered: bytes
+    """The piece's :class:`MinuteMap` of the window (``to_bytes``), its trailing zero bytes cut: a few kB at most."""
 
 
 def _read_piece(job: _Job, task: tuple[int, Piece]) -> _PieceRead:
@@ -277,6 +291,10 @@ class _Reader:
         self.bad_lines = 0
         self.outside = 0
         self.events = 0
+        self.minutes: set[int] = set()
+        """Minutes (``ts // MINUTE_MS``) of the valid events of the block being read: a set add an event in the hot
+        loop, folded into :attr:`covered` once a minute at the block's end (memory: a block's events at most)."""
+        self.covered = MinuteMap(*job.window_ms)
 
     @classmethod
     def of(cls, job: _Job) -> _Reader:
@@ -286,6 +304,8 @@ class _Reader:
 
     def read(self, index: int, piece: Piece) -> _PieceRead:
         self.bad_lines, self.outside, self.events = 0, 0, 0
+        self.minutes.clear()
+        self.covered = MinuteMap(*self.job.window_ms)
         progress_bytes, progress_events = self.job.read_bytes, self.job.read_events
 
         def done(read: int) -> None:  # bytes of the piece read, compressed ones for gzip: in bytes of lines
@@ -303,8 +323,10 @@ class _Reader:
                     number += 1
                     self._one(last, number)
                 self.spill.flush_if_full()
+                self.covered.add_minutes(self.minutes)
+                self.minutes.clear()
         self.spill.flush()
-        return _PieceRead(number, self.outside, self.bad_lines)
+        return _PieceRead(number, self.outside, self.bad_lines, self.covered.to_bytes().rstrip(b"\0"))
 
     def _block(self, lines: list[bytes], before: int) -> None:
         """Lines ``before + 1`` onwards (without newlines): as one batch when the plain path takes them all."""
@@ -324,14 +346,17 @@ class _Reader:
         """Place events of the plain path: their ids hold no backslash, tab or newline, so need no escaping."""
         tz, (start, end) = self.job.tz, self.job.window_ms
         buffers, partitions = self.spill.buffers, self.spill.partitions
+        note = self.minutes.add
         outside = 0
         for request in requests:
+            note(request.ts // MINUTE_MS)
             slot = slot_start_ms(request.ts, tz)
             if start <= slot < end:
                 buffers[slot // SLOT_MS % partitions].append(f"{request.app_id}\t{slot}\tr\t{request.event_id}\n")
             else:
                 outside += 1
         for success in successes:
+            note(success.ts // MINUTE_MS)  # its own time, not its request's
             slot = slot_start_ms(counted_time(success.ts, success.request_ts), tz)
             if start <= slot < end:
                 buffers[slot // SLOT_MS % partitions].append(f"{success.app_id}\t{slot}\ts\t{success.event_id}\n")
@@ -352,6 +377,7 @@ class _Reader:
         if event is None:
             return
         self.events += 1
+        self.minutes.add(event.ts // MINUTE_MS)
         slot = slot_start_ms(event.counted_ts, self.job.tz)
         if self.job.window_ms[0] <= slot < self.job.window_ms[1]:
             self.spill.add(event.app_id, slot, event.kind, event.event_id)
@@ -540,8 +566,17 @@ def _report_bad_lines(
 
 
 def _counted_events(
-    read: list[_PieceRead], counted: list[PartitionCount], bad_lines: int, partitions: int, spilled: int
+    read: list[_PieceRead],
+    counted: list[PartitionCount],
+    bad_lines: int,
+    covered: MinuteMap,
+    partitions: int,
+    spilled: int,
 ) -> CountedEvents:
+    """The counts of every partition and the coverage of every piece (OR-merged into ``covered``) together."""
+    for piece in read:
+        if piece.covered:
+            covered.merge(MinuteMap(covered.start_ms, covered.end_ms, piece.covered))
     requests: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     successes: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for partition in counted:
@@ -560,6 +595,7 @@ def _counted_events(
         duplicates=sum(p.lines - p.distinct for p in counted),
         outside_window=sum(r.outside_window for r in read),
         bad_lines=bad_lines,
+        covered=covered,
         partitions=partitions,
         spilled_bytes=spilled,
         splits=sum(p.splits for p in counted),

@@ -50,6 +50,9 @@ class SlaPolicy:
     """A claim opens the day after this many working days of the next calendar month."""
     claim_window_days: int = 60
     """A claim closes on this natural day after the service month ends."""
+    silent_after_minutes: int = 15
+    """A run of this many minutes without any event read is a silent period: "no data", not "no traffic"
+    (:mod:`stream.sla.coverage`)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.slot_success_min <= 1:
@@ -65,3 +68,5 @@ class SlaPolicy:
             raise ValueError("compensation percent must be between 0 and 100")
         if self.claim_after_working_days < 1 or self.claim_window_days < 1:
             raise ValueError("claim window day counts must be positive")
+        if not 1 <= self.silent_after_minutes <= 24 * 60:
+            raise ValueError(f"silent_after_minutes must be from 1 to 1440, got {self.silent_after_minutes}")

@@ -25,11 +25,15 @@ Example:
     >>> from stream.sla.policy import SlaPolicy
     >>> from stream.sla.verdict import SlotCounts
     >>> from stream.statements.statement import build_statement
+    >>> from stream.sla.coverage import MinuteMap
+    >>> start, end = calendar_month(2019, 3).span_ms(SlaPolicy().timezone)
+    >>> events_from_the_2nd_on = MinuteMap(start, end, bytes(180) + bytes([255]) * 6000)
     >>> s = build_statement("1400000001", calendar_month(2019, 3), {1552183200000: SlotCounts(200, 197)}, (),
-    ...                     WorkingDayCalendar(), None, SlaPolicy(), "report")
+    ...                     WorkingDayCalendar(), None, SlaPolicy(), "report", covered=events_from_the_2nd_on,
+    ...                     as_of_ms=end)
     >>> page = render_month_page(s)
-    >>> page.count('class="slot '), page.count('data-verdict="unavailable"')
-    (8928, 1)
+    >>> page.count('class="slot '), page.count('data-verdict="unavailable"'), page.count('data-verdict="no-data"')
+    (8928, 1, 288)
     >>> '<b data-figure="availability_display">99.98%</b>' in page
     True
 """
@@ -45,7 +49,7 @@ from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from stream.formats import month_to_json
+from stream.formats import statement_to_json
 from stream.sla.assessment import MonthAssessment, Period
 from stream.sla.availability import display_percent, truncated_decimal, unavailable_minutes
 from stream.sla.exemptions import CLAUSES, Exemption
@@ -63,7 +67,7 @@ class LiveContext:
     refresh_s: int
     """Seconds between reloads: ``<meta http-equiv="refresh" content="N">``."""
     now_ms: int
-    """When the figures were read; slots starting after it (without traffic) are ``future``."""
+    """When the page was read (its banner's "as of"); the statement's own time is its coverage's."""
     index_href: str
     """The link back to the index of apps (``/``)."""
 
@@ -85,9 +89,10 @@ SOURCES: dict[Source, str] = {
     "live": "live stream",
 }
 
-CELL_VERDICTS = ("ok", "unavailable", "exempt", "data-quality", "none", "open", "future")
-"""The ``data-verdict`` of a heatmap cell: a statement's verdicts, ``none`` (no traffic), and live only
-``open`` (traffic counted, not closed yet) and ``future`` (starts after the page's time, no traffic)."""
+CELL_VERDICTS = ("ok", "unavailable", "exempt", "data-quality", "none", "no-data", "open", "future")
+"""The ``data-verdict`` of a heatmap cell: a statement's verdicts, ``none`` (no traffic), ``no-data`` (no
+traffic, and wholly inside a silent period of the input: nothing was measured), ``future`` (no traffic, at or
+after the time a running month's figures are as of) and live only ``open`` (traffic counted, not closed yet)."""
 
 FIGURES: dict[str, tuple[str, ...]] = {
     "availability_display": ("availability_display",),
@@ -108,8 +113,15 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "claim_opens": ("claim_window", "opens"),
     "claim_closes": ("claim_window", "closes"),
     "claim_estimated": ("claim_window", "estimated"),
+    "running": ("running",),
+    "as_of": ("as_of",),
+    "coverage_complete": ("coverage", "complete"),
+    "silent_minutes": ("coverage", "silent_minutes"),
+    "covered_from": ("coverage", "covered_from"),
+    "covered_until": ("coverage", "covered_until"),
 }
-"""Each ``data-figure`` of the page and where :func:`stream.formats.month_to_json` keeps it (``digest`` aside)."""
+"""Each ``data-figure`` of the page and where :func:`stream.formats.statement_to_json` keeps it (``digest``
+aside: the page shows it in its own section)."""
 
 HIGH_RATE = Fraction(999, 1000)
 """Heatmap band: an ok slot at least this good (short of 100%) is drawn lighter than one just above the threshold."""
@@ -139,8 +151,8 @@ def figure_text(value: Any) -> str:
 
 
 def page_figures(statement: Statement) -> dict[str, str]:
-    """Every ``data-figure`` of the statement's page and its text (taken from :func:`month_to_json`)."""
-    figures = month_to_json(statement.assessment, statement.policy.timezone)
+    """Every ``data-figure`` of the statement's page and its text (taken from :func:`statement_to_json`)."""
+    figures = statement_to_json(statement)
     texts = {}
     for name, path in FIGURES.items():
         value: Any = figures
@@ -198,9 +210,46 @@ def _header(statement: Statement, live: LiveContext | None) -> str:
         f"source: {escape(SOURCES[statement.source])}</p>",
     ]
     if live is not None:
-        lines.append(_live_banner(live, tz, running=live.now_ms < month.span_ms(tz)[1]))
+        lines.append(_live_banner(live, tz, running=statement.running))
+    lines += _data_notes(statement)
     lines.append("</header>")
     return "\n".join(lines)
+
+
+def _data_notes(statement: Statement) -> list[str]:
+    """What the figures do not cover: a month still running, silent input, an app without requests.
+
+    No figure without data: each is said where the figures are, not only in the JSON.
+    """
+    tz = statement.policy.timezone
+    coverage = statement.coverage
+    notes = []
+    if statement.running:
+        as_of = local_time(coverage.end_ms, tz).strftime("%Y-%m-%d %H:%M")
+        notes.append(
+            f'<p class="note" data-note="so-far">So far: the figures are as of <b>{as_of}</b> and the month runs to '
+            f"{_day(statement.month.last_day)}; the slots after that are not measured yet.</p>"
+        )
+    if not coverage.complete:
+        periods = "".join(
+            f"<li>{local_time(p.start_ms, tz):%Y-%m-%d %H:%M} to {local_time(p.end_ms, tz):%Y-%m-%d %H:%M} "
+            f"({p.minutes:,} minutes)</li>"
+            for p in coverage.silent
+        )
+        notes.append(
+            '<div class="note nodata" data-note="no-data"><p><b>Incomplete data.</b> No event of any app was '
+            f"read in {coverage.silent_minutes:,} minutes of this month: "
+            f"{_count(len(coverage.silent), 'silent period')} of {coverage.silent_after_minutes} minutes or more "
+            "(grey cross-hatched cells on the grid). The agreement reads a slot without requests as available, "
+            "so those minutes count as available here, but nothing was measured in them: no data, not no "
+            f"traffic.</p><ul>{periods}</ul></div>"
+        )
+    if statement.assessment.requests == 0:
+        notes.append(
+            '<p class="note" data-note="no-requests"><b>No requests recorded</b> for this app in this month: '
+            "its 100% is the agreement's reading of a month without traffic.</p>"
+        )
+    return notes
 
 
 def _live_banner(live: LiveContext, tz: ZoneInfo, running: bool, link: bool = True) -> str:
@@ -311,6 +360,12 @@ _FIGURE_LABELS = {
     "claim_opens": "claim window opens",
     "claim_closes": "claim window closes",
     "claim_estimated": "claim window estimated",
+    "running": "month still running: figures so far",
+    "as_of": "figures as of (empty: the month is over)",
+    "coverage_complete": "data covers the month (no silent period)",
+    "silent_minutes": "minutes in silent periods: no data",
+    "covered_from": "first minute with an event (any app)",
+    "covered_until": "end of the last minute with an event",
 }
 
 
@@ -351,7 +406,7 @@ class _Bands:
             return style.PERFECT
         return style.HIGH if rate >= HIGH_RATE else style.LOW_OK
 
-    def legend(self, live: bool) -> list[tuple[style.CellStyle, str]]:
+    def legend(self, live: bool, no_data: bool, future: bool) -> list[tuple[style.CellStyle, str]]:
         threshold = _plain_percent(self.threshold)
         entries = [(style.PERFECT, "ok, 100%")]
         if self.threshold < HIGH_RATE:
@@ -373,11 +428,12 @@ class _Bands:
             (style.DATA_QUALITY, "data quality: more successes than requests, read as 100%"),
             (style.NO_TRAFFIC, "no traffic"),
         ]
+        if no_data:
+            entries.append((style.NO_DATA, "no data: no event of any app read (cross-hatched)"))
         if live:
-            entries += [
-                (style.OPEN, "open: still counting (outlined, coloured as so far)"),
-                (style.FUTURE, "not begun"),
-            ]
+            entries.append((style.OPEN, "open: still counting (outlined, coloured as so far)"))
+        if future:
+            entries.append((style.FUTURE, "not measured yet"))
         return entries
 
 
@@ -404,7 +460,7 @@ def _heatmap(statement: Statement, live: LiveContext | None) -> str:
     total = 0
     for index, (day, slots) in enumerate(_days(statement)):
         total += len(slots)
-        cells, columns = _day_cells(day, slots, by_slot, bands, tz, live)
+        cells, columns = _day_cells(day, slots, by_slot, bands, statement, live is not None)
         widest = max(widest, columns)
         weekend = ' class="we"' if day.weekday() >= 5 else ""
         rows.append(
@@ -420,7 +476,7 @@ def _heatmap(statement: Statement, live: LiveContext | None) -> str:
     legend = "".join(
         f'<li><svg viewBox="0 0 22 14" aria-hidden="true"><rect class="sw {s.css_class}{_open_mark(s)}" '
         f'width="22" height="14"/></svg>{escape(label)}</li>'
-        for s, label in bands.legend(live is not None)
+        for s, label in bands.legend(live is not None, not statement.coverage.complete, statement.running)
     )
     return (
         '<section class="heatmap"><h2>Every 5-minute slot</h2>'
@@ -447,8 +503,8 @@ def _day_cells(
     slots: list[int],
     by_slot: Mapping[int, SlotLine],
     bands: _Bands,
-    tz: ZoneInfo,
-    live: LiveContext | None,
+    statement: Statement,
+    live: bool,
 ) -> tuple[str, int]:
     """One day's cells and the columns they take.
 
@@ -456,6 +512,10 @@ def _day_cells(
     so the days line up; an hour the clocks skip leaves a gap, and an hour
     they repeat pushes the rest of that day one hour to the right.
     """
+    tz = statement.policy.timezone
+    coverage = statement.coverage
+    silent = [(p.start_ms, p.end_ms) for p in coverage.silent]
+    measured_until = coverage.end_ms if statement.running else None
     changes = len(slots) != 24 * 60 // SLOT_MINUTES or (
         local_time(slots[0], tz).utcoffset() != local_time(slots[-1], tz).utcoffset()
     )
@@ -465,7 +525,10 @@ def _day_cells(
         start = local_time(slot_ms, tz)
         column = max((start.hour * 60 + start.minute) // SLOT_MINUTES, column + 1)
         line = by_slot.get(slot_ms)
-        cell_class, verdict, what = _cell(line, slot_ms, bands, live)
+        if line is None:
+            cell_class, verdict, what = _empty_cell(slot_ms, silent, measured_until)
+        else:
+            cell_class, verdict, what = _cell(line, bands, live)
         end = local_time(slot_ms + SLOT_MS, tz)
         when = f"{start:%Y-%m-%d %H:%M}–{end:%H:%M}"
         if changes:
@@ -477,12 +540,17 @@ def _day_cells(
     return "\n".join(cells), column + 1
 
 
-def _cell(line: SlotLine | None, slot_ms: int, bands: _Bands, live: LiveContext | None) -> tuple[str, str, str]:
-    """A cell's CSS class (after ``slot``), its ``data-verdict`` and the end of its tooltip."""
-    if line is None:
-        if live is not None and slot_ms > live.now_ms:
-            return style.FUTURE.css_class, "future", "not begun yet"
-        return style.NO_TRAFFIC.css_class, "none", "no traffic"
+def _empty_cell(slot_ms: int, silent: Sequence[tuple[int, int]], measured_until: int | None) -> tuple[str, str, str]:
+    """A cell without traffic: not measured yet, in a silent period of the input (no data), or no traffic."""
+    if measured_until is not None and slot_ms + SLOT_MS > measured_until:
+        return style.FUTURE.css_class, "future", "not measured yet"
+    if any(start <= slot_ms and slot_ms + SLOT_MS <= end for start, end in silent):
+        return style.NO_DATA.css_class, "no-data", "no data: no event of any app was read"
+    return style.NO_TRAFFIC.css_class, "none", "no traffic"
+
+
+def _cell(line: SlotLine, bands: _Bands, live: bool) -> tuple[str, str, str]:
+    """A cell with traffic: its CSS class (after ``slot``), its ``data-verdict`` and the end of its tooltip."""
     counts = line.counts
     rate = "" if line.success_rate is None or counts.requests == 0 else f" · {_rate(line.success_rate)}"
     figures = f"{_count(counts.requests, 'request')} · {_count(counts.successes, 'success', 'successes')}{rate}"
@@ -493,7 +561,7 @@ def _cell(line: SlotLine | None, slot_ms: int, bands: _Bands, live: LiveContext 
         said = "data quality: more successes than requests, read as 100%"
     else:
         said = line.verdict
-    if live is not None and line.revision is None:  # a live statement's open slots have no revision yet
+    if live and line.revision is None:  # a live statement's open slots have no revision yet
         return f"{cell_class} {style.OPEN.css_class}", "open", f"{figures} · open, still counting: {said} so far"
     return cell_class, line.verdict, f"{figures} · {said}"
 

@@ -33,10 +33,11 @@ WORST = CellStyle("v", "url(#pat-v)")  # unavailable, under 95%: hatched dark re
 EXEMPT = CellStyle("x", "url(#pat-x)")  # exempt: dotted blue
 DATA_QUALITY = CellStyle("q", "#b9a3d9")  # more successes than requests
 NO_TRAFFIC = CellStyle("n", "#e9e9e9")
+NO_DATA = CellStyle("d", "url(#pat-d)")  # no traffic inside a silent period of the input: cross-hatched grey
 OPEN = CellStyle("o", None)  # live: has traffic, not closed yet: outlined, filled as its counts say so far
-FUTURE = CellStyle("f", "#ffffff")  # live: not begun yet
+FUTURE = CellStyle("f", "#ffffff")  # a running month: after the time the figures are as of
 
-CELL_STYLES = (PERFECT, HIGH, LOW_OK, BAD, WORST, EXEMPT, DATA_QUALITY, NO_TRAFFIC, OPEN, FUTURE)
+CELL_STYLES = (PERFECT, HIGH, LOW_OK, BAD, WORST, EXEMPT, DATA_QUALITY, NO_TRAFFIC, NO_DATA, OPEN, FUTURE)
 
 PATTERNS = """\
 <pattern id="pat-l" width="3" height="3" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">\
@@ -44,8 +45,11 @@ PATTERNS = """\
 <pattern id="pat-v" width="3" height="3" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">\
 <rect width="3" height="3" fill="#c0182a"/><rect width="1.3" height="3" fill="#3d0008"/></pattern>
 <pattern id="pat-x" width="4" height="4" patternUnits="userSpaceOnUse">\
-<rect width="4" height="4" fill="#b7d3ee"/><circle cx="2" cy="2" r="1.1" fill="#123c6b"/></pattern>"""
-"""SVG patterns (for a ``<defs>``): hatched for unavailable slots, dotted for exempt ones."""
+<rect width="4" height="4" fill="#b7d3ee"/><circle cx="2" cy="2" r="1.1" fill="#123c6b"/></pattern>
+<pattern id="pat-d" width="4" height="4" patternUnits="userSpaceOnUse">\
+<rect width="4" height="4" fill="#c9ccd1"/><path d="M0 0L4 4M4 0L0 4" stroke="#5b6472" stroke-width=".7"/></pattern>"""
+"""SVG patterns (for a ``<defs>``): hatched for unavailable slots, dotted for exempt ones, cross-hatched for
+slots in a silent period of the input (no data)."""
 
 
 OPEN_OUTLINE = "stroke:#0b2b57;stroke-width:.8"
@@ -74,6 +78,9 @@ code,.mono{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;
 .small{font-size:.85rem;color:var(--muted)}
 .live{background:#fff7e0;border:1px solid #eed9a0;border-radius:6px;padding:6px 10px;margin:10px 0 0;font-size:.9rem}
 .live a{margin-left:6px}
+.note{background:#f6f7f9;border:1px solid var(--line);border-radius:6px;padding:6px 10px;margin:10px 0 0}
+.note.nodata{background:#fff1cc;border-color:#ecc86a;color:#4a3500}
+.note ul{margin:4px 0 0;padding-left:1.2em}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;margin-top:16px}
 .card{background:var(--panel);border:1px solid var(--line);border-radius:8px;padding:10px 14px;min-width:0}
 .card h3{font-size:.8rem;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);margin:0 0 4px;

@@ -5,9 +5,13 @@ rates as plain decimals truncated to six places (no float noise), times as
 local ISO 8601 with their offset, an exemption's note on one line (control
 characters become spaces). The first six columns are the canonical
 listing (:mod:`stream.statements.listing`), so the digest can be recomputed
-from them. The footer has one line per statement, starting with ``#``::
+from them. The footer has lines starting with ``#``: each statement's digest,
+then, for a month still running, when its figures are as of, and each silent
+period of the input (no data, not no traffic: :mod:`stream.sla.coverage`)::
 
     # digest 1400000001 2026-10-01/2026-10-31 sha256 9f86d0...
+    # so far 1400000001 2026-10-01/2026-10-31 as of 2026-10-21T16:05:00+08:00
+    # no data 1400000001 2026-10-01/2026-10-31 2026-10-03T10:00:00+08:00/2026-10-03T11:20:00+08:00 80 minutes
 
 Example:
     >>> import io
@@ -17,14 +21,19 @@ Example:
     >>> from stream.sla.policy import SlaPolicy
     >>> from stream.sla.verdict import SlotCounts
     >>> from stream.statements.statement import build_statement
+    >>> from stream.sla.coverage import MinuteMap
+    >>> start, end = calendar_month(2019, 3).span_ms(SlaPolicy().timezone)
+    >>> none_before_00_56 = MinuteMap(start, end, bytes(7) + bytes([255]) * 6000)
     >>> s = build_statement("app", calendar_month(2019, 3), {1552183200000: SlotCounts(200, 197)}, (),
-    ...                     WorkingDayCalendar(), None, SlaPolicy(), "report")
+    ...                     WorkingDayCalendar(), None, SlaPolicy(), "report", covered=none_before_00_56,
+    ...                     as_of_ms=end)
     >>> out = io.StringIO()
     >>> write_csv([s], out)
     >>> print(out.getvalue().replace("\\r", ""), end="")
     app_id,service_month,slot_start,requests,successes,verdict,success_rate,clause,note,revision
     app,2019-03-01/2019-03-31,2019-03-10T10:00:00+08:00,200,197,unavailable,0.985,,,
     # digest app 2019-03-01/2019-03-31 sha256 afe3dbca395b4ed96c0c8accb7e3480be1efc6aafaa3c7fd65db3bad11c52003
+    # no data app 2019-03-01/2019-03-31 2019-03-01T00:00:00+08:00/2019-03-01T00:56:00+08:00 56 minutes
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
+from stream.sla.slots import local_time
 from stream.statements.listing import service_month_text, slot_start_text
 from stream.statements.statement import Statement
 
@@ -52,6 +62,8 @@ COLUMNS = (
 """The CSV's header; the first six are the canonical listing's fields, in its order."""
 
 DIGEST_PREFIX = "# digest "
+SO_FAR_PREFIX = "# so far "
+NO_DATA_PREFIX = "# no data "
 
 
 def rows(statement: Statement) -> Iterator[list[str]]:
@@ -93,12 +105,27 @@ def digest_line(statement: Statement) -> str:
     return f"{DIGEST_PREFIX}{statement.app_id} {service_month_text(statement.month)} sha256 {statement.digest}"
 
 
+def coverage_lines(statement: Statement) -> list[str]:
+    """The footer lines saying a statement's figures are so far, and where its input has no data."""
+    tz = statement.policy.timezone
+    named = f"{statement.app_id} {service_month_text(statement.month)}"
+    coverage = statement.coverage
+    lines = []
+    if statement.running:
+        lines.append(f"{SO_FAR_PREFIX}{named} as of {local_time(coverage.end_ms, tz).isoformat()}")
+    for period in coverage.silent:
+        span = f"{local_time(period.start_ms, tz).isoformat()}/{local_time(period.end_ms, tz).isoformat()}"
+        lines.append(f"{NO_DATA_PREFIX}{named} {span} {period.minutes} minutes")
+    return lines
+
+
 def write_csv(statements: Iterable[Statement], out: TextIO) -> None:
-    """The slot CSV of ``statements`` (header, every slot row, then a digest line per statement) to ``out``."""
+    """The slot CSV of ``statements`` (header, every slot row, then each statement's footer lines) to ``out``."""
     listed = list(statements)
     writer = csv.writer(out)
     writer.writerow(COLUMNS)
     for statement in listed:
         writer.writerows(rows(statement))
     for statement in listed:
-        out.write(digest_line(statement) + "\r\n")
+        for line in [digest_line(statement), *coverage_lines(statement)]:
+            out.write(line + "\r\n")

@@ -177,7 +177,7 @@ def test_the_leader_tick_under_a_held_lease_and_a_fenced_namespace(live) -> None
 
 
 def test_the_month_ledger_follows_the_verdicts(live) -> None:
-    """After a tick, the app's month ledger in Redis counts the unavailable slot (sla-stream/month/1)."""
+    """After a tick, the app's month ledger in Redis counts the unavailable slot (sla-stream/month/2)."""
 
     async def steps(kit: LiveKit) -> None:
         await traffic(kit, SLOT, 100, 50)
@@ -186,7 +186,7 @@ def test_the_month_ledger_follows_the_verdicts(live) -> None:
         assert LedgerDue(2026, 11, APP) in result.months
         raw = await kit.store.redis.get(kit.store.keys.month(APP, date(2026, 11, 1)))
         figures = json.loads(raw)
-        assert (figures["schema"], figures["unavailable_slots"], figures["requests"]) == ("sla-stream/month/1", 1, 100)
+        assert (figures["schema"], figures["unavailable_slots"], figures["requests"]) == ("sla-stream/month/2", 1, 100)
         assert figures["error_budget"]["slots_used"] == 1
 
     live(steps, grace_ms=0)

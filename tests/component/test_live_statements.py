@@ -28,6 +28,7 @@ from stream.live.exemptions import current_exemptions
 from stream.live.ledger import assess_live_month, statements_from_store
 from stream.live.pages import LivePages, month_href
 from stream.sla.counting import SlotTally, counted_time
+from stream.sla.coverage import MinuteMap
 from stream.sla.months import calendar_month
 from stream.sla.slots import SLOT_MS, local_time
 from stream.sla.verdict import SlotCounts
@@ -66,12 +67,27 @@ async def count(kit: LiveKit, made: list[tuple[str, str, str, int, int | None]])
 
 
 def report_statement(kit: LiveKit, made: list[tuple[str, str, str, int, int | None]], before_ms: int):  # noqa: ANN201
-    """The offline report's statement of the events in slots before ``before_ms`` (those the live path closed)."""
+    """The offline report's statement of the events in slots before ``before_ms`` (those the live path closed),
+    with the coverage of all the events (closed slots or not), as of the kit's clock."""
     tally = SlotTally(kit.settings.policy.timezone, (0, before_ms))
     for kind, event_id, _, ts, request_ts in made:
         tally.add(kind, APP, event_id, counted_time(ts, ts if kind == "success" and request_ts is None else request_ts))
     s = kit.settings
-    return build_statement(APP, NOVEMBER, tally.counts(APP), s.exemptions, s.calendar, None, s.policy, "report")
+    covered = MinuteMap(*NOVEMBER.span_ms(s.policy.timezone))
+    for _, _, _, ts, _ in made:
+        covered.add(ts)
+    return build_statement(
+        APP,
+        NOVEMBER,
+        tally.counts(APP),
+        s.exemptions,
+        s.calendar,
+        None,
+        s.policy,
+        "report",
+        covered=covered,
+        as_of_ms=kit.clock.now_ms,
+    )
 
 
 def test_the_live_statement_equals_the_reports_and_is_served(live) -> None:
@@ -82,10 +98,14 @@ def test_the_live_statement_equals_the_reports_and_is_served(live) -> None:
         await kit.tick()
         await kit.tick()
         exemptions = await current_exemptions(kit.store, kit.settings)
-        [statement] = await statements_from_store(kit.store, kit.settings, APP, [NOVEMBER], exemptions, "live")
+        [statement] = await statements_from_store(
+            kit.store, kit.settings, APP, [NOVEMBER], exemptions, "live", kit.clock.now_ms
+        )
         expected = report_statement(kit, made, START_MS + 3 * SLOT_MS)
         assert statement.assessment == expected.assessment, "a live statement covers the closed slots"
         assert statement.digest == expected.digest
+        assert statement.coverage == expected.coverage, "Redis recorded the minutes the events happened in"
+        assert statement.coverage.first_ms == START_MS and statement.running
         assert [(line.slot_ms, line.verdict, line.revision) for line in statement.slots] == [
             (START_MS, "ok", 1),
             (START_MS + SLOT_MS, "unavailable", 1),

@@ -8,6 +8,7 @@ tests/integration/test_stream_faults.py) rests on a step known to say the truth.
 from __future__ import annotations
 
 import asyncio
+from zoneinfo import ZoneInfo
 
 import pytest
 from redis.asyncio import Redis
@@ -22,6 +23,7 @@ from stream.live.store import (
     Store,
     VerdictCommit,
 )
+from stream.sla.coverage import MinuteMap, MonthBits
 from stream.sla.verdict import SlotCounts
 
 TP = "requests:0"
@@ -71,6 +73,35 @@ def test_every_status_of_apply_batch(redis_url, redis_prefix):
         assert (await store.meta()).fence == Fence(150)
         moved = await store.apply_batch(fence, TP, 2, [3], batch(["d"]), "requests", SLOT, 0)
         assert moved.status is ApplyStatus.FENCED, "steps of the generation before Redis lost writes are refused"
+
+    run(with_store(redis_url, redis_prefix, steps))
+
+
+def test_a_batch_records_the_minutes_of_its_events_only_when_it_is_applied(redis_url, redis_prefix):
+    """Coverage is part of the fenced step: a refused or redelivered batch marks no minute, and the map read
+    back is every partition's OR-ed, the same bytes an offline count of the same minutes gives."""
+    month_start, month_end = 1_793_462_400_000, 1_796_054_400_000  # November 2026 in Shanghai
+    bits = MonthBits(ZoneInfo("Asia/Shanghai"))
+
+    def minutes(*numbers: int) -> list[tuple[str, int]]:
+        return bits.of(month_start // 60_000 + n for n in numbers)
+
+    async def steps(store: Store) -> None:
+        fence = Fence(100)
+        assert await store.initialise(100)
+        await store.apply_batch(fence, TP, -1, [0], batch(["a"]), "requests", SLOT, 0, minutes(0, 1))
+        await store.apply_batch(fence, TP, -1, [0], batch(["a"]), "requests", SLOT, 0, minutes(5))  # redelivery
+        await store.apply_batch(Fence(99), TP, 0, [1], batch(["b"]), "requests", SLOT, 0, minutes(6))  # fenced
+        await store.apply_batch(fence, TP, 7, [8], batch(["c"]), "requests", SLOT, 0, minutes(7))  # behind
+        await store.apply_batch(fence, "successes:1", -1, [0], batch(["s"]), "successes", SLOT, 0, minutes(1, 43_199))
+        await store.apply_batch(fence, "successes:1", 0, [1], [], "successes", SLOT, 0, bits.of([month_end // 60_000]))
+        covered = await store.coverage("2026-11", month_start, month_end)
+        expected = MinuteMap(month_start, month_end)
+        expected.add_minutes(month_start // 60_000 + n for n in (0, 1, 43_199))
+        assert covered.to_bytes() == expected.to_bytes()
+        december = await store.coverage("2026-12", month_end, month_end + 31 * 86_400_000)
+        assert list(december.minutes()) == [month_end], "a minute of the next month is in that month's map"
+        assert not list((await store.coverage("2026-10", month_start - 31 * 86_400_000, month_start)).minutes())
 
     run(with_store(redis_url, redis_prefix, steps))
 

@@ -3,8 +3,10 @@
 Prometheus scrapes the workers' ``/metrics`` as the job ``sla-stream`` every
 second and evaluates the project's rules (deploy/prometheus/rules/sla.yml,
 with every group's interval set to one second so a test need not wait 15 s
-per step); Alertmanager sends every notification, firing and resolved, to a
-:class:`Webhook` in the test process. Both binaries come from Debian's
+per step, and the windows of the rules a test names shortened by
+:class:`RuleEdit`, so it need not wait 10 minutes either); Alertmanager sends
+every notification, firing and resolved, to a :class:`Webhook` in the test
+process. Both binaries come from Debian's
 packages, installed by deploy/packages.sh (``make up``).
 """
 
@@ -17,7 +19,8 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,38 @@ class Webhook:
         self.server.shutdown()
 
 
+@dataclass(frozen=True)
+class RuleEdit:
+    """A test's change to one rule of sla.yml: texts replaced in its expression, and its ``for``.
+
+    Example: ``RuleEdit({"[10m]": "[12s]"}, for_="2s")``. Each text must occur
+    in the expression, so a test fails loudly when the rule changes under it.
+    """
+
+    replace: Mapping[str, str] = field(default_factory=dict)
+    for_: str | None = None
+
+
+def edit_rules(rules: dict[str, Any], edits: Mapping[str, RuleEdit]) -> None:
+    """Apply ``edits`` (by alert or record name) to the parsed rules file, in place; every name must exist."""
+    missing = set(edits)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule.get("record")
+            edit = edits.get(name)
+            if edit is None:
+                continue
+            missing.discard(name)
+            for old, new in edit.replace.items():
+                if old not in rule["expr"]:
+                    raise ValueError(f"{name}: {old!r} is not in its expression {rule['expr']!r}")
+                rule["expr"] = rule["expr"].replace(old, new)
+            if edit.for_ is not None:
+                rule["for"] = edit.for_
+    if missing:
+        raise ValueError(f"no rule named {sorted(missing)} in {RULES}")
+
+
 def _binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
@@ -81,9 +116,14 @@ def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float
 
 
 class PrometheusStack:
-    """Alertmanager, then Prometheus scraping ``targets`` (``host:port`` of workers' metrics)."""
+    """Alertmanager, then Prometheus scraping ``targets`` (``host:port`` of workers' metrics).
 
-    def __init__(self, root: Path, targets: Sequence[str], webhook: Webhook) -> None:
+    ``edits`` change rules by name (:class:`RuleEdit`), e.g. a 10-minute window to seconds.
+    """
+
+    def __init__(
+        self, root: Path, targets: Sequence[str], webhook: Webhook, edits: Mapping[str, RuleEdit] | None = None
+    ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.processes: list[subprocess.Popen] = []
@@ -118,6 +158,7 @@ class PrometheusStack:
         rules = yaml.safe_load(RULES.read_text())
         for group in rules["groups"]:
             group["interval"] = "1s"
+        edit_rules(rules, edits or {})
         (root / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
         (root / "prometheus.yml").write_text(
             yaml.safe_dump(

@@ -45,6 +45,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
+from redis.client import NEVER_DECODE
 
 from stream.config import Settings, load_settings
 from stream.events import Event, RequestEvent, SuccessEvent, to_line, to_record
@@ -607,8 +608,13 @@ class Deployment:
         in the comparison as the state change it is.
         """
         r = self.redis_client
+        bitmaps = self.prefix + "coverage:"  # binary: read as bytes, not decoded
+
+        def string(key: str) -> Any:
+            return r.execute_command("GET", key, **{NEVER_DECODE: True}) if key.startswith(bitmaps) else r.get(key)
+
         readers: dict[str, Callable[[str], Any]] = {
-            "string": r.get,
+            "string": string,
             "hash": r.hgetall,
             "set": lambda key: sorted(r.smembers(key)),
             "zset": lambda key: r.zrange(key, 0, -1, withscores=True),
@@ -628,15 +634,18 @@ class Deployment:
 
         Returns the open-slot members these events leave (their slot stays open).
         """
-        records = []
+        events = self.flush_events(ts)
+        self.produce(OutRecord(e.kind, i // 2, b"flush", event_value(e)) for i, e in enumerate(events))
+        return [f"{FLUSH_APP}:{slot_start_ms(ts, self.settings.policy.timezone)}"]
+
+    def flush_events(self, ts: int) -> list[Event]:
+        """The events :meth:`flush_stream_time` sends at ``ts``: a request and its success per input partition."""
+        events: list[Event] = []
         for p in range(INPUT_PARTITIONS):
             serial = f"{self.name}-{p}-{ts}"
             request = RequestEvent(f"r-flush-{serial}", FLUSH_APP, "0", "flush", ts)
-            success = SuccessEvent(f"s-flush-{serial}", request.event_id, FLUSH_APP, "0", "flush", ts, ts)
-            records += [OutRecord("request", p, b"flush", event_value(request))]
-            records += [OutRecord("success", p, b"flush", event_value(success))]
-        self.produce(records)
-        return [f"{FLUSH_APP}:{slot_start_ms(ts, self.settings.policy.timezone)}"]
+            events += [request, SuccessEvent(f"s-flush-{serial}", request.event_id, FLUSH_APP, "0", "flush", ts, ts)]
+        return events
 
     # ----- waiting
 

@@ -27,6 +27,7 @@ from month_examples import (
     OCTOBER,
     SHANGHAI,
     at,
+    covered_until,
     expected_figures,
     live_statement,
     october_statement,
@@ -138,7 +139,15 @@ def test_availability_is_shown_truncated_never_rounded_up() -> None:
     ten = day_start_ms(date(2019, 3, 10), SHANGHAI) + 120 * SLOT_MS
     counts = {ten + i * SLOT_MS: SlotCounts(100, 98) for i in range(9)}
     statement = build_statement(
-        APP, calendar_month(2019, 3), counts, (), WorkingDayCalendar(), None, SlaPolicy(), "report"
+        APP,
+        calendar_month(2019, 3),
+        counts,
+        (),
+        WorkingDayCalendar(),
+        None,
+        SlaPolicy(),
+        "report",
+        **covered_until(calendar_month(2019, 3), SHANGHAI),
     )
     page = render_month_page(statement)
     assert PageReader(page).figures["availability_display"] == ["99.89%"]
@@ -232,7 +241,15 @@ def hostile_statement() -> Statement:
     exemption = Exemption(ten, ten + SLOT_MS, HOSTILE_APP, "attack", HOSTILE_NOTE)
     counts = {ten: SlotCounts(100, 10), ten + SLOT_MS: SlotCounts(100, 10)}
     return build_statement(
-        HOSTILE_APP, OCTOBER, counts, (exemption,), WorkingDayCalendar(), None, SlaPolicy(), "report"
+        HOSTILE_APP,
+        OCTOBER,
+        counts,
+        (exemption,),
+        WorkingDayCalendar(),
+        None,
+        SlaPolicy(),
+        "report",
+        **covered_until(OCTOBER, SHANGHAI),
     )
 
 
@@ -298,10 +315,13 @@ def test_a_live_page_refreshes_and_marks_open_and_future_slots() -> None:
     assert all(cell["class"].split()[-1] == "o" for cell in reader.cells if cell["data-verdict"] == "open")
 
 
-def test_a_file_page_has_neither_open_nor_future_cells() -> None:
-    statement = live_statement(at("2026-10-14T10:22"))
-    verdicts = {cell["data-verdict"] for cell in PageReader(render_month_page(statement)).cells}
-    assert "open" not in verdicts and "future" not in verdicts
+def test_a_file_page_has_no_open_cells_and_future_ones_only_while_the_month_runs() -> None:
+    running = live_statement(at("2026-10-14T10:22"))
+    verdicts = Counter(cell["data-verdict"] for cell in PageReader(render_month_page(running)).cells)
+    assert "open" not in verdicts
+    assert verdicts["future"] == 8928 - (13 * 288 + 10 * 12 + 5), "after 10:20 on the 14th (open): not measured yet"
+    over = {cell["data-verdict"] for cell in PageReader(render_month_page(october_statement())).cells}
+    assert "open" not in over and "future" not in over
 
 
 def test_the_index_lists_each_app_with_its_running_month() -> None:
@@ -338,7 +358,17 @@ def test_tiers_and_thresholds_are_read_from_the_policy() -> None:
         availability_target=Fraction(995, 1000),
         compensation_tiers=(CompensationTier(Fraction(995, 1000), 25), CompensationTier(Fraction(98, 100), 100)),
     )
-    statement = build_statement(APP, OCTOBER, {}, (), WorkingDayCalendar(), Decimal("10.00"), policy, "replay")
+    statement = build_statement(
+        APP,
+        OCTOBER,
+        {},
+        (),
+        WorkingDayCalendar(),
+        Decimal("10.00"),
+        policy,
+        "replay",
+        **covered_until(OCTOBER, policy.timezone),
+    )
     page = render_month_page(statement)
     assert "below 99.5%: 25%; below 98%: 100%" in page
     assert "below 95% (exactly 95% is fine)" in page

@@ -5,7 +5,9 @@ change, word for word: every figure, every skipped line's text and order,
 the duplicates and the events outside the month must come out the same,
 also when the memory budget is so small that the spill has many partitions
 and each is split again, when the files are cut into many pieces read by two
-processes, and when blocks end in the middle of lines.
+processes, and when blocks end in the middle of lines. The coverage (the
+minutes of the month with a valid event) is checked against the minutes of
+the events the oracle's rules find valid, in the same cases.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from offline_oracle import slot_tally_count
 
-from stream.events import RequestEvent, SuccessEvent, TimeBounds, to_line, to_record
+from stream.events import InvalidEvent, RequestEvent, SuccessEvent, TimeBounds, parse_line, to_line, to_record
 from stream.offline import counting, files
 from stream.offline.counting import BadLine, CountedEvents, count_event_files
 from stream.offline.files import EventFilesError, event_files
+from stream.sla.coverage import MINUTE_MS, MinuteMap
 from stream.sla.months import calendar_month
 from stream.tools.simulate import TrafficPlan, generate
 
@@ -131,7 +134,7 @@ def count(paths: list[Path], **options: Any) -> tuple[CountedEvents, list[str]]:
 
 def assert_same_as_slot_tally(paths: list[Path], **options: Any) -> CountedEvents:
     counted, bad = count(paths, **options)
-    tally, expected_bad = slot_tally_count(paths, SHANGHAI, MARCH, BOUNDS)
+    tally, expected_bad, _ = slot_tally_count(paths, SHANGHAI, MARCH, BOUNDS)
     assert bad == [str(line) for line in expected_bad]
     assert counted.bad_lines == len(expected_bad)
     assert counted.apps() == tally.apps()
@@ -139,7 +142,39 @@ def assert_same_as_slot_tally(paths: list[Path], **options: Any) -> CountedEvent
         assert counted.counts(app_id) == tally.counts(app_id), app_id
         assert list(counted.counts(app_id)) == list(tally.counts(app_id)), "sorted by slot start"
     assert (counted.duplicates, counted.outside_window) == (tally.duplicates, tally.outside_window)
+    assert_covers(counted, oracle_minutes(paths))
     return counted
+
+
+def oracle_minutes(paths: list[Path]) -> set[int]:
+    """The start of each minute of March with a valid event (its own time), every line read by the full rules."""
+    minutes = set()
+    for path in paths:
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        for raw in data.split(b"\n"):
+            try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                event = parse_line(line, BOUNDS)
+            except (UnicodeDecodeError, InvalidEvent):
+                continue
+            if MARCH[0] <= event.ts < MARCH[1]:
+                minutes.add(event.ts - event.ts % MINUTE_MS)
+    return minutes
+
+
+def minutes_of(events: Iterable[RequestEvent | SuccessEvent]) -> set[int]:
+    """The start of each minute of March in which one of ``events`` happened (by its own ``ts``)."""
+    return {e.ts - e.ts % MINUTE_MS for e in events if MARCH[0] <= e.ts < MARCH[1]}
+
+
+def assert_covers(counted: CountedEvents, minutes: set[int]) -> None:
+    assert (counted.covered.start_ms, counted.covered.end_ms) == MARCH, "the map spans the window"
+    assert list(counted.covered.minutes()) == sorted(minutes)
+    expected = MinuteMap(*MARCH)
+    expected.add_minutes(minute // MINUTE_MS for minute in minutes)
+    assert counted.covered.to_bytes() == expected.to_bytes()
 
 
 @pytest.fixture
@@ -486,3 +521,95 @@ def test_a_report_stopped_by_sigterm_mid_read_leaves_no_spill_and_no_process(tmp
     assert list(spill.iterdir()) == [], "the spill should be removed"
     psutil.wait_procs(pool, timeout=10)
     assert not [p for p in pool if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "no counting process left"
+
+
+# Coverage: the minutes of the month in which any valid event happened.
+
+
+def test_coverage_is_the_minutes_of_valid_events_by_their_own_time(tmp_path: Path, small_pieces: None) -> None:
+    """Any app, requests and successes, counted or duplicate, whatever their slot; bad lines and events outside the
+    month mark nothing. Lines all alike (the block path) and mixed ones (line by line) alike."""
+    start = MARCH[0]
+    inside = [
+        RequestEvent("r-1", APP, "r", "u", start),  # the month's first instant
+        RequestEvent("r-1", APP, "r", "u", start + 59_999),  # a duplicate, in the same minute
+        RequestEvent("r-2", "1400000002", "r", "u", start + 10 * MINUTE_MS + 1),  # another app
+        SuccessEvent("s-2", "r-2", "1400000002", "r", "u", start + 12 * MINUTE_MS, start + 10 * MINUTE_MS + 1),
+        SuccessEvent("s-3", "r-3", APP, "r", "u", start + 30 * MINUTE_MS, start - 10_000),  # its slot: February's
+        SuccessEvent("s-4", "r-4", APP, "r", "u", start + 20 * MINUTE_MS, None),
+        RequestEvent("r-5", APP, "r", "u", MONTH_END - 1),  # the month's last millisecond
+    ]
+    outside = [
+        RequestEvent("r-0", APP, "r", "u", start - 1),
+        SuccessEvent("s-6", "r-6", APP, "r", "u", MONTH_END, MONTH_END - 5 * MINUTE_MS),  # its slot is March's
+        RequestEvent("r-7", APP, "r", "u", MONTH_END + 30 * MINUTE_MS),
+    ]
+    empty = start + 40 * MINUTE_MS  # minutes named only by bad lines
+    bad = [
+        f'{{"type": "request", "event_id": "r-8", {FIELDS}, "ts": {empty}',  # cut short
+        f'{{"type": "request", "event_id": "r-8", "app_id": "{APP}", "ts": {empty + MINUTE_MS}}}',  # fields missing
+        f'{{"type": "success", "event_id": "s-8", {FIELDS}, "ts": {empty + 2 * MINUTE_MS}}}',  # no request_id
+        f'{{"type": "request", "event_id": "r-8", {FIELDS}, "ts": "{empty + 3 * MINUTE_MS}"}}',  # ts a string
+        f'{{"type": "refund", "event_id": "r-8", {FIELDS}, "ts": {empty + 4 * MINUTE_MS}}}',
+    ]
+    uniform, mixed = tmp_path / "uniform.jsonl", tmp_path / "mixed.jsonl"
+    uniform.write_text(lines_of([*inside, *outside] * 20, spaced_every=10**9))
+    mixed.write_text(lines_of([*inside, *bad, *outside, *inside[::-1]], spaced_every=2))
+    for paths in ([uniform], [mixed], [uniform, mixed]):
+        for processes in (1, 2):
+            counted = assert_same_as_slot_tally(paths, processes=processes)
+            assert counted.bad_lines == (len(bad) if mixed in paths else 0)
+            assert_covers(counted, minutes_of(inside))
+            assert [(m - start) // MINUTE_MS for m in counted.covered.minutes()] == [0, 10, 12, 20, 30, 44639]
+            assert counted.outside_window >= 3, "the success of February's slot and the events of other months"
+
+
+def test_coverage_is_the_same_however_the_count_is_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process reading whole files, or two reading pieces of 4 KB with partitions split again: one map."""
+    events = march_traffic(seed=11, hours=5)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl.gz"
+    first.write_text(lines_of(with_odd_lines(events[::2])))
+    second.write_bytes(gzip.compress(lines_of(with_odd_lines(events[1::2] + events[:100])).encode()))
+    whole = assert_same_as_slot_tally([first, second], processes=1)
+    assert whole.splits == 0
+    monkeypatch.setattr(counting, "MIN_PIECE_BYTES", 1)
+    monkeypatch.setattr(counting, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(files, "BLOCK_BYTES", 1000)
+    for processes in (1, 2):
+        cut = assert_same_as_slot_tally([first, second], processes=processes, memory_budget=20_000)
+        assert cut.partitions > 10 and cut.splits > 0, "the budget should force partitions to be split again"
+        assert cut.covered.to_bytes() == whole.covered.to_bytes()
+    truth = minutes_of(events)
+    assert len(truth) > 250 and max(truth) == MONTH_END - MINUTE_MS, "five hours to the month's end, then April"
+    assert_covers(whole, truth | {1552183200000})  # and the valid odd lines' minute, 2019-03-10 10:00
+
+
+def test_a_file_with_nothing_in_the_month_covers_nothing(tmp_path: Path) -> None:
+    events = [RequestEvent(f"r-{i}", APP, "r", "u", MONTH_END + i * 7_000) for i in range(500)]
+    path = tmp_path / "april.jsonl"
+    path.write_text(lines_of(events) + "not json\n")
+    counted = assert_same_as_slot_tally([path], processes=2)
+    assert list(counted.covered.minutes()) == [] and counted.covered.to_bytes() == bytes(44640 // 8)
+    assert counted.outside_window == len(events) and counted.bad_lines == 1
+
+
+def test_a_piece_sends_its_coverage_as_a_few_bytes(tmp_path: Path) -> None:
+    """What a process hands back for a piece is the map's bytes (5.6 kB for a month), trailing zero bytes cut."""
+    path = tmp_path / "events.jsonl"
+    path.write_text(lines_of([RequestEvent("r-1", APP, "r", "u", MARCH[0] + 17 * MINUTE_MS + 5)]))
+    job = counting._Job(tmp_path, 1, SHANGHAI, MARCH, BOUNDS, 1 << 20, 1, 1 << 16)
+    size = path.stat().st_size
+    try:
+        read = counting._read_piece(job, (0, files.Piece(path, 0, size, size, size)))
+    finally:
+        assert counting._Reader._current is not None
+        counting._Reader._current.spill.close()
+        counting._Reader._current = None
+    assert read.covered == bytes([0, 0, 0b0100_0000])  # minute 17: byte 2, its second bit
+    whole = MinuteMap(*MARCH, read.covered)
+    assert list(whole.minutes()) == [MARCH[0] + 17 * MINUTE_MS] and len(whole.to_bytes()) == 44640 // 8
+
+
+def test_a_window_of_part_minutes_is_refused_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="whole minutes"):
+        count_event_files([tmp_path / "never-read.jsonl"], SHANGHAI, (MARCH[0] + 1, MARCH[1]), BOUNDS, print)

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from month_examples import covered_until
 
 from stream.formats import statement_to_json
 from stream.report import to_text
@@ -56,7 +57,15 @@ month_counts = st.dictionaries(
 
 def statement_of(counts: dict[int, SlotCounts], month: ServiceMonth = OCTOBER, app_id: str = "1400000001") -> Statement:
     return build_statement(
-        app_id, month, counts, (MAINTENANCE,), WorkingDayCalendar(), Decimal("1000.00"), POLICY, "report"
+        app_id,
+        month,
+        counts,
+        (MAINTENANCE,),
+        WorkingDayCalendar(),
+        Decimal("1000.00"),
+        POLICY,
+        "report",
+        **covered_until(month, POLICY.timezone),
     )
 
 
@@ -143,11 +152,21 @@ def test_the_digest_changes_with_any_count_or_verdict_and_only_with_them():
         None,
         POLICY,
         "report",
+        **covered_until(OCTOBER, POLICY.timezone),
     )
     assert exempted.digest != digest, "an exemption changes a verdict, so the digest"
     assert statement_of(base, app_id="1400000002").digest != digest, "the listing names the app"
     other_source = build_statement(
-        "1400000001", OCTOBER, base, (MAINTENANCE,), WorkingDayCalendar(), None, POLICY, "live", {ten: 3}
+        "1400000001",
+        OCTOBER,
+        base,
+        (MAINTENANCE,),
+        WorkingDayCalendar(),
+        None,
+        POLICY,
+        "live",
+        revisions={ten: 3},
+        **covered_until(OCTOBER, POLICY.timezone),
     )
     assert other_source.digest == digest, "fees, source and revisions are not in the listing"
 
