@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from fractions import Fraction
 from importlib.metadata import version
 
@@ -47,7 +48,8 @@ from stream.live.ingest import IngestStats
 from stream.live.ledger import assess_service_month
 from stream.live.store import AppCounters, Store
 from stream.sla.assessment import MonthAssessment
-from stream.sla.months import service_month_on
+from stream.sla.coverage import Coverage, month_label
+from stream.sla.months import calendar_month, service_month_on
 from stream.sla.slots import local_date
 from stream.sla.verdict import SlotCounts, judge_slot
 
@@ -102,6 +104,9 @@ class Snapshot:
     taken_ms: int
     apps: Mapping[str, AppSnapshot]
     watermark_ms: int | None
+    coverage: Coverage | None = None
+    """What the input (every app) covers of the running calendar month, as of the watermark; None while the
+    watermark is unknown (no silence is claimed then)."""
 
 
 async def read_snapshot(store: Store, settings: Settings, input_tps: Sequence[str], now_ms: int) -> Snapshot:
@@ -121,6 +126,7 @@ async def read_snapshot(store: Store, settings: Settings, input_tps: Sequence[st
     newest_open = await store.newest_open_slots()
     open_counts = dict(zip(newest_open, await store.slot_counts(list(newest_open.items())), strict=True))
     counters = await store.app_counters(apps)
+    coverage = None if watermark is None else await _running_coverage(store, settings, today, watermark)
     snapshots = {}
     for app_id in apps:
         covering = service_month_on(today, settings.terms(app_id).subscriptions)
@@ -130,7 +136,14 @@ async def read_snapshot(store: Store, settings: Settings, input_tps: Sequence[st
         slot_ms = newest_open.get(app_id)
         open_slot = None if slot_ms is None else OpenSlot(slot_ms, open_counts[app_id])
         snapshots[app_id] = AppSnapshot(running, open_slot, counters[app_id])
-    return Snapshot(now_ms, snapshots, watermark)
+    return Snapshot(now_ms, snapshots, watermark, coverage)
+
+
+async def _running_coverage(store: Store, settings: Settings, today: date, watermark_ms: int) -> Coverage:
+    """The input's coverage of ``today``'s calendar month up to the watermark (one bitmap a partition)."""
+    span = calendar_month(today.year, today.month).span_ms(settings.policy.timezone)
+    covered = await store.coverage(month_label(today.year, today.month), *span)
+    return Coverage.measure(covered, *span, watermark_ms, settings.policy.silent_after_minutes)
 
 
 @dataclass
@@ -248,6 +261,20 @@ class SlaCollector(Collector):
             yield GaugeMetricFamily(
                 "sla_watermark_timestamp_seconds", "The job's event-time watermark", snapshot.watermark_ms / 1000
             )
+        if snapshot.coverage is not None:
+            coverage = snapshot.coverage
+            yield GaugeMetricFamily(
+                "sla_input_silent_minutes",
+                "Minutes of the running calendar month in silent periods: no event of any app for "
+                "[sla] silent_after_minutes or more, up to the watermark (no data, not no traffic)",
+                coverage.silent_minutes,
+            )
+            if coverage.last_ms is not None:
+                yield GaugeMetricFamily(
+                    "sla_input_covered_until_timestamp_seconds",
+                    "The end of the running calendar month's last minute with an event of any app",
+                    coverage.last_ms / 1000,
+                )
         yield GaugeMetricFamily(
             "sla_watermark_lag_seconds",
             "How far the watermark is behind the wall clock (+Inf while some partition's time is unknown)",

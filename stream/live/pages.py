@@ -178,6 +178,7 @@ class LivePages:
             self._context(refresh, None if snapshot is None else snapshot.taken_ms),  # as of the snapshot
             "sla-stream: every app's running month",
             timezone=self._settings.policy.timezone,
+            coverage=None if snapshot is None else snapshot.coverage,
         )
         return Response("200 OK", "text/html; charset=utf-8", html.encode("utf-8"))
 

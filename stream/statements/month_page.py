@@ -52,6 +52,7 @@ from zoneinfo import ZoneInfo
 from stream.formats import statement_to_json
 from stream.sla.assessment import MonthAssessment, Period
 from stream.sla.availability import display_percent, truncated_decimal, unavailable_minutes
+from stream.sla.coverage import Coverage
 from stream.sla.exemptions import CLAUSES, Exemption
 from stream.sla.policy import SLOT_MINUTES
 from stream.sla.slots import SLOT_MS, day_start_ms, local_time, slots_between
@@ -704,10 +705,17 @@ def _how(statement: Statement) -> str:
 # --- the live index ---------------------------------------------------------------------------------------------
 
 
-def render_index(entries: Sequence[IndexEntry], live: LiveContext, title: str, timezone: ZoneInfo | None = None) -> str:
+def render_index(
+    entries: Sequence[IndexEntry],
+    live: LiveContext,
+    title: str,
+    timezone: ZoneInfo | None = None,
+    coverage: Coverage | None = None,
+) -> str:
     """The live index: each app's running month (availability, target, budget, compensation), linking its page.
 
-    ``timezone`` is the zone the page's time is given in (the SLA's); without it, UTC.
+    ``timezone`` is the zone the page's time is given in (the SLA's); without it, UTC. ``coverage`` is the
+    input's of the running calendar month: its silent periods are said above the figures they flatter.
     """
     rows = []
     for entry in entries:
@@ -740,12 +748,27 @@ def render_index(entries: Sequence[IndexEntry], live: LiveContext, title: str, t
             "<body><main><header>",
             f"<h1>{escape(title)}</h1>",
             _live_banner(live, timezone or ZoneInfo("UTC"), running=False, link=False),
+            _index_data_note(coverage, timezone or ZoneInfo("UTC")),
             "</header>",
             f"<section><h2>Running service months</h2>{body}"
             '<p class="small">Availability truncated, never rounded up; budget: unavailable slots used of those '
             "the target allows; each app links to its month page.</p></section>",
             "</main></body></html>\n",
         ]
+    )
+
+
+def _index_data_note(coverage: Coverage | None, tz: ZoneInfo) -> str:
+    """The index's warning when the input left silent periods in the running month (empty when it did not)."""
+    if coverage is None or coverage.complete:
+        return ""
+    last = coverage.silent[-1]
+    return (
+        '<p class="note nodata" data-note="no-data"><b>Incomplete data.</b> No event of any app was read in '
+        f"{coverage.silent_minutes:,} minutes of this month ({_count(len(coverage.silent), 'silent period')} of "
+        f"{coverage.silent_after_minutes} minutes or more, the last from "
+        f"{local_time(last.start_ms, tz):%Y-%m-%d %H:%M}): those minutes read as available below, but nothing was "
+        "measured in them.</p>"
     )
 
 

@@ -135,3 +135,21 @@ def test_a_stale_snapshot_stops_the_app_series_and_every_reason_starts_at_zero(l
         assert stale[("sla_snapshot_timestamp_seconds", ())] == metrics.collector.snapshot.taken_ms / 1000
 
     live(steps)
+
+
+def test_the_input_silent_minutes_follow_the_minutes_redis_recorded(live) -> None:
+    """Twenty minutes of requests, an hour without any, then the flush's minute: the running month's silent minutes
+    are every minute before the traffic and the hour after it, up to the watermark, not the flush's own minute."""
+
+    async def steps(kit: LiveKit) -> None:
+        month_start = 1_793_462_400_000  # November 2026 in Shanghai, START_MS's month
+        await kit.count("request", [kit.request(0, f"r-{m}", CALM, START_MS + m * 60_000 + 59_999) for m in range(20)])
+        await kit.move_stream_time(START_MS + 80 * 60_000)
+        metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic, kit.clock)
+        kit.clock.now_s = (START_MS + 81 * 60_000) / 1000
+        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        samples = scrape(metrics)
+        assert samples[("sla_input_silent_minutes", ())] == (START_MS - month_start) // 60_000 + 60
+        assert samples[("sla_input_covered_until_timestamp_seconds", ())] == (START_MS + 20 * 60_000) / 1000
+
+    live(steps)

@@ -35,6 +35,7 @@ from month_examples import (
 )
 
 from stream.sla.claims import WorkingDayCalendar
+from stream.sla.coverage import Coverage, MinuteMap
 from stream.sla.exemptions import Exemption
 from stream.sla.months import ServiceMonth, calendar_month
 from stream.sla.policy import SlaPolicy
@@ -341,6 +342,25 @@ def test_the_index_lists_each_app_with_its_running_month() -> None:
     assert "no running service month" in text and HOSTILE_APP in text and HOSTILE_APP not in page
     assert "every app's <running> month" in text
     assert "2026-10-14 10:22:00" in text
+    assert 'data-note="no-data"' not in page, "no coverage given: nothing claimed"
+
+
+def test_the_index_says_when_the_input_left_silent_periods() -> None:
+    start, end = OCTOBER.span_ms(SHANGHAI)
+    covered = MinuteMap(start, end)
+    covered.add_minutes(range(start // 60_000, at("2026-10-14T09:40") // 60_000))  # then nothing until 10:22
+    live = LiveContext(refresh_s=30, now_ms=at("2026-10-14T10:22"), index_href="/")
+    silent = Coverage.measure(covered, start, end, at("2026-10-14T10:22"), 15)
+    whole = Coverage.measure(covered, start, end, at("2026-10-14T09:50"), 15)
+    assessment = october()[0].assessment
+    pages = [
+        PageReader(render_index([IndexEntry(APP, "", assessment)], live, "index", SHANGHAI, coverage))
+        for coverage in (silent, whole)
+    ]
+    notes = [" ".join(" ".join(page.text).split()) for page in pages]
+    assert "No event of any app was read in 42 minutes of this month" in notes[0]
+    assert "the last from 2026-10-14 09:40" in notes[0]
+    assert "Incomplete data" not in notes[1], "a 10-minute gap is no silent period"
 
 
 def test_an_exempt_period_lists_its_clause_and_note() -> None:
