@@ -91,9 +91,19 @@ def run_report(args: argparse.Namespace) -> int:
             f"warning: app {app_id} has traffic in {slots} slots no subscription covers; they are not measured",
             file=sys.stderr,
         )
+    for app_id, later in result.not_begun.items():
+        begins = ", ".join(str(m.first_day) for m in later)
+        if args.app and not result.statements:
+            raise UsageError(f"app {args.app}: its service month in {label} has not begun: it starts {begins}")
+        _say(f"app {app_id}: its service month from {begins} has not begun: left out")
     _print_months(result.statements, settings, year, month, args)
-    if args.strict and any(not s.coverage.complete for s in result.statements):
-        _say(f"incomplete data: the events leave silent periods in {label} (--strict)")
+    return _strict_status(result.statements, args, f"the events leave silent periods in {label}")
+
+
+def _strict_status(statements: Sequence[Statement], args: argparse.Namespace, why: str) -> int:
+    """``--strict``: :data:`INCOMPLETE_DATA` when a statement's data leaves a silent period (after printing it)."""
+    if args.strict and any(not s.coverage.complete for s in statements):
+        _say(f"sla-stream: incomplete data: {why} (--strict)")
         return INCOMPLETE_DATA
     return 0
 
@@ -137,7 +147,7 @@ def run_replay(args: argparse.Namespace) -> int:
     result = asyncio.run(replay.replay(settings, request, shown, processes=args.processes))
     _print_months(result.statements, settings, year, month, args)
     _say(result.line(request.name))
-    return 0
+    return _strict_status(result.statements, args, f"the topics leave silent periods in {request.name}")
 
 
 def run_exempt_add(args: argparse.Namespace) -> int:
@@ -244,6 +254,14 @@ def run_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_strict_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit {INCOMPLETE_DATA} when the data leaves a silent period in the month (incomplete data)",
+    )
+
+
 def _add_format_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
@@ -280,11 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="exemptions from the topic too, as `sla-stream exempt list --format json` wrote them",
     )
-    rep.add_argument(
-        "--strict",
-        action="store_true",
-        help=f"exit {INCOMPLETE_DATA} when the events leave a silent period in the month (incomplete data)",
-    )
+    _add_strict_argument(rep)
     rep.set_defaults(run=run_report)
 
     sim = commands.add_parser("simulate", help="realistic room-entry events, to a JSON Lines file or to Kafka")
@@ -337,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="count the partitions in N processes (default: one per core, here %(default)s)",
     )
     rpl.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (the workers' own)")
+    _add_strict_argument(rpl)
     rpl.set_defaults(run=run_replay)
 
     exm = commands.add_parser("exempt", help="add, list or remove exemptions on the exemptions topic")

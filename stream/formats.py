@@ -14,8 +14,9 @@ exemption          exemptions topic (compacted), Redis     ``exemption.schema.js
 Each shape sla-stream writes carries ``"schema": "sla-stream/<shape>/<version>"``
 (:data:`VERDICT_SCHEMA`, :data:`DEAD_LETTER_SCHEMA`, :data:`MONTH_SCHEMA`), so a
 consumer can validate what it reads against the JSON Schema of that version
-and notice a change of shape. The version changes only when a field is
-removed or changes meaning; new optional fields keep it. Exemptions are
+and notice a change of shape. The version changes when a field is
+removed or changes meaning, or when every reader must read a new one
+(``month/2``: a statement's ``coverage``); other new optional fields keep it. Exemptions are
 written by operators, so their ``schema`` field is optional.
 
 Nothing here does I/O: the live worker, the offline report and the tools
@@ -344,7 +345,7 @@ def statement_to_json(statement: Statement) -> dict[str, Any]:
         **month_to_json(statement.assessment, tz),
         "digest": statement.digest,
         "running": statement.running,
-        "as_of": _time(coverage.end_ms, tz) if statement.running else None,
+        "as_of": _time(coverage.as_of_ms, tz) if statement.running else None,
         "coverage": coverage_to_json(coverage, tz),
     }
 

@@ -23,7 +23,7 @@ from stream.sla.assessment import MonthAssessment, Period
 from stream.sla.availability import display_percent, unavailable_minutes
 from stream.sla.coverage import MinuteMap
 from stream.sla.exemptions import CLAUSES, in_lookup_order
-from stream.sla.months import service_months_in
+from stream.sla.months import ServiceMonth, begun_by, service_months_in
 from stream.sla.slots import local_time
 from stream.sla.verdict import SlotCounts
 from stream.statements.statement import Statement, build_statement
@@ -45,6 +45,8 @@ class CalendarMonthReport:
     """Sorted by app and service month start."""
     unmeasured_slots: dict[str, int]
     """Per app, slots with traffic on days no subscription covers: measured nowhere, worth a warning."""
+    not_begun: dict[str, list[ServiceMonth]]
+    """Per app, its service months of the calendar month that had not begun at ``as_of_ms``: left out."""
 
 
 def assess_calendar_month(
@@ -63,6 +65,7 @@ def assess_calendar_month(
     tz = settings.policy.timezone
     statements = []
     unmeasured: dict[str, int] = {}
+    not_begun: dict[str, list[ServiceMonth]] = {}
     for app_id in sorted(app_ids):
         terms = settings.terms(app_id)
         counts = tally.counts(app_id)
@@ -71,7 +74,10 @@ def assess_calendar_month(
         outside = sum(1 for slot_ms in counts if not any(a <= slot_ms < b for a, b in spans))
         if outside:
             unmeasured[app_id] = outside
-        for service_month in service_months:
+        begun = begun_by(service_months, tz, as_of_ms)
+        if len(begun) < len(service_months):
+            not_begun[app_id] = service_months[len(begun) :]
+        for service_month in begun:
             fee = terms.fees.get(service_month.first_day)
             statements.append(
                 build_statement(
@@ -87,7 +93,7 @@ def assess_calendar_month(
                     as_of_ms=as_of_ms,
                 )
             )
-    return CalendarMonthReport(statements, unmeasured)
+    return CalendarMonthReport(statements, unmeasured, not_begun)
 
 
 def with_exemptions_file(settings: Settings, path: Path) -> Settings:
@@ -193,7 +199,7 @@ def to_text(statements: Sequence[Statement], tz: ZoneInfo, title: str) -> str:
 def _title_notes(statements: Sequence[Statement], tz: ZoneInfo) -> str:
     """What the first line adds: "so far, as of …" for a running month, "INCOMPLETE DATA" for silent periods."""
     notes = []
-    running = [s.coverage.end_ms for s in statements if s.running]
+    running = [s.coverage.as_of_ms for s in statements if s.running]
     if running:
         notes.append(f"so far, as of {_clock(max(running), tz)} ({tz.key})")
     silent = max((s.coverage.silent_minutes for s in statements), default=0)
@@ -219,7 +225,7 @@ def _coverage_lines(statement: Statement, tz: ZoneInfo) -> list[str]:
     coverage = statement.coverage
     lines = []
     if statement.running:
-        lines.append(f"  so far, as of {_clock(coverage.end_ms, tz)}: the month runs to {statement.month.last_day}")
+        lines.append(f"  so far, as of {_clock(coverage.as_of_ms, tz)}: the month runs to {statement.month.last_day}")
     if coverage.first_ms is None or coverage.last_ms is None:
         return [*lines, "  data: INCOMPLETE: no event of any app in the span measured"]
     span = f"events from {_clock(coverage.first_ms, tz)} to {_clock(coverage.last_ms, tz)}"

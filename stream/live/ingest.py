@@ -295,7 +295,7 @@ class Ingester:
         latest_ms = -1
         skipped = 0
         minutes: set[int] = set()
-        minute = -1
+        minute = -MINUTE_MS  # the start of the minute last added (none yet: event times are not negative)
         admit = self._admit
         tz = self._tz
         for record in records:
@@ -303,11 +303,12 @@ class Ingester:
             for refusal in rejected:
                 letters.append(DeadLetter(record.topic, record.partition, record.offset, refusal))
             for event in events:
-                if event.ts > latest_ms:
-                    latest_ms = event.ts
-                if event.ts // MINUTE_MS != minute:  # events come mostly in time order: one set add a minute
-                    minute = event.ts // MINUTE_MS
-                    minutes.add(minute)
+                ts = event.ts
+                if ts > latest_ms:
+                    latest_ms = ts
+                if not minute <= ts < minute + MINUTE_MS:  # events come mostly in time order: a set add a minute
+                    minute = ts - ts % MINUTE_MS
+                    minutes.add(minute // MINUTE_MS)
                 if admit is not None and not admit(event):
                     skipped += 1
                     continue

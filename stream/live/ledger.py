@@ -62,6 +62,7 @@ async def statements_from_store(
     exemptions: tuple[Exemption, ...],
     source: Source,
     as_of_ms: int,
+    covered: dict[str, MinuteMap] | None = None,
 ) -> list[Statement]:
     """The statements of the app's ``service_months`` from every slot Redis holds for them, as of ``as_of_ms``.
 
@@ -71,11 +72,13 @@ async def statements_from_store(
     replay closes every slot before it reads them (its revisions are its own
     closing's, so it lists none). Each says what the input covers of its
     month: the minutes Redis recorded an event of any app in, up to
-    ``as_of_ms`` (the live watermark; a replay's clock).
+    ``as_of_ms`` (the live watermark; a replay's clock). ``covered`` keeps
+    the maps read, by ``YYYY-MM``, for the next app's call (a replay reads
+    them once, not once an app).
     """
     tz = settings.policy.timezone
     statements = []
-    covered: dict[str, MinuteMap] = {}
+    covered = {} if covered is None else covered
     for service_month in service_months:
         day = service_month.first_day
         label = month_label(day.year, day.month)

@@ -46,7 +46,7 @@ from stream.live.exemptions import current_exemptions
 from stream.live.ledger import statements_from_store
 from stream.live.metrics import Snapshot
 from stream.live.store import Store, redis_client
-from stream.sla.months import ServiceMonth, service_months_in
+from stream.sla.months import ServiceMonth, begun_by, service_months_in
 from stream.sla.slots import local_time
 from stream.statements import slot_csv
 from stream.statements.month_page import IndexEntry, LiveContext, render_index, render_month_page
@@ -116,11 +116,12 @@ class LivePages:
             return Response.text("404 Not Found", f"no such month: {parts[4]} (YYYY-MM or YYYY-MM-DD, from 1970)")
         if not months:
             return Response.text("404 Not Found", f"no service month of app {app_id} falls in {parts[4]}")
-        now_ms = int(self._wall_clock() * 1000)
-        begins_ms = months[0].span_ms(self._settings.policy.timezone)[0]
-        if begins_ms > now_ms:
-            begins = local_time(begins_ms, self._settings.policy.timezone).isoformat(timespec="minutes")
+        tz = self._settings.policy.timezone
+        begun = begun_by(months, tz, int(self._wall_clock() * 1000))
+        if not begun:
+            begins = local_time(months[0].span_ms(tz)[0], tz).isoformat(timespec="minutes")
             return Response.text("404 Not Found", f"{parts[4].split('.')[0]} has not begun: it starts {begins}")
+        months = begun  # a service month not begun has no figure yet, not a clean one
         suffix = named["suffix"] or ""
         if len(months) > 1 and not suffix:
             return self._choice(app_id, months)
@@ -138,12 +139,13 @@ class LivePages:
             return Response.text("503 Service Unavailable", f"Redis is not answering ({type(error).__name__})")
         if statements is None:
             return Response.text("404 Not Found", f"app {app_id} has no terms on record and no traffic counted")
-        if not any(s.coverage.has_data for s in statements):
+        if not any(s.coverage.has_data or s.slots or s.open_slots for s in statements):
             month = months[0].first_day
             return Response.text(
                 "404 Not Found",
-                f"no events of {month:%Y-%m} were read by this deployment: no figures without data "
-                f"(`sla-stream replay --month {month:%Y-%m}` counts it again from the topics)",
+                f"no events of {month:%Y-%m} were read by this deployment (as of "
+                f"{local_time(statements[0].coverage.as_of_ms, self._settings.policy.timezone):%Y-%m-%d %H:%M}): "
+                f"no figures without data (`sla-stream replay --month {month:%Y-%m}` counts it from the topics)",
             )
         if suffix == ".json":
             body = json.dumps([statement_to_json(s) for s in statements], indent=2)
@@ -154,13 +156,15 @@ class LivePages:
             return Response("200 OK", "text/csv; charset=utf-8", out.getvalue().encode("utf-8"))
         return self._page(statements[0], refresh)
 
-    def _as_of_ms(self) -> int:
-        """When the live figures are as of: the job's watermark in the last snapshot (the wall clock while there
-        is none): an input silent up to it is silent, a backlog not read yet is not claimed silent."""
+    async def _as_of_ms(self, store: Store) -> int:
+        """When the live figures are as of: the job's watermark in the last snapshot, so an input silent up to it
+        is silent and a backlog not read yet is not claimed silent. While the watermark is unknown (a partition
+        without a time), the least time of the partitions that have one: never past what every one has read."""
         snapshot = self._snapshot()
-        if snapshot is None or snapshot.watermark_ms is None:
-            return int(self._wall_clock() * 1000)
-        return snapshot.watermark_ms
+        if snapshot is not None and snapshot.watermark_ms is not None:
+            return snapshot.watermark_ms
+        least = await store.least_stream_time()
+        return 0 if least is None else least
 
     def _context(self, refresh: int, as_of_ms: int | None = None) -> LiveContext:
         now_ms = int(self._wall_clock() * 1000) if as_of_ms is None else as_of_ms
@@ -213,7 +217,7 @@ class LivePages:
                 return None
             exemptions = await current_exemptions(store, self._settings)
             return await statements_from_store(
-                store, self._settings, app_id, months, exemptions, "live", self._as_of_ms()
+                store, self._settings, app_id, months, exemptions, "live", await self._as_of_ms(store)
             )
         finally:
             await redis.aclose()

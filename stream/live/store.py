@@ -657,6 +657,11 @@ class Store:
             for i, tp in enumerate(names)
         }
 
+    async def least_stream_time(self) -> int | None:
+        """The least stream time of the partitions that have one (None: none has): read up to it by all of them."""
+        times = await self.redis.hvals(self.keys.streamtime)
+        return min((int(t) for t in times), default=None)
+
     async def applied_offsets(self, tps: Iterable[str]) -> dict[str, int | None]:
         names = list(tps)
         values = await self.redis.hmget(self.keys.offsets, names) if names else []

@@ -69,7 +69,7 @@ from stream.live.store import Fence, Fenced, RolledBack, Store, redis_client
 from stream.monthend.apps import UnknownApp, check_apps_known
 from stream.monthend.progress import ReadProgress
 from stream.monthend.share import IDLE_EVERY_S, Share, ShareOutcome, merged, run_share, split
-from stream.sla.months import calendar_month, service_months_in
+from stream.sla.months import begun_by, calendar_month, service_months_in
 from stream.sla.slots import local_time
 from stream.statements.statement import Statement
 
@@ -163,10 +163,11 @@ async def replay(
         fence = Fence(now_ms, "rebuilding")
         await store.begin_rebuild(fence.generation)
         exemptions = await load_exemptions(store, latest)
-        stats, closed, month_events = await _count(
+        stats, closed = await _count(
             settings, request, store, fence, plan, progress, (month_start, month_end), processes
         )
-        if not month_events:  # no data must not pass for a clean month (no traffic)
+        covered = await store.coverage(request.name, month_start, month_end)
+        if next(covered.minutes(), None) is None:  # no data must not pass for a clean month (no traffic)
             read = _nothing_of_the(request.name, stats, plan, _when(reading_from, settings))
             kept = f"; its state is kept under key prefix {store.prefix!r}" if request.keep else ""
             raise ReplayError(_no_records(settings, request, read) + kept)
@@ -175,6 +176,7 @@ async def replay(
         await check_apps_known(settings, live, request.apps, seen=counted_apps)
         app_ids = list(request.apps) or sorted(counted_apps | set(settings.apps))
         current = await current_exemptions(store, settings)
+        maps = {request.name: covered}
         statements = [
             statement
             for app_id in app_ids
@@ -182,10 +184,13 @@ async def replay(
                 store,
                 settings,
                 app_id,
-                service_months_in(request.year, request.month, settings.terms(app_id).subscriptions),
+                begun_by(
+                    service_months_in(request.year, request.month, settings.terms(app_id).subscriptions), tz, now_ms
+                ),
                 current,
                 source="replay",
                 as_of_ms=now_ms,
+                covered=maps,
             )
         ]
         seconds = time.monotonic() - started
@@ -292,13 +297,12 @@ async def _count(
     progress: ProgressFactory,
     month: tuple[int, int],
     processes: int,
-) -> tuple[IngestStats, int, int]:
+) -> tuple[IngestStats, int]:
     """Count the plan's records of the month in ``processes`` processes, closing as event time passes.
 
     The processes count; this one shows their progress, notices one that
     failed or died, and runs the closer meanwhile, then closes every slot.
-    Returns the merged ingest totals, how many slots were closed, and how
-    many valid events of the month (of any app) the processes met.
+    Returns the merged ingest totals and how many slots were closed.
     """
 
     async def not_published(messages: Sequence[tuple[str, str]]) -> None:
@@ -313,7 +317,6 @@ async def _count(
     shown = progress(f"replay {request.name}", plan.total)
     idle_reports = Every(IDLE_EVERY_S)
     finished: dict[int, IngestStats] = {}
-    month_events = 0
     closed = 0
     workers = []
     try:
@@ -332,7 +335,6 @@ async def _count(
                 if outcome.stats is None:
                     raise ReplayError(outcome.error or "a replay process failed")
                 finished[outcome.index] = outcome.stats
-                month_events += outcome.month_events
             lost = [i for i in ended if i not in finished]
             if lost:
                 raise ReplayError(_lost_process(workers[lost[0]].exitcode))
@@ -349,7 +351,7 @@ async def _count(
                 worker.terminate()
             worker.join()
     closed += await close_all(closer, fence, store, plan)
-    return merged(list(finished.values())), closed, month_events
+    return merged(list(finished.values())), closed
 
 
 def _lost_process(code: int | None) -> str:

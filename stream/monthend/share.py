@@ -62,12 +62,9 @@ class Share:
     apps: frozenset[str]
     """Count only these apps' events (empty: every app's)."""
 
-    def in_month(self, event: Event) -> bool:
+    def admits(self, event: Event) -> bool:
         start_ms, end_ms = self.month_ms
-        return start_ms <= event.counted_ts < end_ms
-
-    def of_apps(self, event: Event) -> bool:
-        return not self.apps or event.app_id in self.apps
+        return start_ms <= event.counted_ts < end_ms and (not self.apps or event.app_id in self.apps)
 
 
 def split(plan: ReadPlan, processes: int) -> list[ReadPlan]:
@@ -89,8 +86,6 @@ class ShareOutcome:
     index: int
     stats: IngestStats | None
     error: str | None = None
-    month_events: int = 0
-    """Valid events of the month it read, of every app (``--app`` or not): none in any process, no data."""
 
 
 class SharedCount(Protocol):
@@ -113,8 +108,8 @@ def run_share(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = share.settings
     try:
-        stats, month_events = asyncio.run(_count_share(share, offsets_done, events_counted))
-        outcomes.put(ShareOutcome(index, stats, month_events=month_events))
+        stats = asyncio.run(_count_share(share, offsets_done, events_counted))
+        outcomes.put(ShareOutcome(index, stats))
     except KafkaError as error:
         message = f"Kafka at {settings.kafka_bootstrap} failed during the replay: {error}"
         outcomes.put(ShareOutcome(index, None, redact(message)))
@@ -128,22 +123,10 @@ def run_share(
         outcomes.put(ShareOutcome(index, None, redact(f"a replay process failed: {type(error).__name__}: {error}")))
 
 
-async def _count_share(share: Share, offsets_done: SharedCount, events_counted: SharedCount) -> tuple[IngestStats, int]:
-    """Count the share's partitions into the replay's namespace, reporting progress and idle partitions.
-
-    Returns the ingest totals and how many valid events of the month it met, of every app (at least: a batch
-    parsed again after an overlap meets its events again; only none or some matters).
-    """
+async def _count_share(share: Share, offsets_done: SharedCount, events_counted: SharedCount) -> IngestStats:
+    """Count the share's partitions into the replay's namespace, reporting progress and idle partitions."""
     settings = share.settings
     plan = share.plan
-    month_events = 0
-
-    def admits(event: Event) -> bool:
-        nonlocal month_events
-        if not share.in_month(event):
-            return False
-        month_events += 1
-        return share.of_apps(event)
 
     redis = redis_client(settings.redis_url)
     try:
@@ -154,7 +137,7 @@ async def _count_share(share: Share, offsets_done: SharedCount, events_counted: 
             """Dead letters were sent when the workers met the records; a replay only counts them."""
 
         input_tps = [tp_name(tp) for tp in plan.partitions]
-        ingester = recount_ingester(settings, store, fence, input_tps, not_sent, "replay", admits)
+        ingester = recount_ingester(settings, store, fence, input_tps, not_sent, "replay", share.admits)
         consumer = await open_consumer(settings, aiokafka_options(settings.kafka_security))
         try:
             idle_reports = Every(IDLE_EVERY_S)
@@ -168,7 +151,7 @@ async def _count_share(share: Share, offsets_done: SharedCount, events_counted: 
             await read_plan(consumer, plan, ingest_handle(ingester, settings.topics.input_kinds), between)
         finally:
             await consumer.stop()
-        return ingester.stats, month_events
+        return ingester.stats
     finally:
         await redis.aclose()
 

@@ -193,7 +193,10 @@ class Coverage:
     end_ms: int
     """The instant after the span measured: the service month's end, or the minute the figures are as of."""
     month_end_ms: int
-    """The instant after the service month's last: ``end_ms`` short of it means the month is still running."""
+    """The instant after the service month's last."""
+    as_of_ms: int
+    """When the figures were taken, cut to its minute: before ``month_end_ms``, the month was still running (a
+    time before the month's start measures nothing: ``end_ms`` is then the start)."""
     first_ms: int | None
     """The first covered minute's start; None: no event at all in the span."""
     last_ms: int | None
@@ -216,7 +219,8 @@ class Coverage:
         """
         if not covered.start_ms <= start_ms <= month_end_ms <= covered.end_ms or start_ms % MINUTE_MS:
             raise ValueError("coverage is measured on whole minutes inside the map's span")
-        end_ms = max(start_ms, min(month_end_ms, _minute(as_of_ms)))
+        as_of = _minute(as_of_ms)
+        end_ms = max(start_ms, min(month_end_ms, as_of))
         marks = covered.marks(start_ms, end_ms)
         first, last = marks.find(b"1"), marks.rfind(b"1")
         at_least = max(1, silent_after_minutes)
@@ -228,6 +232,7 @@ class Coverage:
             start_ms,
             end_ms,
             month_end_ms,
+            as_of,
             None if first < 0 else start_ms + first * MINUTE_MS,
             None if last < 0 else start_ms + (last + 1) * MINUTE_MS,
             silent,
@@ -237,12 +242,12 @@ class Coverage:
     @property
     def running(self) -> bool:
         """Whether the month was still running when the figures were taken ("so far")."""
-        return self.end_ms < self.month_end_ms
+        return self.as_of_ms < self.month_end_ms
 
     @property
     def complete(self) -> bool:
-        """No silent period: the data covers the whole span measured."""
-        return not self.silent
+        """The data covers the whole span measured: some event in it, and no silent period."""
+        return self.has_data and not self.silent
 
     @property
     def has_data(self) -> bool:

@@ -124,6 +124,18 @@ def service_months_in(year: int, month: int, subscriptions: Sequence[Subscriptio
     )
 
 
+def begun_by(months: Sequence[ServiceMonth], tz: ZoneInfo, ts_ms: int) -> list[ServiceMonth]:
+    """The service months of ``months`` that had begun at ``ts_ms``: one not begun has no figure yet, not a clean one.
+
+    Example (a subscription from the 20th, seen on the 7th and on the 20th):
+        >>> shanghai = ZoneInfo("Asia/Shanghai")
+        >>> months = service_months_in(2026, 12, [Subscription(date(2026, 12, 20), 1)])
+        >>> begun_by(months, shanghai, 1_796_572_800_000), len(begun_by(months, shanghai, 1_797_696_000_000))
+        ([], 1)
+    """
+    return [month for month in months if month.span_ms(tz)[0] <= ts_ms]
+
+
 def service_month_on(day: date, subscriptions: Sequence[Subscription]) -> ServiceMonth | None:
     """The service month ``day`` falls in; None when no subscription covers it.
 

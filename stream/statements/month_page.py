@@ -40,7 +40,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -226,12 +226,17 @@ def _data_notes(statement: Statement) -> list[str]:
     coverage = statement.coverage
     notes = []
     if statement.running:
-        as_of = local_time(coverage.end_ms, tz).strftime("%Y-%m-%d %H:%M")
+        as_of = local_time(coverage.as_of_ms, tz).strftime("%Y-%m-%d %H:%M")
         notes.append(
             f'<p class="note" data-note="so-far">So far: the figures are as of <b>{as_of}</b> and the month runs to '
             f"{_day(statement.month.last_day)}; the slots after that are not measured yet.</p>"
         )
-    if not coverage.complete:
+    if not coverage.has_data and not coverage.silent:
+        notes.append(
+            '<p class="note nodata" data-note="no-data"><b>Nothing measured yet.</b> The figures are as of '
+            f"{local_time(coverage.as_of_ms, tz):%Y-%m-%d %H:%M}, before any minute of this month was read.</p>"
+        )
+    elif not coverage.complete:
         periods = "".join(
             f"<li>{local_time(p.start_ms, tz):%Y-%m-%d %H:%M} to {local_time(p.end_ms, tz):%Y-%m-%d %H:%M} "
             f"({p.minutes:,} minutes)</li>"
@@ -515,7 +520,12 @@ def _day_cells(
     """
     tz = statement.policy.timezone
     coverage = statement.coverage
-    silent = [(p.start_ms, p.end_ms) for p in coverage.silent]
+    no_data = {
+        slot_ms
+        for period in coverage.silent
+        for slot_ms in slots_between(period.start_ms, period.end_ms, tz)
+        if period.start_ms <= slot_ms and slot_ms + SLOT_MS <= period.end_ms
+    }
     measured_until = coverage.end_ms if statement.running else None
     changes = len(slots) != 24 * 60 // SLOT_MINUTES or (
         local_time(slots[0], tz).utcoffset() != local_time(slots[-1], tz).utcoffset()
@@ -527,7 +537,7 @@ def _day_cells(
         column = max((start.hour * 60 + start.minute) // SLOT_MINUTES, column + 1)
         line = by_slot.get(slot_ms)
         if line is None:
-            cell_class, verdict, what = _empty_cell(slot_ms, silent, measured_until)
+            cell_class, verdict, what = _empty_cell(slot_ms, no_data, measured_until)
         else:
             cell_class, verdict, what = _cell(line, bands, live)
         end = local_time(slot_ms + SLOT_MS, tz)
@@ -541,11 +551,12 @@ def _day_cells(
     return "\n".join(cells), column + 1
 
 
-def _empty_cell(slot_ms: int, silent: Sequence[tuple[int, int]], measured_until: int | None) -> tuple[str, str, str]:
-    """A cell without traffic: not measured yet, in a silent period of the input (no data), or no traffic."""
+def _empty_cell(slot_ms: int, no_data: Set[int], measured_until: int | None) -> tuple[str, str, str]:
+    """A cell without traffic: not measured yet, wholly in a silent period of the input (``no_data``: no data), or
+    no traffic."""
     if measured_until is not None and slot_ms + SLOT_MS > measured_until:
         return style.FUTURE.css_class, "future", "not measured yet"
-    if any(start <= slot_ms and slot_ms + SLOT_MS <= end for start, end in silent):
+    if slot_ms in no_data:
         return style.NO_DATA.css_class, "no-data", "no data: no event of any app was read"
     return style.NO_TRAFFIC.css_class, "none", "no traffic"
 

@@ -112,7 +112,7 @@ def coverage_lines(statement: Statement) -> list[str]:
     coverage = statement.coverage
     lines = []
     if statement.running:
-        lines.append(f"{SO_FAR_PREFIX}{named} as of {local_time(coverage.end_ms, tz).isoformat()}")
+        lines.append(f"{SO_FAR_PREFIX}{named} as of {local_time(coverage.as_of_ms, tz).isoformat()}")
     for period in coverage.silent:
         span = f"{local_time(period.start_ms, tz).isoformat()}/{local_time(period.end_ms, tz).isoformat()}"
         lines.append(f"{NO_DATA_PREFIX}{named} {span} {period.minutes} minutes")

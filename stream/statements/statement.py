@@ -71,7 +71,7 @@ class Statement:
 
     @property
     def running(self) -> bool:
-        """The month had not ended when the figures were taken: they are "so far", as of ``coverage.end_ms``."""
+        """The month had not ended when the figures were taken: they are "so far", as of ``coverage.as_of_ms``."""
         return self.coverage.running
 
 

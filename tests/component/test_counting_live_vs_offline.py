@@ -106,11 +106,13 @@ def deliveries(draw: st.DrawFn) -> list[Delivery]:
     return draw(st.permutations(made))
 
 
-def count_live(redis_url: str, redis_client: redis.Redis, sent: list[Delivery]) -> tuple[dict, int]:
-    """The deliveries through the live Ingester on a fresh namespace: counts of the slots they touch, dead letters."""
+def count_live(redis_url: str, redis_client: redis.Redis, sent: list[Delivery]) -> tuple[dict, int, bytes]:
+    """The deliveries through the live Ingester on a fresh namespace: counts of the slots they touch, dead letters,
+    and November's coverage bitmap as Redis keeps it."""
     prefix = unique_name("sla-stream-test-live-vs-offline") + ":"
     found: dict[tuple[str, int], SlotCounts] = {}
     letters: list[int] = []
+    covered: list[bytes] = []
 
     async def steps(kit: LiveKit) -> None:
         kit.clock.now_s = NOW_MS / 1000
@@ -123,6 +125,7 @@ def count_live(redis_url: str, redis_client: redis.Redis, sent: list[Delivery]) 
             if counts != SlotCounts(0, 0):
                 found[key] = counts
         letters.append(len(kit.dead_letters))
+        covered.append((await kit.store.coverage("2026-11", *NOVEMBER)).to_bytes())
 
     try:
         run_kit(redis_url, prefix, steps)
@@ -130,7 +133,7 @@ def count_live(redis_url: str, redis_client: redis.Redis, sent: list[Delivery]) 
         keys = list(redis_client.scan_iter(match=prefix + "*", count=1000))
         if keys:
             redis_client.delete(*keys)
-    return found, letters[0]
+    return found, letters[0], covered[0]
 
 
 def _slot(event: RequestEvent | SuccessEvent) -> int:
@@ -155,7 +158,7 @@ def count_offline(sent: list[Delivery], bounds: TimeBounds) -> tuple[CountedEven
 @settings(max_examples=100, deadline=None)
 @given(deliveries())
 def test_live_and_offline_counts_are_the_same(redis_url: str, redis_client: redis.Redis, sent: list[Delivery]) -> None:
-    live, dead_letters = count_live(redis_url, redis_client, sent)
+    live, dead_letters, live_coverage = count_live(redis_url, redis_client, sent)
     bounds = TimeBounds(946_684_800_000, NOW_MS + 600_000)  # the live path's: [events] earliest, max_future
     offline, bad = count_offline(sent, bounds)
     tally = SlotTally(SHANGHAI, NOVEMBER)
@@ -173,3 +176,6 @@ def test_live_and_offline_counts_are_the_same(redis_url: str, redis_client: redi
     outside = [d for d in sent if d.event is not None and not NOVEMBER[0] <= _slot(d.event) < NOVEMBER[1]]
     assert offline.outside_window == len(outside)
     assert {(d.event.app_id, _slot(d.event)) for d in outside} <= set(live), "live counts the other months' slots"
+    minutes = {d.event.ts // MINUTE for d in sent if d.event is not None and NOVEMBER[0] <= d.event.ts < NOVEMBER[1]}
+    assert sorted(m // MINUTE for m in offline.covered.minutes()) == sorted(minutes), "by each event's own time"
+    assert offline.covered.to_bytes() == live_coverage, "the live bitmap and the offline map are the same bytes"

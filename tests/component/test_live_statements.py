@@ -66,9 +66,11 @@ async def count(kit: LiveKit, made: list[tuple[str, str, str, int, int | None]])
     await kit.count("success", successes)
 
 
-def report_statement(kit: LiveKit, made: list[tuple[str, str, str, int, int | None]], before_ms: int):  # noqa: ANN201
+def report_statement(  # noqa: ANN201
+    kit: LiveKit, made: list[tuple[str, str, str, int, int | None]], before_ms: int, as_of_ms: int
+):
     """The offline report's statement of the events in slots before ``before_ms`` (those the live path closed),
-    with the coverage of all the events (closed slots or not), as of the kit's clock."""
+    with the coverage of all the events (closed slots or not), as of ``as_of_ms``."""
     tally = SlotTally(kit.settings.policy.timezone, (0, before_ms))
     for kind, event_id, _, ts, request_ts in made:
         tally.add(kind, APP, event_id, counted_time(ts, ts if kind == "success" and request_ts is None else request_ts))
@@ -86,7 +88,7 @@ def report_statement(kit: LiveKit, made: list[tuple[str, str, str, int, int | No
         s.policy,
         "report",
         covered=covered,
-        as_of_ms=kit.clock.now_ms,
+        as_of_ms=as_of_ms,
     )
 
 
@@ -101,7 +103,7 @@ def test_the_live_statement_equals_the_reports_and_is_served(live) -> None:
         [statement] = await statements_from_store(
             kit.store, kit.settings, APP, [NOVEMBER], exemptions, "live", kit.clock.now_ms
         )
-        expected = report_statement(kit, made, START_MS + 3 * SLOT_MS)
+        expected = report_statement(kit, made, START_MS + 3 * SLOT_MS, kit.clock.now_ms)
         assert statement.assessment == expected.assessment, "a live statement covers the closed slots"
         assert statement.digest == expected.digest
         assert statement.coverage == expected.coverage, "Redis recorded the minutes the events happened in"
@@ -122,7 +124,9 @@ def test_the_live_statement_equals_the_reports_and_is_served(live) -> None:
         pages = LivePages(kit.settings, lambda: None, kit.clock)
         as_json = await asyncio.to_thread(pages.answer, f"/apps/{APP}/months/2026-11.json", "")
         assert as_json is not None and as_json.status == "200 OK"
-        assert json.loads(as_json.body) == [statement_to_json(expected)]
+        # No snapshot (so no watermark): as of the least partition time, where move_stream_time left them all.
+        as_of_least_time = report_statement(kit, made, START_MS + 3 * SLOT_MS, START_MS + 3 * SLOT_MS)
+        assert json.loads(as_json.body) == [statement_to_json(as_of_least_time)]
         as_csv = await asyncio.to_thread(pages.answer, f"/apps/{APP}/months/2026-11-01.csv", "")
         assert as_csv is not None and as_csv.content_type.startswith("text/csv")
         rows = list(csv.DictReader(line for line in io.StringIO(as_csv.body.decode()) if not line.startswith("#")))
@@ -149,6 +153,29 @@ def test_the_live_statement_equals_the_reports_and_is_served(live) -> None:
         assert await asyncio.to_thread(pages.answer, "/elsewhere", "") is None
         index = await asyncio.to_thread(pages.answer, "/", "")
         assert index is not None and index.status == "200 OK"
+
+    live(steps, grace_ms=0)
+
+
+def test_slots_counted_before_coverage_was_kept_are_served_as_incomplete_not_refused(live) -> None:
+    """A namespace counted by a version that kept no coverage bitmaps (or whose bitmaps are gone): its months are
+    served, their whole span without data, and the October it never read stays a 404."""
+
+    async def steps(kit: LiveKit) -> None:
+        await count(kit, events())
+        await kit.move_stream_time(START_MS + 4 * SLOT_MS)
+        await kit.tick()
+        for key in await kit.store.redis.keys(kit.store.keys.prefix + "coverage:*"):
+            await kit.store.redis.delete(key)
+        pages = LivePages(kit.settings, lambda: None, kit.clock)
+        answered = await asyncio.to_thread(pages.answer, f"/apps/{APP}/months/2026-11.json", "")
+        assert answered is not None and answered.status == "200 OK"
+        [figures] = json.loads(answered.body)
+        assert figures["requests"] > 0 and figures["coverage"]["covered_from"] is None
+        assert figures["coverage"]["complete"] is False and figures["coverage"]["silent_periods"]
+        october = await asyncio.to_thread(pages.answer, f"/apps/{APP}/months/2026-10.json", "")
+        assert october is not None and october.status == "404 Not Found"
+        assert october.body.decode().startswith("no events of 2026-10 were read by this deployment")
 
     live(steps, grace_ms=0)
 

@@ -127,7 +127,7 @@ def test_events_that_leave_silent_periods_are_flagged_and_strict_exits_3(
 
     strict = report(events, "2019-03", "--format", "text", "--strict")
     assert strict.code == 3 and strict.out == text.out
-    assert strict.err_lines[-1] == "incomplete data: the events leave silent periods in 2019-03 (--strict)"
+    assert strict.err_lines[-1] == "sla-stream: incomplete data: the events leave silent periods in 2019-03 (--strict)"
 
 
 def test_events_in_every_quarter_hour_make_a_complete_month_and_strict_passes(
@@ -163,3 +163,27 @@ def test_a_running_month_is_so_far_and_its_silence_since_the_last_event_counts(
     assert (silence["start"], silence["end"]) == ((month_start + timedelta(minutes=20)).isoformat(), as_of.isoformat())
     text = report(events, label, "--format", "text")
     assert f"SLA month report {label}, so far, as of {as_of:%Y-%m-%d %H:%M} (Asia/Shanghai)" in text.out
+
+
+def test_a_service_month_not_begun_is_left_out_and_refused_for_its_app(
+    cli: Callable[..., CliRun], write_events: Callable[..., Path], write_config: Callable[..., Path]
+) -> None:
+    now = datetime.now(SHANGHAI)
+    tomorrow = (now + timedelta(days=1)).date()
+    if tomorrow.month != now.month or now.hour == 0 and now.minute < 20:
+        pytest.skip("a subscription from tomorrow must start inside the running month, after some data")
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    late = "1400000006"
+    config = write_config(f'[[apps]]\napp_id = "{late}"\nsubscriptions = [{{ activation = {tomorrow}, months = 1 }}]\n')
+    events = write_events(minute_events(to_epoch_ms(month_start), range(10)))
+    label = f"{month_start:%Y-%m}"
+    run = cli("report", "--events", events, "--month", label, "--config", config, "--format", "json")
+    assert run.code == 0, run.err
+    assert {s["app_id"] for s in json.loads(run.out)} == {APP}, "no statement for a month not begun"
+    assert f"app {late}: its service month from {tomorrow} has not begun: left out" in run.err_lines
+    alone = cli("report", "--events", events, "--month", label, "--config", config, "--app", late)
+    assert (alone.code, alone.out) == (2, "")
+    assert (
+        alone.err_lines[-1]
+        == f"sla-stream: app {late}: its service month in {label} has not begun: it starts {tomorrow}"
+    )
