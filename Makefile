@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.stamp-pyproject
 BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.stamp-pyproject
 
-.PHONY: venv bench-venv up down test demo report-demo bench bench-report lint clean dashboard
+.PHONY: venv bench-venv up down cluster-up cluster-down test demo report-demo bench bench-report lint clean dashboard
 
 # venv: .venv with the package (editable) and its test extras; reinstalled
 # only when pyproject.toml is newer than the stamp.
@@ -43,8 +43,20 @@ up:
 down:
 	bash deploy/stop.sh
 
-# test: the whole suite (unit, component on Redis, integration on Kafka and Redis) against real services; the
-# services are always stopped afterwards, and the recipe exits with pytest's
+# cluster-up: a local Redis Cluster, 3 masters and 3 replicas on 127.0.0.1:7100-7105
+# (REDIS_CLUSTER_PORTS), or reuse a running one; waits until every replica has
+# synced (about 3 s). The cluster tests start it themselves when it is not running
+# (tests/integration/redis_cluster.py); `bash deploy/redis-cluster.sh status` shows it.
+cluster-up:
+	bash deploy/redis-cluster.sh up
+
+# cluster-down: stop the Redis Cluster nodes that `make cluster-up` started (data
+# kept in .run/redis-cluster/; `bash deploy/redis-cluster.sh reset` removes it).
+cluster-down:
+	bash deploy/redis-cluster.sh down
+
+# test: the whole suite (unit, component on Redis, integration on Kafka and Redis, and on a Redis Cluster the
+# cluster tests start and stop themselves) against real services; the services are always stopped afterwards, and the recipe exits with pytest's
 # status (make reports it as "Error N" and itself exits 2). After a Ctrl-C,
 # run `make down`.
 test: venv lint
@@ -95,9 +107,9 @@ lint: venv
 	$(VENV)/bin/ruff check stream tests deploy bench
 	$(VENV)/bin/ruff format --check stream tests deploy bench
 
-# clean: stop services, remove .run/ (data, logs) and the venvs' stamps; the
-# downloaded Kafka jars in .cache/ are kept.
-clean: down
+# clean: stop services (the Redis Cluster too), remove .run/ (data, logs) and
+# the venvs' stamps; the downloaded Kafka jars in .cache/ are kept.
+clean: down cluster-down
 	rm -rf .run $(STAMP) $(BENCH_STAMP)
 
 # dashboard: rebuild deploy/grafana/sla-stream.json from deploy/grafana/build_dashboard.py.

@@ -15,7 +15,7 @@ from kafka.errors import KafkaError
 from services import KAFKA_BOOTSTRAP, connect_or_fail, unique_name
 
 HERE = Path(__file__).parent
-pytest.register_assert_rewrite("stream_harness")  # the live-stream tests' harness (test_stream_*.py)
+pytest.register_assert_rewrite("stream_harness", "redis_cluster")  # the harnesses of the live-stream and cluster tests
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
