@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -43,6 +44,7 @@ from stream.sla.availability import unavailable_minutes
 from stream.sla.coverage import Coverage
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
+from stream.sla.months import ServiceMonth
 from stream.sla.slots import instant_ms, local_time
 
 if TYPE_CHECKING:  # statements build on this module (the page shows the JSON's figures), not the other way
@@ -371,13 +373,26 @@ def _time(ts_ms: int, tz: ZoneInfo) -> str:
 
 @dataclass(frozen=True)
 class MonthSummary:
-    """The running figures a live view shows of a month ledger."""
+    """The running figures the live views show of a month ledger: ``/metrics``, the live index, ``watch``.
+
+    Read back from :func:`month_to_json`'s object, so a view never recomputes what the closer's ledger holds.
+    """
 
     first_day: date
+    last_day: date
+    availability: Fraction
     availability_display: str
     meets_sla: bool
+    unavailable_slots: int
+    exempt_slots: int
+    slots_used: int
     slots_left: int
     slots_allowed: int
+    compensation_percent: int
+
+    @property
+    def month(self) -> ServiceMonth:
+        return ServiceMonth(self.first_day, self.last_day)
 
 
 def month_summary(figures: Mapping[str, Any]) -> MonthSummary:
@@ -385,10 +400,16 @@ def month_summary(figures: Mapping[str, Any]) -> MonthSummary:
     budget = figures["error_budget"]
     return MonthSummary(
         first_day=date.fromisoformat(figures["service_month"]["start"]),
+        last_day=date.fromisoformat(figures["service_month"]["end"]),
+        availability=Fraction(figures["availability_exact"]),
         availability_display=figures["availability_display"],
         meets_sla=figures["meets_sla"],
+        unavailable_slots=figures["unavailable_slots"],
+        exempt_slots=figures["exempt_slots"],
+        slots_used=budget["slots_used"],
         slots_left=budget["slots_left"],
         slots_allowed=budget["slots_allowed"],
+        compensation_percent=figures["compensation"]["percent"],
     )
 
 

@@ -59,7 +59,7 @@ from stream.live.cursors import Cursors
 from stream.live.exemptions import ExemptionFollower
 from stream.live.health import Health, until_done
 from stream.live.ingest import Ingester, TotalsLog
-from stream.live.metrics import REFRESH_INTERVAL_S, WorkerMetrics, read_snapshot
+from stream.live.metrics import REFRESH_INTERVAL_S, RunningMonths, WorkerMetrics, read_snapshot
 from stream.live.namespace import NamespaceGuard
 from stream.live.pages import LivePages
 from stream.live.partitions import InputPartitions
@@ -195,6 +195,8 @@ def create_app(
         if result is not None:
             metrics.closer_ticked(result, time.perf_counter() - started)
 
+    running_months = RunningMonths()
+
     @app.timer(interval=REFRESH_INTERVAL_S)
     async def refresh_metrics() -> None:
         """Read the app series from Redis; not while the state is lost or rebuilt (they would fall, then climb)."""
@@ -202,7 +204,9 @@ def create_app(
         if metrics_at is None or health.state in ("refusing", "rebuilding"):
             return
         try:
-            metrics.collector.snapshot = await read_snapshot(store, settings, partitions.names, int(time.time() * 1000))
+            metrics.collector.snapshot = await read_snapshot(
+                store, settings, partitions.names, int(time.time() * 1000), running_months
+            )
         except (RedisError, OSError) as error:
             health.redis_failed(error)
             return

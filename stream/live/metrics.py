@@ -3,8 +3,9 @@
 Two kinds of series, read two ways:
 
 * **App series** (``sla_month_*``, ``sla_open_slot_*``, ``sla_slots_closed_total``,
-  ``sla_calls_*``, ``sla_watermark_*``) come from Redis, through the pure
-  core: every worker reads the whole job's state, not its own partitions, so
+  ``sla_calls_*``, ``sla_watermark_*``) come from Redis (the month gauges
+  from the closer's month ledgers, :class:`RunningMonths`): every worker
+  reads the whole job's state, not its own partitions, so
   **every worker exports the same values**. Rules and dashboards take
   ``max by (app)`` over workers: a failover or a rebalance moves nothing, and
   nothing is counted twice. Their counters live in Redis (they survive a
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from fractions import Fraction
 from importlib.metadata import version
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -40,16 +42,17 @@ from prometheus_client.registry import Collector
 
 from stream.config import Settings
 from stream.events import REASON_CATEGORIES
+from stream.formats import MonthSummary, month_summary, month_to_json
 from stream.live.clock import ClockTiming
 from stream.live.closer import TickResult
 from stream.live.exemptions import current_exemptions
 from stream.live.health import STATES, Health
 from stream.live.ingest import IngestStats
-from stream.live.ledger import assess_service_month
 from stream.live.store import AppCounters, Store
-from stream.sla.assessment import MonthAssessment
+from stream.sla.assessment import assess_month
 from stream.sla.coverage import Coverage, month_label
-from stream.sla.months import calendar_month, service_month_on
+from stream.sla.exemptions import Exemption
+from stream.sla.months import ServiceMonth, calendar_month, service_month_on
 from stream.sla.slots import local_date
 from stream.sla.verdict import SlotCounts, judge_slot
 
@@ -91,8 +94,8 @@ class OpenSlot:
 class AppSnapshot:
     """One app's figures at a refresh."""
 
-    month: MonthAssessment | None
-    """The service month running now (None: no subscription covers today)."""
+    month: MonthSummary | None
+    """The service month running now, as its month ledger says (None: no subscription covers today)."""
     open_slot: OpenSlot | None
     counters: AppCounters
 
@@ -109,13 +112,71 @@ class Snapshot:
     watermark is unknown (no silence is claimed then)."""
 
 
-async def read_snapshot(store: Store, settings: Settings, input_tps: Sequence[str], now_ms: int) -> Snapshot:
-    """Every app's running month (assessed by :func:`stream.sla.assessment.assess_month`), open slot and counters.
+class RunningMonths:
+    """Every app's running month as the closer's month ledgers say, read again only where a ledger changed.
+
+    The closer recomputes an app's ledger whenever one of its verdicts changes
+    (a slot closed, a late event, an exemption) and stamps it with the next
+    ledger version (:meth:`Store.save_month`); this keeps what it read and, at
+    each refresh, reads only the ledgers saved since: a quiet fleet of 10,000
+    apps costs one round trip, not an assessment an app. An app whose running
+    month has no ledger yet (nothing of it closed) has the figures of a month
+    without unavailable slots, worked out here without Redis. A rebuilt
+    namespace (another generation) or a ledger version gone back (Redis lost
+    writes) drops everything kept.
+    """
+
+    def __init__(self) -> None:
+        self._generation: int | None = None
+        self._version = 0
+        self._kept: dict[tuple[str, date], MonthSummary] = {}
+
+    async def read(
+        self, store: Store, settings: Settings, running: Mapping[str, ServiceMonth], exemptions: tuple[Exemption, ...]
+    ) -> dict[str, MonthSummary]:
+        """The summary of each app's running service month in ``running``."""
+        meta = await store.meta()
+        generation = None if meta is None else meta.generation
+        version, changed = await store.months_changed(self._version)
+        if generation != self._generation or version < self._version:
+            self._kept.clear()
+        else:
+            for key in changed:
+                self._kept.pop(key, None)
+        self._generation, self._version = generation, version
+        wanted = {(app_id, month.first_day): month for app_id, month in running.items()}
+        missing = [key for key in wanted if key not in self._kept]
+        kept = {key: self._kept[key] for key in wanted if key in self._kept}  # only running months: bounded
+        for key, figures in zip(missing, await store.months(missing), strict=True):
+            kept[key] = month_summary(
+                figures if figures is not None else _unjudged_month(settings, key[0], wanted[key], exemptions)
+            )
+        self._kept = kept
+        return {app_id: kept[(app_id, month.first_day)] for app_id, month in running.items()}
+
+
+def _unjudged_month(
+    settings: Settings, app_id: str, month: ServiceMonth, exemptions: tuple[Exemption, ...]
+) -> dict[str, Any]:
+    """The ledger a month without any judged slot would have: the same function as the closer's, on no slot."""
+    terms = settings.terms(app_id)
+    assessment = assess_month(
+        app_id, month, {}, exemptions, settings.calendar, terms.fees.get(month.first_day), settings.policy
+    )
+    return month_to_json(assessment, settings.policy.timezone)
+
+
+async def read_snapshot(
+    store: Store, settings: Settings, input_tps: Sequence[str], now_ms: int, months: RunningMonths | None = None
+) -> Snapshot:
+    """Every app's running month (its month ledger, :class:`RunningMonths`), open slot and counters.
 
     The running month is the one of the newest slot that can have closed by
     stream time (the watermark less the grace period and a slot), so a month's
     last slots, judged minutes after midnight, still count in the month they
     belong to, and a backlog replayed from last month shows last month.
+    ``months`` keeps the ledgers read between refreshes (a worker passes the
+    same one each time; without it, every ledger is read).
     """
     tz = settings.policy.timezone
     timing = ClockTiming.of(settings)
@@ -127,15 +188,15 @@ async def read_snapshot(store: Store, settings: Settings, input_tps: Sequence[st
     open_counts = dict(zip(newest_open, await store.slot_counts(list(newest_open.items())), strict=True))
     counters = await store.app_counters(apps)
     coverage = None if watermark is None else await _running_coverage(store, settings, today, watermark)
+    covering = {app_id: service_month_on(today, settings.terms(app_id).subscriptions) for app_id in apps}
+    running = await (months or RunningMonths()).read(
+        store, settings, {app_id: m for app_id, m in covering.items() if m is not None}, exemptions
+    )
     snapshots = {}
     for app_id in apps:
-        covering = service_month_on(today, settings.terms(app_id).subscriptions)
-        running = (
-            None if covering is None else await assess_service_month(store, settings, app_id, covering, exemptions)
-        )
         slot_ms = newest_open.get(app_id)
         open_slot = None if slot_ms is None else OpenSlot(slot_ms, open_counts[app_id])
-        snapshots[app_id] = AppSnapshot(running, open_slot, counters[app_id])
+        snapshots[app_id] = AppSnapshot(running.get(app_id), open_slot, counters[app_id])
     return Snapshot(now_ms, snapshots, watermark, coverage)
 
 
@@ -318,15 +379,15 @@ class _MonthFamilies:
         self.start = gauge("sla_month_start_timestamp_seconds", "The service month's first instant")
         self.end = gauge("sla_month_end_timestamp_seconds", "The instant after the service month's last")
 
-    def add(self, app_id: str, month: MonthAssessment, settings: Settings) -> None:
+    def add(self, app_id: str, month: MonthSummary, settings: Settings) -> None:
         start_ms, end_ms = month.month.span_ms(settings.policy.timezone)
         self.availability.add_metric([app_id], _ratio(month.availability))
         self.meets.add_metric([app_id], 1.0 if month.meets_sla else 0.0)
-        self.unavailable.add_metric([app_id], len(month.unavailable))
-        self.exempt.add_metric([app_id], len(month.exempt))
-        self.allowed.add_metric([app_id], month.budget.slots_allowed)
-        self.used.add_metric([app_id], month.budget.slots_used)
-        self.remaining.add_metric([app_id], month.budget.slots_left)
+        self.unavailable.add_metric([app_id], month.unavailable_slots)
+        self.exempt.add_metric([app_id], month.exempt_slots)
+        self.allowed.add_metric([app_id], month.slots_allowed)
+        self.used.add_metric([app_id], month.slots_used)
+        self.remaining.add_metric([app_id], month.slots_left)
         self.voucher.add_metric([app_id], month.compensation_percent / 100)
         self.start.add_metric([app_id], start_ms / 1000)
         self.end.add_metric([app_id], end_ms / 1000)

@@ -237,9 +237,7 @@ def month_href(app_id: str, month: date | str) -> str:
 def _index_entries(snapshot: Snapshot) -> list[IndexEntry]:
     """Each app of the snapshot with its running service month (and its page), or none."""
     return [
-        IndexEntry(
-            app_id, "" if figures.month is None else month_href(app_id, figures.month.month.first_day), figures.month
-        )
+        IndexEntry(app_id, "" if figures.month is None else month_href(app_id, figures.month.first_day), figures.month)
         for app_id, figures in sorted(snapshot.apps.items())
     ]
 

@@ -49,6 +49,8 @@ Keys, all under one prefix (``sla:`` by default; tests use their own):
 ``outbox``                     LIST of verdict messages not yet acknowledged by Kafka
 ``exemptions``                 HASH exemption id → JSON, from the exemptions topic
 ``month:{app}:{first day}``    STRING the service month's figures as JSON (the month ledger)
+``ledgerversion``              STRING counter: the version the last saved month ledger was stamped with
+``ledgerchanged``              ZSET ``app:first day`` → version its ledger was last saved with
 ``lock:closer``                STRING the closer's lease (a Redis lock), held while a tick runs
 ``calls:{app}``                HASH requests, successes ever counted (the metrics' call counters)
 ``outcomes:{app}``             HASH good, bad, exempt: slots by their first verdict; failed_calls in them
@@ -283,6 +285,15 @@ return 1
 """
 """Writes a namespace's marker only if it has none, in one step (two workers may start at once)."""
 
+_SAVE_MONTH = """
+redis.call('SET', KEYS[1], ARGV[1])
+local version = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[3], version, ARGV[2])
+return version
+"""
+"""Saves a month ledger and stamps it with the next ledger version, in one step: a reader that saw version V
+re-reads exactly the ledgers saved after it (:meth:`Store.months_changed`)."""
+
 
 @dataclass(frozen=True)
 class SlotBatch:
@@ -490,6 +501,8 @@ class Keys:
     idsheld = property(lambda self: self._name("idsheld"))
     ledgerdue = property(lambda self: self._name("ledgerdue"))
     lastclosed = property(lambda self: self._name("lastclosed"))
+    ledgerversion = property(lambda self: self._name("ledgerversion"))
+    ledgerchanged = property(lambda self: self._name("ledgerchanged"))
     outbox = property(lambda self: self._name("outbox"))
     exemptions = property(lambda self: self._name("exemptions"))
     closer_lease = property(lambda self: self._name("lock", "closer"))
@@ -546,6 +559,7 @@ class Store:
         self._seen: tuple[int, int] = (0, 0)
         """(generation, step counter): the highest counter this store's steps have seen in that generation."""
         self._new_generation = redis.register_script(_NEW_GENERATION)
+        self._save_month = redis.register_script(_SAVE_MONTH)
 
     async def apply_batch(
         self,
@@ -854,7 +868,31 @@ class Store:
         return exemption
 
     async def save_month(self, app_id: str, first_day: date, figures: Mapping[str, Any]) -> None:
-        await self.redis.set(self.keys.month(app_id, first_day), json.dumps(figures))
+        """Save the month ledger, stamped with the next ledger version."""
+        keys = [self.keys.month(app_id, first_day), self.keys.ledgerversion, self.keys.ledgerchanged]
+        await self._save_month(keys=keys, args=[json.dumps(figures), f"{app_id}:{first_day.isoformat()}"])
+
+    async def months_changed(self, after: int) -> tuple[int, list[tuple[str, date]]]:
+        """The ledger version now, and the ``(app, first day)`` of every ledger saved after version ``after``.
+
+        A version below ``after`` means the namespace was rebuilt or Redis lost writes: read every ledger again.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.keys.ledgerversion)
+        pipe.zrangebyscore(self.keys.ledgerchanged, f"({after}", "+inf")
+        version, members = await pipe.execute()
+        changed = []
+        for member in members:
+            app_id, _, day = member.rpartition(":")
+            changed.append((app_id, date.fromisoformat(day)))
+        return int(version or 0), changed
+
+    async def months(self, wanted: Sequence[tuple[str, date]]) -> list[dict[str, Any] | None]:
+        """The month ledgers of ``(app, first day)`` pairs, in one round trip (None: none saved)."""
+        if not wanted:
+            return []
+        raw = await self.redis.mget([self.keys.month(app_id, day) for app_id, day in wanted])
+        return [None if value is None else json.loads(value) for value in raw]
 
     async def month(self, app_id: str, first_day: date) -> dict[str, Any] | None:
         raw = await self.redis.get(self.keys.month(app_id, first_day))

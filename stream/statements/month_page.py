@@ -49,7 +49,7 @@ from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from stream.formats import statement_to_json
+from stream.formats import MonthSummary, statement_to_json
 from stream.sla.assessment import MonthAssessment, Period
 from stream.sla.availability import display_percent, truncated_decimal, unavailable_minutes
 from stream.sla.coverage import Coverage
@@ -80,8 +80,8 @@ class IndexEntry:
     app_id: str
     href: str
     """The app's running month page."""
-    assessment: MonthAssessment | None
-    """Its running service month; None: no subscription covers today."""
+    month: MonthSummary | None
+    """Its running service month, as its month ledger says; None: no subscription covers today."""
 
 
 SOURCES: dict[Source, str] = {
@@ -732,7 +732,7 @@ def render_index(
     for entry in entries:
         app = escape(entry.app_id)
         name = f'<a href="{escape(entry.href)}">{app}</a>' if entry.href else app
-        a = entry.assessment
+        a = entry.month
         if a is None:
             rows.append(
                 f'<tr><td>{name}</td><td colspan="5">no running service month: no subscription covers today</td></tr>'
@@ -741,9 +741,9 @@ def render_index(
         status = '<span class="badge met">met</span>' if a.meets_sla else '<span class="badge missed">missed</span>'
         compensation = "none" if a.compensation_percent == 0 else f"{a.compensation_percent}%"
         rows.append(
-            f'<tr><td>{name}</td><td class="nowrap">{_day(a.month.first_day)} to {_day(a.month.last_day)}</td>'
+            f'<tr><td>{name}</td><td class="nowrap">{_day(a.first_day)} to {_day(a.last_day)}</td>'
             f'<td class="num">{escape(a.availability_display)}</td><td>{status}</td>'
-            f'<td class="num">{a.budget.slots_used} of {a.budget.slots_allowed}</td>'
+            f'<td class="num">{a.slots_used} of {a.slots_allowed}</td>'
             f'<td class="num">{compensation}</td></tr>'
         )
     body = (

@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.events import REASON_CATEGORIES
-from stream.live.metrics import STALE_AFTER_S, WorkerMetrics, read_snapshot
+from stream.live.metrics import STALE_AFTER_S, RunningMonths, WorkerMetrics, read_snapshot
 from stream.sla.slots import SLOT_MS
 
 DOWN, CALM = "1400000001", "1400000002"
@@ -153,3 +153,53 @@ def test_the_input_silent_minutes_follow_the_minutes_redis_recorded(live) -> Non
         assert samples[("sla_input_covered_until_timestamp_seconds", ())] == (START_MS + 20 * 60_000) / 1000
 
     live(steps)
+
+
+def test_the_running_months_are_read_again_only_where_a_ledger_changed(live) -> None:
+    """A quiet refresh reads no ledger; a slot of DOWN turned bad re-reads DOWN's alone, and its gauges follow; a
+    ledger version gone back (Redis lost writes) re-reads them all. An app with nothing judged yet reads 100%."""
+
+    async def steps(kit: LiveKit) -> None:
+        for n in range(3):
+            await slot(kit, DOWN, START_MS + n * SLOT_MS, 100, 100)
+            await slot(kit, CALM, START_MS + n * SLOT_MS, 50, 50)
+        await kit.move_stream_time(START_MS + 4 * SLOT_MS)
+        await kit.tick()
+        read: list[list[tuple[str, date]]] = []
+        months = kit.store.months
+
+        async def spied(wanted):  # noqa: ANN001, ANN202 - the store's own read, recorded
+            read.append(sorted(wanted))
+            return await months(wanted)
+
+        kit.store.months = spied  # type: ignore[method-assign]
+        metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic, kit.clock)
+        reader = RunningMonths()
+
+        async def refresh() -> dict:
+            metrics.collector.snapshot = await read_snapshot(
+                kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms, reader
+            )
+            return scrape(metrics)
+
+        first = await refresh()
+        november = date(2026, 11, 1)
+        assert read[-1] == sorted([(DOWN, november), (CALM, november), ("flush", november)])
+        assert first[("sla_month_budget_used_slots", (("app", DOWN),))] == 0
+        await refresh()
+        assert read[-1] == [], "nothing changed: no ledger read"
+
+        await slot(kit, DOWN, START_MS + 5 * SLOT_MS, 100, 50)  # a bad slot
+        await kit.move_stream_time(START_MS + 7 * SLOT_MS)
+        await kit.tick()
+        after = await refresh()
+        assert read[-1] == sorted([(DOWN, november), ("flush", november)]), "CALM's ledger is unchanged: not read"
+        ledger = json.loads(await kit.store.redis.get(kit.store.keys.month(DOWN, november)))
+        assert after[("sla_month_budget_used_slots", (("app", DOWN),))] == ledger["error_budget"]["slots_used"] == 1
+        assert after[("sla_month_availability_ratio", (("app", CALM),))] == 1.0
+
+        await kit.store.redis.delete(kit.store.keys.ledgerversion)  # as if Redis came back without its last writes
+        await refresh()
+        assert read[-1] == sorted([(DOWN, november), (CALM, november), ("flush", november)])
+
+    live(steps, grace_ms=0)

@@ -34,6 +34,7 @@ from month_examples import (
     quiet_statement,
 )
 
+from stream.formats import month_summary, month_to_json
 from stream.sla.claims import WorkingDayCalendar
 from stream.sla.coverage import Coverage, MinuteMap
 from stream.sla.exemptions import Exemption
@@ -326,10 +327,10 @@ def test_a_file_page_has_no_open_cells_and_future_ones_only_while_the_month_runs
 
 
 def test_the_index_lists_each_app_with_its_running_month() -> None:
-    assessment = october()[0].assessment
+    summary = month_summary(month_to_json(october()[0].assessment, SHANGHAI))
     live = LiveContext(refresh_s=30, now_ms=at("2026-10-14T10:22"), index_href="/")
     page = render_index(
-        [IndexEntry(APP, "/apps/1400000002/months/2026-10-01", assessment), IndexEntry(HOSTILE_APP, "", None)],
+        [IndexEntry(APP, "/apps/1400000002/months/2026-10-01", summary), IndexEntry(HOSTILE_APP, "", None)],
         live,
         "every app's <running> month",
         timezone=SHANGHAI,
@@ -352,9 +353,9 @@ def test_the_index_says_when_the_input_left_silent_periods() -> None:
     live = LiveContext(refresh_s=30, now_ms=at("2026-10-14T10:22"), index_href="/")
     silent = Coverage.measure(covered, start, end, at("2026-10-14T10:22"), 15)
     whole = Coverage.measure(covered, start, end, at("2026-10-14T09:50"), 15)
-    assessment = october()[0].assessment
+    summary = month_summary(month_to_json(october()[0].assessment, SHANGHAI))
     pages = [
-        PageReader(render_index([IndexEntry(APP, "", assessment)], live, "index", SHANGHAI, coverage))
+        PageReader(render_index([IndexEntry(APP, "", summary)], live, "index", SHANGHAI, coverage))
         for coverage in (silent, whole)
     ]
     notes = [" ".join(" ".join(page.text).split()) for page in pages]
