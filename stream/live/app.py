@@ -143,7 +143,7 @@ def create_app(
     exemptions = ExemptionFollower(store, health, send_dead_letter)
     leader = ClosingLeader(Closer(store, settings, partitions.names, send_verdicts, timing), store, guard, health)
     totals = TotalsLog()
-    metrics = WorkerMetrics.create(settings, health, ingester.by_topic)
+    metrics = WorkerMetrics.create(settings, health, ingester.by_topic, exports_apps=app.is_leader)
     if metrics_at is not None:
         web.serve(*metrics_at, metrics.registry, LivePages(settings, lambda: metrics.collector.snapshot))
         app.monitor = PrometheusMonitor(FaustMetrics.create(metrics.registry, "faust"))

@@ -3,13 +3,16 @@
 Two kinds of series, read two ways:
 
 * **App series** (``sla_month_*``, ``sla_open_slot_*``, ``sla_slots_closed_total``,
-  ``sla_calls_*``, ``sla_watermark_*``) come from Redis (the month gauges
-  from the closer's month ledgers, :class:`RunningMonths`): every worker
-  reads the whole job's state, not its own partitions, so
-  **every worker exports the same values**. Rules and dashboards take
-  ``max by (app)`` over workers: a failover or a rebalance moves nothing, and
-  nothing is counted twice. Their counters live in Redis (they survive a
-  worker's restart, and start again only with a rebuild).
+  ``sla_calls_*``, ``sla_watermark_*``, ``sla_input_*``) come from Redis (the month gauges
+  from the closer's month ledgers, :class:`RunningMonths`), and only the
+  consumer group's leader exports them, so Prometheus holds them once for
+  the fleet whatever the number of workers. Every worker reads the whole
+  job's state, not its own partitions, so whichever is leader exports the
+  same values: rules and dashboards take ``max by (app)``, and when the
+  leader changes (it dies, the group rebalances) the series go on from the
+  new one under its ``instance``, nothing counted twice. Their counters live
+  in Redis (they survive a worker's restart, and start again only with a
+  rebuild).
 * **Worker series** (``sla_records_total``, ``sla_dead_letters_total``,
   ``sla_consumer_lag_records``, ``sla_closer_tick_seconds``,
   ``sla_worker_state``...) are this process's own: sum them over workers.
@@ -229,13 +232,21 @@ class SlaCollector(Collector):
     """Builds every ``sla_*`` family from the last snapshot and the in-process counts, at scrape time."""
 
     def __init__(
-        self, settings: Settings, health: Health, pipeline: PipelineCounts, wall_clock: Callable[[], float] = time.time
+        self,
+        settings: Settings,
+        health: Health,
+        pipeline: PipelineCounts,
+        wall_clock: Callable[[], float] = time.time,
+        exports_apps: Callable[[], bool] = lambda: True,
     ) -> None:
         self.snapshot: Snapshot | None = None
         self._settings = settings
         self._health = health
         self._pipeline = pipeline
         self._wall_clock = wall_clock
+        self._exports_apps = exports_apps
+        """Whether this worker exports the app series now: the group's leader alone, so Prometheus holds them
+        once for the fleet, not once a worker."""
         self._version = version("sla-stream")
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
@@ -247,7 +258,8 @@ class SlaCollector(Collector):
             "When the app series were last read from Redis (0: not yet)",
             0.0 if snapshot is None else snapshot.taken_ms / 1000,
         )
-        if snapshot is not None and self._wall_clock() - snapshot.taken_ms / 1000 <= STALE_AFTER_S:
+        fresh = snapshot is not None and self._wall_clock() - snapshot.taken_ms / 1000 <= STALE_AFTER_S
+        if snapshot is not None and fresh and self._exports_apps():
             yield from self._apps(snapshot)
 
     def _info(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
@@ -462,10 +474,12 @@ class WorkerMetrics:
         health: Health,
         ingest: Mapping[str, IngestStats],
         wall_clock: Callable[[], float] = time.time,
+        exports_apps: Callable[[], bool] = lambda: True,
     ) -> WorkerMetrics:
+        """The registry of a worker; ``exports_apps`` says when it exports the app series (its group's leader)."""
         registry = CollectorRegistry(auto_describe=False)
         pipeline = PipelineCounts(ingest)
-        collector = SlaCollector(settings, health, pipeline, wall_clock)
+        collector = SlaCollector(settings, health, pipeline, wall_clock, exports_apps)
         registry.register(collector)
         tick = Histogram(
             "sla_closer_tick_seconds",

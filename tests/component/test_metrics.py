@@ -203,3 +203,27 @@ def test_the_running_months_are_read_again_only_where_a_ledger_changed(live) -> 
         assert read[-1] == sorted([(DOWN, november), (CALM, november), ("flush", november)])
 
     live(steps, grace_ms=0)
+
+
+def test_only_the_leader_exports_the_app_series(live) -> None:
+    """Prometheus holds the app series once for the fleet: a worker that is not the group's leader exports its own
+    series and the snapshot's age, and none of the app series, until it becomes leader."""
+
+    async def steps(kit: LiveKit) -> None:
+        await slot(kit, CALM, START_MS, 10, 10)
+        leader = [False]
+        metrics = WorkerMetrics.create(
+            kit.settings, kit.health, kit.ingester.by_topic, kit.clock, exports_apps=lambda: leader[0]
+        )
+        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        follower = scrape(metrics)
+        assert not [name for name, labels in follower if ("app", CALM) in labels]
+        assert not [name for name, _ in follower if name.startswith(("sla_watermark", "sla_input_"))]
+        assert (
+            follower[("sla_snapshot_timestamp_seconds", ())] > 0
+            and ("sla_worker_state", (("state", "counting"),)) in follower
+        )
+        leader[0] = True
+        assert ("sla_open_slot_requests", (("app", CALM),)) in scrape(metrics)
+
+    live(steps)
