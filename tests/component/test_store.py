@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from stream.live.store import (
+    AppCounters,
     ApplyStatus,
     Fence,
     Fenced,
@@ -155,5 +156,25 @@ def test_a_namespace_rolled_back_below_the_steps_seen_refuses_both_steps(redis_u
         assert await store.new_generation(fence, 101)
         moved_on = await store.apply_batch(Fence(101), TP, 2, [3], batch(["d"]), "requests", SLOT, 0)
         assert moved_on.status is ApplyStatus.APPLIED, "a new generation starts counting steps afresh"
+
+    run(with_store(redis_url, redis_prefix, steps))
+
+
+def test_app_counters_are_read_in_chunks_whole(redis_url, redis_prefix):
+    """Past a chunk of apps (1,000 a script call) every app's six counters come back, zeros for those without."""
+
+    async def steps(store: Store) -> None:
+        apps = [f"app{i:04d}" for i in range(2_345)]
+        pipe = store.redis.pipeline(transaction=False)
+        for i, app_id in enumerate(apps[::7]):
+            pipe.hset(store.keys.calls(app_id), mapping={"requests": i + 10, "successes": i})
+            pipe.hset(store.keys.outcomes(app_id), mapping={"good": 1, "bad": 2, "exempt": 3, "failed_calls": i + 4})
+        await pipe.execute()
+        counters = await store.app_counters(apps)
+        assert list(counters) == apps
+        for i, app_id in enumerate(apps):
+            n = i // 7
+            expected = AppCounters(n + 10, n, 1, 2, 3, n + 4) if i % 7 == 0 else AppCounters(0, 0, 0, 0, 0, 0)
+            assert counters[app_id] == expected, app_id
 
     run(with_store(redis_url, redis_prefix, steps))
