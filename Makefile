@@ -95,6 +95,22 @@ bench: venv bench-venv
 	$(MAKE) --no-print-directory down; \
 	exit $$status
 
+# bench-scale: issue 19's fleet-size figures of the live path (bench/bench_scale.py):
+# 10,000 apps x 24 slots x 10 requests, one worker then two, JSON arrays (every
+# figure) and single events (counting only, on 2,000 apps): events/s counted,
+# slots closed/s, worker idle CPU, /metrics series and bytes per scrape, Redis
+# memory per held event id and per closed slot, every count and verdict checked
+# against a truth computed from the plan (exit 1 when one differs). Figures on
+# stdout and in .run/bench-scale/*.json. Starts Kafka and Redis if they are not
+# running (`make up`) and leaves them running; each run has its own topics,
+# consumer group, Redis key prefix and metrics ports, and removes them after.
+# SCALE_ARGS go to bench/bench_scale.py, e.g. --apps 1000 (a quick check),
+# --workers 1, --profile (py-spy: `make bench-venv` first), --compare FILE.
+.PHONY: bench-scale
+bench-scale: venv
+	@$(MAKE) --no-print-directory up
+	$(PY) bench/bench_scale.py $(SCALE_ARGS)
+
 # bench-report: only bench/bench_report.py: `sla-stream report` over a month of
 # 5 and 50 million events (files generated once into .cache/report-bench/,
 # some 6 GB) against a plain read of them; needs no Kafka or Redis.
