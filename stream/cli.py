@@ -19,6 +19,7 @@ from stream.config import ConfigError, Settings, load_settings
 from stream.formats import statement_to_json
 from stream.kafka_security import redact
 from stream.live import metrics, rebuild, worker
+from stream.live.store import LayoutMismatch
 from stream.monthend import exempt, progress, replay
 from stream.offline import counting as offline_counting
 from stream.offline.files import EventFilesError, event_files
@@ -399,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         watch.RedisUnavailable,
         EventFilesError,
         offline_counting.CountingProcessDied,
+        LayoutMismatch,
     ) as error:
         # Every message goes through redact: an address in it may carry a password (redis://:secret@host).
         message = str(error) if str(error).startswith("sla-stream") else f"sla-stream: {error}"

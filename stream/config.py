@@ -31,6 +31,9 @@ from stream.sla.months import Subscription, check_no_overlap
 from stream.sla.policy import CompensationTier, SlaPolicy
 from stream.sla.slots import instant_ms, to_epoch_ms
 
+MAX_SHARDS = 1024
+"""More shards of the live state than this buy nothing (a cluster of 1,024 masters) and cost a step each per batch."""
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sla-stream.toml"
 
 
@@ -117,6 +120,10 @@ class Settings:
     topics: Topics
     redis_url: str
     key_prefix: str
+    redis_cluster: bool
+    """Whether ``redis_url`` names a node of a Redis Cluster (redis-py's ``RedisCluster`` client)."""
+    redis_shards: int
+    """How many shards the live state is split into by app (:mod:`stream.live.shards`); fixed for a namespace."""
     apps: Mapping[str, AppTerms]
     exemptions: tuple[Exemption, ...]
     replay_margin_ms: int = 3_600_000
@@ -476,6 +483,10 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     redis = root.table("redis")
     redis_url = redis.take("url", str)
     key_prefix = redis.take("key_prefix", str)
+    redis_cluster = redis.take("cluster", bool)
+    redis_shards = redis.take("shards", int)
+    if not 1 <= redis_shards <= MAX_SHARDS:
+        raise ConfigError(f"{redis.where}.shards must be between 1 and {MAX_SHARDS}, got {redis_shards}")
     redis.done()
 
     apps: dict[str, AppTerms] = {}
@@ -514,6 +525,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
         topics=topics,
         redis_url=_redis_url(environ.get("REDIS_URL") or redis_url, "REDIS_URL" if environ.get("REDIS_URL") else where),
         key_prefix=key_prefix,
+        redis_cluster=redis_cluster,
+        redis_shards=redis_shards,
         apps=apps,
         exemptions=tuple(exemptions),
         replay_margin_ms=replay_margin_min * 60_000,

@@ -113,7 +113,12 @@ def create_app(
     )
     topics = settings.topics
     timing = ClockTiming.of(settings)
-    store = Store(redis_client(settings.redis_url), settings.key_prefix)
+    store = Store(
+        redis_client(settings.redis_url, cluster=settings.redis_cluster),
+        settings.key_prefix,
+        settings.redis_shards,
+        settings.redis_cluster,
+    )
     where = redact(settings.redis_url)
     health = Health(where)
     guard = NamespaceGuard(store, health, where)

@@ -43,7 +43,7 @@ from stream.formats import month_to_json, verdict_message
 from stream.live.clock import ClockTiming
 from stream.live.exemptions import current_exemptions
 from stream.live.health import Health
-from stream.live.ledger import assess_live_month
+from stream.live.ledger import assess_live_months
 from stream.live.namespace import NamespaceGuard
 from stream.live.store import Fence, Fenced, LedgerDue, RolledBack, Store, StoredVerdict, VerdictCommit
 from stream.sla.exemptions import Exemption
@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 SendVerdicts = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
 """Sends ``(key, value)`` records to the verdicts topic; returns once Kafka has acknowledged them all."""
+
+LEDGER_CHUNK = 2_000
+"""Month ledgers recomputed per round of reads and saves."""
 
 LEASE_S = 5.0
 """The closer's Redis lease, renewed while a tick runs: a killed leader's lease lapses within this."""
@@ -146,10 +149,10 @@ class Closer:
         if not slots:
             return
         store, policy = self._store, self._settings.policy
-        counts = await store.slot_counts(slots)
-        stored = await store.verdicts(slots)
+        states = await store.slot_states(slots)
+        stored = [previous for _, previous in states]
         commits = []
-        for (app_id, slot_ms), slot_counts, previous in zip(slots, counts, stored, strict=True):
+        for (app_id, slot_ms), (slot_counts, previous) in zip(slots, states, strict=True):
             judged = judge(app_id, slot_ms, slot_counts, exemptions, policy)
             verdict = StoredVerdict.of(judged)
             revision = previous.revision if previous else 0
@@ -180,26 +183,35 @@ class Closer:
                 result.revised += 1
 
     async def publish(self) -> int:
-        """Send the outbox to the verdicts topic; entries leave the outbox only once acknowledged."""
+        """Send each shard's outbox to the verdicts topic; entries leave an outbox only once acknowledged."""
         sent = 0
-        while True:
-            messages = await self._store.outbox(self._limits.slots)
-            if not messages:
-                return sent
-            await self._send(messages)
-            await self._store.outbox_done(len(messages))
-            sent += len(messages)
+        for shard in range(len(self._store.shards)):
+            while messages := await self._store.outbox(shard, self._limits.slots):
+                await self._send(messages)
+                await self._store.outbox_done(shard, len(messages))
+                sent += len(messages)
+        return sent
 
     async def _refresh_months(self, exemptions: Sequence[Exemption]) -> list[LedgerDue]:
-        """Recompute every month ledger a judged slot marked due; unmark each only once it is saved."""
+        """Recompute every month ledger a judged slot marked due; unmark each only once it is saved.
+
+        In chunks of :data:`LEDGER_CHUNK`, each read, saved and unmarked in a few round trips a shard.
+        """
         tz = self._settings.policy.timezone
         due = await self._store.ledgers_due()
-        for ledger in due:
-            for assessment in await assess_live_month(
-                self._store, self._settings, ledger.app_id, ledger.year, ledger.month, exemptions
-            ):
-                await self._store.save_month(ledger.app_id, assessment.month.first_day, month_to_json(assessment, tz))
-            await self._store.ledger_done(ledger)
+        for start in range(0, len(due), LEDGER_CHUNK):
+            chunk = due[start : start + LEDGER_CHUNK]
+            assessed = await assess_live_months(
+                self._store, self._settings, [(d.app_id, d.year, d.month) for d in chunk], tuple(exemptions)
+            )
+            await self._store.save_months(
+                [
+                    (ledger.app_id, assessment.month.first_day, month_to_json(assessment, tz))
+                    for ledger, assessments in zip(chunk, assessed, strict=True)
+                    for assessment in assessments
+                ]
+            )
+            await self._store.ledgers_done(chunk)
         return due
 
 

@@ -3,9 +3,10 @@
 Kafka's committed offsets run ahead of Redis when Redis loses its last
 writes, so they are never trusted (docs/design.md, invariant 1).
 A partition is counted only after this worker positioned its consumer at
-Redis's applied offset + 1 (:meth:`Cursors.sought`), and each batch is
-applied with the applied offset its reading continues from, which the store
-checks (:meth:`stream.live.store.Store.apply_batch`): no gap, no double count.
+Redis's applied offset + 1 (:meth:`Cursors.sought`; the least of the shards'),
+and each batch is applied with the applied offset its reading continues from
+in each shard, which the store checks (:meth:`stream.live.store.Store.apply_steps`):
+no gap, no double count.
 
 After a seek *back* (Redis lost writes, a rebuild), records fetched beyond
 the new position may still be handed over before the re-read ones (the
@@ -15,10 +16,10 @@ records are the re-read ones, in order.
 
 Example:
     >>> cursors = Cursors()
-    >>> cursors.sought("requests:0", applied=9)
+    >>> cursors.sought("requests:0", applied=[9])
     >>> [r for r in cursors.admit("requests:0", [10, 11, 12])]
     [10, 11, 12]
-    >>> cursors.sought("requests:0", applied=10)  # Redis lost the batch 11-12: read again from 11
+    >>> cursors.sought("requests:0", applied=[10])  # Redis lost the batch 11-12: read again from 11
     >>> cursors.admit("requests:0", [13, 14]), cursors.admit("requests:0", [11, 12, 13])
     ([], [11, 12, 13])
 """
@@ -44,10 +45,10 @@ def _offset(record: HasOffset | int) -> int:
 
 @dataclass
 class PartitionCursor:
-    """One partition's reading: the applied offset it continues from, and what was delivered since the last seek."""
+    """One partition's reading: the applied offsets it continues from, and what was delivered since the last seek."""
 
-    applied: int
-    """The applied offset (-1: none) Redis held when the consumer was positioned after it, or the last one applied."""
+    shards: list[int]
+    """Each shard's applied offset (-1: none) when the consumer was positioned, or the last one applied there."""
     delivered: int = -1
     """The highest offset handed to the ingester (kept across seeks)."""
     skip_above: int | None = None
@@ -55,6 +56,11 @@ class PartitionCursor:
     generation: int | None = None
     """The live state's generation the position was read in (None: the one in force when first used). A new
     generation (a rebuild, Redis losing writes) makes every position stale: the partition is positioned again."""
+
+    @property
+    def applied(self) -> int:
+        """Where every shard has applied the partition up to (-1: nowhere yet)."""
+        return min(self.shards)
 
 
 class Cursors:
@@ -68,15 +74,16 @@ class Cursors:
         """The partition's cursor; None when this worker has not positioned the partition since it was assigned."""
         return self._cursors.get(tp)
 
-    def sought(self, tp: str, applied: int) -> None:
-        """The consumer was positioned at ``applied + 1`` (Redis's applied offset, -1 for none).
+    def sought(self, tp: str, applied: Sequence[int]) -> None:
+        """The consumer was positioned after the least of ``applied``, each shard's applied offset (-1 for none).
 
         A new cursor each time: a step that began before the seek holds the old
         one, and must not move the new one when it ends.
         """
         delivered = self._delivered.get(tp, -1)
+        least = min(applied)
         self._cursors[tp] = PartitionCursor(
-            applied=applied, delivered=delivered, skip_above=delivered if delivered > applied else None
+            shards=list(applied), delivered=delivered, skip_above=delivered if delivered > least else None
         )
 
     def forget(self, tps: Iterable[str]) -> None:

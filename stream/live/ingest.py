@@ -1,16 +1,19 @@
-"""Counting a batch of Kafka records into Redis, one atomic step per partition, never skipping one.
+"""Counting a batch of Kafka records into Redis, one atomic step per partition and shard, never skipping one.
 
 The worker hands over each partition's fetched batch whole
 (:mod:`stream.live.faust_batches`); a recount hands over steps of what it
 reads. This module validates every record against the
 event contract, sends what is invalid to the dead-letter topic with its
 reason and origin, places each event in its slot (a success in its request's
-slot) and applies the partition's batch with :meth:`Store.apply_batch`.
+slot) and applies the partition's batch in each shard of the state with
+:meth:`Store.apply_steps` (every shard records how far it applied the partition).
 
 What keeps it exact (docs/design.md, invariant 1):
 
-* A partition is counted only from the position this worker gave it, Redis's
-  applied offset + 1 (:mod:`stream.live.cursors`); a partition not yet
+* A partition is counted only from the position this worker gave it, the
+  least applied offset of the shards + 1 (:mod:`stream.live.cursors`); each
+  shard skips what it applied already, so a batch that reached some shards
+  before a crash is completed, never counted twice; a partition not yet
   positioned since its assignment is positioned first and its batch dropped
   (the consumer reads it again from there).
 * A batch is applied until it applies: Redis failing, a rebuild, a lost
@@ -39,7 +42,7 @@ from stream.events import Event, TimeBounds, parse_record
 from stream.formats import DeadLetter
 from stream.live.cursors import Cursors
 from stream.live.health import Backoff, Health
-from stream.live.store import ApplyResult, ApplyStatus, Fence, SlotBatch, Store
+from stream.live.store import Applied, ApplyResult, ApplyStatus, BatchStep, Fence, SlotBatch, Store
 from stream.sla.counting import EventKind
 from stream.sla.coverage import MINUTE_MS, MonthBits
 from stream.sla.slots import local_date, slot_start_ms
@@ -48,8 +51,8 @@ log = logging.getLogger(__name__)
 
 FIELD_OF_KIND: dict[EventKind, str] = {"request": "requests", "success": "successes"}
 
-Reseek = Callable[[str, int], Awaitable[None]]
-"""Positions the consumer of partition ``topic:partition`` after an applied offset (-1: at the earliest record)."""
+Reseek = Callable[[str, Applied], Awaitable[None]]
+"""Positions the consumer of partition ``topic:partition`` after where every shard applied it (-1: the earliest)."""
 SendDeadLetter = Callable[[DeadLetter], Awaitable[None]]
 """Sends a dead letter; returns once Kafka acknowledged it, raises if it could not."""
 
@@ -218,10 +221,9 @@ class Ingester:
             stats.read += records
 
     async def position(self, tp: str) -> None:
-        """Position the partition's consumer after the applied offset Redis holds now."""
-        offsets = await self._health.until_redis_answers(lambda: self._store.applied_offsets([tp]))
-        found = offsets[tp]
-        await self._reseek(tp, -1 if found is None else found)
+        """Position the partition's consumer after the applied offset every shard holds now."""
+        applied = (await self._health.until_redis_answers(lambda: self._store.applied_offsets([tp])))[tp]
+        await self._reseek(tp, applied)
         self.stats.repositioned += 1
 
     async def _apply_partition(self, kind: EventKind, tp: str, batch: Sequence[ConsumedRecord]) -> None:
@@ -236,57 +238,64 @@ class Ingester:
         bounds = self._bounds()
         parsed = self._parse(records, kind, bounds)
         await self._send_dead_letters(parsed.letters)
-        expected = cursor.applied
-        while True:
+        store, field = self._store, FIELD_OF_KIND[kind]
+        expected = list(cursor.shards)
+        steps = self._steps(expected, parsed)
+        while steps:
             fence = await self._guard.writable()
             if cursor.generation is None:
                 cursor.generation = fence.generation
             if cursor.generation != fence.generation:  # positioned in an earlier generation: read it again
                 await self.position(tp)
                 return
-            result = await self._health.until_redis_answers(
-                lambda fence=fence, expected=expected, parsed=parsed: self._store.apply_batch(  # type: ignore[misc]
-                    fence,
-                    tp,
-                    expected,
-                    (parsed.first_offset, parsed.last_offset),
-                    parsed.slots,
-                    FIELD_OF_KIND[kind],
-                    parsed.latest_ms,
-                    len(parsed.letters),
-                    self._month_bits.of(parsed.minutes),
-                )
+            results = await self._health.until_redis_answers(
+                lambda fence=fence, steps=steps: store.apply_steps(fence, tp, field, steps)  # type: ignore[misc]
             )
-            status = result.status
-            if status is ApplyStatus.OVERLAP:  # another worker applied part of it since we looked
-                expected = result.applied_offset
-                # Parsed again without the applied part (its dead letters are out already): rare, kept simple.
-                records = [r for r in records if r.offset > expected]
-                parsed = self._parse(records, kind, bounds)
-                continue
-            if status in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED):
-                if self._cursors.get(tp) is cursor:  # not sought again meanwhile (a rebalance)
-                    cursor.applied = result.applied_offset
-                self._tally(tp.rpartition(":")[0], parsed, result)
-                return
-            if status in (ApplyStatus.BEHIND, ApplyStatus.ROLLED_BACK):
-                if status is ApplyStatus.BEHIND:
-                    log.warning(
-                        "%s: Redis holds applied offset %d, below the %d this worker continued from (Redis lost "
-                        "writes): reading the partition again from there",
-                        tp,
-                        result.applied_offset,
-                        expected,
-                    )
-                await self._guard.lost_writes(fence)
-                await self._guard.writable()
-                await self.position(tp)
-                return
-            # STATE_LOST or FENCED: wait until the namespace is live again, then read from its positions.
-            self._guard.stale()
-            await self._guard.writable()
-            await self.position(tp)
-            return
+            overlapped: dict[int, BatchStep] = {}
+            for shard, result in results.items():
+                status = result.status
+                if status is ApplyStatus.OVERLAP:  # another worker applied part of it since we looked
+                    expected[shard] = result.applied_offset
+                    # Parsed again without the applied part (its dead letters are out already): rare, kept simple.
+                    rest = self._parse([r for r in records if r.offset > result.applied_offset], kind, bounds)
+                    overlapped |= self._steps(expected, rest, only=[shard])
+                elif status in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED):
+                    if self._cursors.get(tp) is cursor:  # not sought again meanwhile (a rebalance)
+                        cursor.shards[shard] = result.applied_offset
+                    self._tally(tp.rpartition(":")[0], parsed if shard == store.home.index else None, result)
+                elif status in (ApplyStatus.BEHIND, ApplyStatus.ROLLED_BACK):
+                    if status is ApplyStatus.BEHIND:
+                        log.warning(
+                            "%s: Redis holds applied offset %d, below the %d this worker continued from (Redis lost "
+                            "writes): reading the partition again from there",
+                            tp,
+                            result.applied_offset,
+                            expected[shard],
+                        )
+                    await self._guard.lost_writes(fence)
+                    await self._guard.writable()
+                    await self.position(tp)
+                    return
+                else:  # STATE_LOST or FENCED: wait until the namespace is live again, then read from its positions.
+                    self._guard.stale()
+                    await self._guard.writable()
+                    await self.position(tp)
+                    return
+            steps = overlapped
+
+    def _steps(
+        self, expected: Sequence[int], parsed: ParsedBatch, only: Iterable[int] | None = None
+    ) -> dict[int, BatchStep]:
+        """The batch's step for each shard (``only`` those), continuing from ``expected`` in each."""
+        return self._store.batch_steps(
+            expected,
+            (parsed.first_offset, parsed.last_offset),
+            parsed.slots,
+            parsed.latest_ms,
+            len(parsed.letters),
+            self._month_bits.of(parsed.minutes),
+            only,
+        )
 
     def _parse(self, records: Sequence[ConsumedRecord], kind: EventKind, bounds: TimeBounds) -> ParsedBatch:
         """Validate, place and group ``records`` (in offset order) in one pass: the hot loop of a worker."""
@@ -339,15 +348,18 @@ class Ingester:
                         failed = True
                     await backoff.wait()
 
-    def _tally(self, topic: str, parsed: ParsedBatch, result: ApplyResult) -> None:
+    def _tally(self, topic: str, parsed: ParsedBatch | None, result: ApplyResult) -> None:
+        """Add a shard's result to the totals; the home shard's (``parsed`` given) also counts the records."""
         for stats in (self.stats, self.by_topic[topic]):
             if result.status is ApplyStatus.ALREADY_APPLIED:
-                stats.redelivered += 1
+                if parsed is not None:
+                    stats.redelivered += 1
                 continue
-            stats.records += parsed.records
-            stats.skipped += parsed.skipped
-            stats.dead_letters += len(parsed.letters)
-            stats.dead_letter_reasons.update(letter.rejected.category for letter in parsed.letters)
+            if parsed is not None:
+                stats.records += parsed.records
+                stats.skipped += parsed.skipped
+                stats.dead_letters += len(parsed.letters)
+                stats.dead_letter_reasons.update(letter.rejected.category for letter in parsed.letters)
             stats.counted += result.counted
             stats.duplicates += result.duplicates
             stats.late += result.late

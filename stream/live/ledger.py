@@ -13,10 +13,12 @@ it with the offline report's own :func:`stream.statements.statement.build_statem
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from datetime import timedelta
 
 from stream.config import Settings
-from stream.live.store import Store
+from stream.live.store import MonthSpan, Store
 from stream.sla.assessment import MonthAssessment, assess_month
 from stream.sla.coverage import MinuteMap, month_label
 from stream.sla.exemptions import Exemption
@@ -25,33 +27,44 @@ from stream.sla.slots import slots_between
 from stream.statements.statement import Source, Statement, build_statement
 
 
-async def assess_live_month(
-    store: Store, settings: Settings, app_id: str, year: int, month: int, exemptions: tuple[Exemption, ...]
-) -> list[MonthAssessment]:
-    """The app's service months in ``year-month``, from what Redis holds now."""
-    subscriptions = settings.terms(app_id).subscriptions
-    return [
-        await assess_service_month(store, settings, app_id, service_month, exemptions)
-        for service_month in service_months_in(year, month, subscriptions)
+async def assess_live_months(
+    store: Store, settings: Settings, months: Sequence[tuple[str, int, int]], exemptions: tuple[Exemption, ...]
+) -> list[list[MonthAssessment]]:
+    """For each ``(app, year, month)``, the app's service months in that calendar month, from what Redis holds now.
+
+    One read a shard and chunk of months for all of them
+    (:meth:`stream.live.store.Store.month_inputs`): a slot boundary closes a
+    slot of every app, and the closer recomputes every one of their ledgers.
+    """
+    tz = settings.policy.timezone
+    wanted = [
+        (i, app_id, service_month)
+        for i, (app_id, year, month) in enumerate(months)
+        for service_month in service_months_in(year, month, settings.terms(app_id).subscriptions)
     ]
+    spans = [MonthSpan(app_id, *service_month.span_ms(tz), _days(service_month)) for _, app_id, service_month in wanted]
+    assessments: list[list[MonthAssessment]] = [[] for _ in months]
+    for (i, app_id, service_month), read in zip(wanted, await store.month_inputs(spans), strict=True):
+        terms = settings.terms(app_id)
+        assessments[i].append(
+            assess_month(
+                app_id,
+                service_month,
+                read.flagged,
+                exemptions,
+                settings.calendar,
+                terms.fees.get(service_month.first_day),
+                settings.policy,
+                totals=read.totals,
+            )
+        )
+    return assessments
 
 
-async def assess_service_month(
-    store: Store, settings: Settings, app_id: str, service_month: ServiceMonth, exemptions: tuple[Exemption, ...]
-) -> MonthAssessment:
-    """One service month of the app, from what Redis holds now."""
-    start_ms, end_ms = service_month.span_ms(settings.policy.timezone)
-    days = [(service_month.first_day + timedelta(days=i)).isoformat() for i in range(service_month.days)]
-    return assess_month(
-        app_id,
-        service_month,
-        await store.flagged_slots(app_id, start_ms, end_ms),
-        exemptions,
-        settings.calendar,
-        settings.terms(app_id).fees.get(service_month.first_day),
-        settings.policy,
-        totals=await store.day_totals(app_id, days),
-    )
+@functools.cache
+def _days(service_month: ServiceMonth) -> tuple[str, ...]:
+    """The service month's local days, as the daily totals' keys name them (the same for every app's month)."""
+    return tuple((service_month.first_day + timedelta(days=d)).isoformat() for d in range(service_month.days))
 
 
 async def statements_from_store(

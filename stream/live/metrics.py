@@ -120,7 +120,7 @@ class RunningMonths:
 
     The closer recomputes an app's ledger whenever one of its verdicts changes
     (a slot closed, a late event, an exemption) and stamps it with the next
-    ledger version (:meth:`Store.save_month`); this keeps what it read and, at
+    ledger version (:meth:`Store.save_months`); this keeps what it read and, at
     each refresh, reads only the ledgers saved since: a quiet fleet of 10,000
     apps costs one round trip, not an assessment an app. An app whose running
     month has no ledger yet (nothing of it closed) has the figures of a month
@@ -131,7 +131,8 @@ class RunningMonths:
 
     def __init__(self) -> None:
         self._generation: int | None = None
-        self._version = 0
+        self._versions: tuple[int, ...] = ()
+        """Each shard's ledger version when last read (empty: never read)."""
         self._kept: dict[tuple[str, date], MonthSummary] = {}
 
     async def read(
@@ -140,13 +141,15 @@ class RunningMonths:
         """The summary of each app's running service month in ``running``."""
         meta = await store.meta()
         generation = None if meta is None else meta.generation
-        version, changed = await store.months_changed(self._version)
-        if generation != self._generation or version < self._version:
+        versions, changed = await store.months_changed(self._versions)
+        if generation != self._generation or any(
+            now < then for now, then in zip(versions, self._versions, strict=False)
+        ):
             self._kept.clear()
         else:
             for key in changed:
                 self._kept.pop(key, None)
-        self._generation, self._version = generation, version
+        self._generation, self._versions = generation, versions
         wanted = {(app_id, month.first_day): month for app_id, month in running.items()}
         missing = [key for key in wanted if key not in self._kept]
         kept = {key: self._kept[key] for key in wanted if key in self._kept}  # only running months: bounded

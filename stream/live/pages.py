@@ -210,9 +210,9 @@ class LivePages:
 
     async def _statements(self, app_id: str, months: list[ServiceMonth]) -> list[Statement] | None:
         """The live statements of the app's ``months``; None for an app nobody knows (checked before reading)."""
-        redis = redis_client(self._settings.redis_url, socket_timeout_s=5.0)
+        redis = redis_client(self._settings.redis_url, socket_timeout_s=5.0, cluster=self._settings.redis_cluster)
         try:
-            store = Store(redis, self._settings.key_prefix)
+            store = Store.of(redis, self._settings)
             if app_id not in self._settings.apps and not await store.knows_app(app_id):
                 return None
             exemptions = await current_exemptions(store, self._settings)

@@ -37,7 +37,7 @@ from faust.types import TP
 
 from stream.live.clock import IdleTracker, PartitionProgress
 from stream.live.cursors import Cursors
-from stream.live.store import Store
+from stream.live.store import Applied, Store
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +94,17 @@ class InputPartitions:
     def _assigned(self) -> dict[str, Any]:
         return {tp_name(tp.topic, tp.partition): tp for tp in self._consumer().assignment() if tp.topic in self._counts}
 
-    async def reseek(self, name: str, applied: int) -> None:
-        """Position this worker's consumer of ``name`` right after Redis's applied offset (-1: none)."""
+    async def reseek(self, name: str, applied: Applied) -> None:
+        """Position this worker's consumer of ``name`` right after where every shard applied it (-1: none)."""
         consumer = self._consumer()
         topic, _, partition = name.rpartition(":")
         tp = TP(topic, int(partition))
         if tp not in consumer.assignment():
             self._cursors.forget([name])  # revoked meanwhile: whoever has it now positions it
             return
-        offset = applied + 1 if applied >= 0 else (await consumer.earliest_offsets(tp))[tp]
+        offset = applied.least + 1 if applied.least >= 0 else (await consumer.earliest_offsets(tp))[tp]
         await consumer.seek_wait({tp: offset})  # in the consumer's own thread: a plain seek races its fetcher
-        self._cursors.sought(name, applied)
+        self._cursors.sought(name, applied.shards)
         log.info("%s: reading from offset %d (Redis's applied offset + 1)", name, offset)
 
     async def position_assigned(self) -> None:
@@ -132,18 +132,20 @@ class InputPartitions:
         consumer = self._consumer()
         try:
             applied = await self._store.applied_offsets(partitions)
-            unknown = [tp for name, tp in partitions.items() if applied[name] is None]
+            unknown = [tp for name, tp in partitions.items() if applied[name].least < 0]
             earliest = await consumer.earliest_offsets(*unknown) if unknown else {}
             await consumer.seek_wait(
-                {tp: earliest[tp] if applied[name] is None else applied[name] + 1 for name, tp in partitions.items()}
+                {
+                    tp: earliest[tp] if applied[name].least < 0 else applied[name].least + 1
+                    for name, tp in partitions.items()
+                }
             )
         except Exception as error:  # noqa: BLE001 - Redis away, or a rebalance moved them: positioned later
             log.info("input partitions not positioned %s (%s); each is on its first batch", why, error)
             self._cursors.forget(partitions)
             return
         for name in partitions:
-            found = applied[name]
-            self._cursors.sought(name, -1 if found is None else found)
+            self._cursors.sought(name, applied[name].shards)
         log.info("input partitions read from Redis's positions (%s): %s", why, ", ".join(sorted(partitions)))
 
     def dropped(self, tps: Iterable[TP]) -> None:
@@ -181,7 +183,7 @@ class InputPartitions:
         for name, tp in assigned.items():
             cursor = self._cursors.get(name)
             progress[name] = PartitionProgress(
-                applied=applied[name],
+                applied=applied[name].least if applied[name].least >= 0 else None,
                 delivered=None if cursor is None else cursor.delivered,
                 position=positions[name],
                 stable_end=ends.get(tp),

@@ -93,8 +93,8 @@ async def rebuild(settings: Settings, say: Callable[[str], None], force: bool = 
         counts = topic_partitions(settings)
     except RecountError as error:
         raise RebuildError(str(error)) from None
-    redis = redis_client(settings.redis_url)
-    store = Store(redis, settings.key_prefix)
+    redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
+    store = Store.of(redis, settings)
     try:
         meta = await store.meta()
         if meta is not None and meta.state == "live" and not force:

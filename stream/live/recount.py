@@ -34,7 +34,7 @@ from stream.live.closer import Closer
 from stream.live.cursors import Cursors
 from stream.live.health import Health
 from stream.live.ingest import Ingester, SendDeadLetter
-from stream.live.store import Fence, Store
+from stream.live.store import Applied, Fence, Store
 from stream.live.worker import WorkerStartError, partition_counts
 from stream.sla.counting import EventKind
 
@@ -122,12 +122,12 @@ def recount_ingester(
     def bounds() -> TimeBounds:
         return settings.event_bounds(int(time.time() * 1000))
 
-    async def no_reseek(tp: str, applied: int) -> None:
-        raise RecountError(f"{tp}: Redis changed under the {what} (applied offset {applied}); run it again")
+    async def no_reseek(tp: str, applied: Applied) -> None:
+        raise RecountError(f"{tp}: Redis changed under the {what} (applied offset {applied.least}); run it again")
 
     cursors = Cursors()
     for tp in input_tps:
-        cursors.sought(tp, -1)  # the namespace holds nothing of it: any first offset continues it
+        cursors.sought(tp, [-1] * len(store.shards))  # the namespace holds nothing of it: any offset continues it
     return Ingester(
         store,
         settings.policy.timezone,

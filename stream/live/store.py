@@ -61,20 +61,29 @@ Keys, all under one prefix (``sla:`` by default; tests use their own):
 :class:`Keys` spells these names; nothing else builds them (the Lua scripts
 excepted, which build them from the prefix inside Redis).
 
-The scripts build key names from their arguments, so this layout needs a
-single Redis server (or one hash slot), not a cluster.
+The table is one **shard**'s. The state is split by app into ``[redis] shards``
+shards (:mod:`stream.live.shards`), each under a prefix with a hash tag of its
+own, so on a Redis Cluster all of a shard's keys are in one hash slot and every
+step runs on one node. Each script gets the shard's ``meta`` as ``KEYS[1]``,
+which routes it; the names it builds from the shard prefix hash to the same
+slot, which is all a cluster node accepts. :class:`Store` hides the shards:
+an app's reads go to its shard, a partition batch becomes one step per shard
+(docs/design.md, "Shards").
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.lock import Lock
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -85,10 +94,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stream.formats import exemption_from_json
 from stream.live.clock import PartitionState
 from stream.live.hiredis_packing import use_hiredis_packing
+from stream.live.shards import shard_of, shard_prefixes
 from stream.sla.coverage import MinuteMap
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
 from stream.sla.verdict import SlotCounts
+
+if TYPE_CHECKING:
+    from stream.config import Settings
 
 COUNT_FIELDS = ("requests", "successes")
 
@@ -285,14 +298,29 @@ return 1
 """
 """Writes a namespace's marker only if it has none, in one step (two workers may start at once)."""
 
-_SAVE_MONTH = """
-redis.call('SET', KEYS[1], ARGV[1])
-local version = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[3], version, ARGV[2])
+_FINISH_REBUILD = """
+if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'live')
+return 1
+"""
+"""Hands a shard rebuilt as generation ARGV[1] to the workers, unless another rebuild took it over."""
+
+_SAVE_MONTHS = """
+local p = ARGV[1]
+local version = redis.call('INCR', p .. 'ledgerversion')
+for i = 2, #ARGV, 2 do
+  redis.call('SET', p .. 'month:' .. ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', p .. 'ledgerchanged', version, ARGV[i])
+end
 return version
 """
-"""Saves a month ledger and stamps it with the next ledger version, in one step: a reader that saw version V
-re-reads exactly the ledgers saved after it (:meth:`Store.months_changed`)."""
+"""Saves month ledgers (``app:first day``, JSON pairs) stamped with the next ledger version, in one step: a reader
+that saw version V re-reads exactly the ledgers saved after it (:meth:`Store.months_changed`)."""
+
+_SAVE_CHUNK = 500
+"""Month ledgers per ``_SAVE_MONTHS`` step (some 1 to 2 kB each)."""
 
 _APP_COUNTERS = """
 local p = ARGV[1]
@@ -308,6 +336,67 @@ return flat
 """
 """Every given app's six counters (:class:`AppCounters`' order), flat, in one reply."""
 
+_MONTH_INPUTS = """
+local p = ARGV[1]
+local flat = {}
+local i = 2
+while i <= #ARGV do
+  local app, first, after, days = ARGV[i], ARGV[i + 1], '(' .. ARGV[i + 2], tonumber(ARGV[i + 3])
+  local requests, successes = 0, 0
+  for d = i + 4, i + 3 + days do
+    local totals = redis.call('HMGET', p .. 'day:' .. app .. ':' .. ARGV[d], 'requests', 'successes')
+    requests = requests + tonumber(totals[1] or '0')
+    successes = successes + tonumber(totals[2] or '0')
+  end
+  i = i + 4 + days
+  local flagged, seen = {}, {}
+  for _, kind in ipairs({'unavailable:', 'dataquality:'}) do
+    for _, slot in ipairs(redis.call('ZRANGEBYSCORE', p .. kind .. app, first, after)) do
+      if not seen[slot] then
+        seen[slot] = true
+        flagged[#flagged + 1] = slot
+      end
+    end
+  end
+  flat[#flat + 1] = requests
+  flat[#flat + 1] = successes
+  flat[#flat + 1] = #flagged
+  for _, slot in ipairs(flagged) do
+    local counts = redis.call('HMGET', p .. 'slot:' .. app .. ':' .. slot, 'requests', 'successes')
+    flat[#flat + 1] = tonumber(slot)
+    flat[#flat + 1] = tonumber(counts[1] or '0')
+    flat[#flat + 1] = tonumber(counts[2] or '0')
+  end
+end
+return flat
+"""
+"""What a month ledger is computed from, for each given ``app, start, end, n, day 1..n``: the requests and
+successes of the days, then the count and ``slot, requests, successes`` of the slots in ``[start, end)``
+whose verdict is unavailable or data-quality; all flat, in one reply."""
+
+_SLOT_STATES = """
+local p = ARGV[1]
+local flat = {}
+for i = 2, #ARGV do
+  local counts = redis.call('HMGET', p .. 'slot:' .. ARGV[i], 'requests', 'successes')
+  local verdict = redis.call('HMGET', p .. 'verdict:' .. ARGV[i], 'revision', 'requests', 'successes',
+                             'unavailable', 'exempt', 'data_quality', 'clause')
+  flat[#flat + 1] = counts[1] or '0'
+  flat[#flat + 1] = counts[2] or '0'
+  for k = 1, 7 do
+    flat[#flat + 1] = verdict[k] or ''
+  end
+end
+return flat
+"""
+"""For each ``app:slot``: its counts, then its latest verdict's fields (empty when it has none), flat, in one reply."""
+
+_STATE_FIELDS = 9
+"""Values per slot in ``_SLOT_STATES``' reply."""
+
+_MONTH_CHUNK = 500
+"""Service months per ``_MONTH_INPUTS`` call: some 35 arguments each, and Redis is not held long."""
+
 _COUNTERS_CHUNK = 1000
 """Apps per ``_APP_COUNTERS`` call: its ARGV stays well under Lua's ``unpack`` limit, and Redis is not held long."""
 
@@ -320,6 +409,36 @@ class SlotBatch:
     slot_ms: int
     day: str
     event_ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One shard's part of a partition batch (:meth:`Store.apply_steps`), covering records ``first..last_offset``.
+
+    ``expected`` is the shard's applied offset of the partition (-1: none) the
+    caller's reading continues from; ``refused`` and ``covered`` (dead letters
+    and the minutes of the batch's events) go to the home shard only.
+    """
+
+    expected: int
+    first_offset: int
+    last_offset: int
+    slots: Sequence[SlotBatch]
+    stream_ms: int
+    refused: int = 0
+    covered: Sequence[tuple[str, int]] = ()
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A partition's applied offset (-1: none) in each shard of the namespace."""
+
+    shards: tuple[int, ...]
+
+    @property
+    def least(self) -> int:
+        """Where every shard has applied up to: the reading of the partition continues after it."""
+        return min(self.shards)
 
 
 NamespaceState = Literal["live", "rebuilding"]
@@ -431,6 +550,24 @@ class AppCounters:
     bad_slots: int
     exempt_slots: int
     failed_calls: int
+
+
+@dataclass(frozen=True)
+class MonthSpan:
+    """A service month of an app to read the ledger's inputs of: ``[start_ms, end_ms)``, its local days."""
+
+    app_id: str
+    start_ms: int
+    end_ms: int
+    days: Sequence[str]
+
+
+@dataclass(frozen=True)
+class MonthInputs:
+    """What a month ledger is computed from: the slots flagged unavailable or data-quality, the month's totals."""
+
+    flagged: dict[int, SlotCounts]
+    totals: SlotCounts
 
 
 @dataclass(frozen=True, order=True)
@@ -563,21 +700,125 @@ class Keys:
         return split_slot_member(key[len(self._name(kind)) + 1 :])
 
 
-class Store:
-    """The live state in Redis under ``prefix``; the only code that knows its key names."""
+class _Shard:
+    """One shard of the namespace: its key names, and the highest step counter its steps have seen."""
 
-    def __init__(self, redis: Redis, prefix: str = "sla:") -> None:
-        self.redis = redis
+    def __init__(self, index: int, prefix: str) -> None:
+        self.index = index
         self.prefix = prefix
         self.keys = Keys(prefix)
+        self._seen: tuple[int, int] = (0, 0)
+        """(generation, step counter): the highest counter this shard's steps have seen in that generation."""
+
+    def min_seq(self, fence: Fence) -> int:
+        generation, seq = self._seen
+        return seq if generation == fence.generation else 0
+
+    def saw(self, fence: Fence, seq: int) -> None:
+        """Remember the shard's step counter: Redis coming back below it means it lost writes."""
+        if seq and (fence.generation, seq) > self._seen:
+            self._seen = (fence.generation, int(seq))
+
+
+class Store:
+    """The live state in Redis under ``prefix``, in ``shards`` shards by app; the only code that knows its key names.
+
+    Each shard is a namespace of its own (:mod:`stream.live.shards`): an app's
+    slots, verdicts, months and counters are in its shard; every shard records
+    every partition's applied offset and stream time, and the home shard (the
+    first) also what belongs to no app: coverage, dead-letter counts,
+    exemptions and the closer's lease. Every atomic step touches one shard.
+    """
+
+    def __init__(self, redis: Redis | RedisCluster, prefix: str = "sla:", shards: int = 1, cluster: bool = False):
+        self.redis = redis
+        self.prefix = prefix
+        self.shards = [_Shard(i, p) for i, p in enumerate(shard_prefixes(prefix, shards, cluster))]
+        self.home = self.shards[0]
+        self.keys = self.home.keys
+        """The home shard's key names (a single shard's: all of them)."""
+        self._layout = prefix + "layout"
         self._apply = redis.register_script(_APPLY_BATCH)
         self._commit = redis.register_script(_COMMIT_VERDICTS)
         self._initialise = redis.register_script(_INITIALISE)
-        self._seen: tuple[int, int] = (0, 0)
-        """(generation, step counter): the highest counter this store's steps have seen in that generation."""
         self._new_generation = redis.register_script(_NEW_GENERATION)
-        self._save_month = redis.register_script(_SAVE_MONTH)
+        self._finish_rebuild = redis.register_script(_FINISH_REBUILD)
+        self._save_months = redis.register_script(_SAVE_MONTHS)
         self._app_counters = redis.register_script(_APP_COUNTERS)
+        self._month_inputs = redis.register_script(_MONTH_INPUTS)
+        self._slot_states = redis.register_script(_SLOT_STATES)
+
+    @classmethod
+    def of(cls, redis: Redis | RedisCluster, settings: Settings, prefix: str | None = None) -> Store:
+        """The store of ``settings``' namespace, or of another one (``prefix``) laid out the same way."""
+        return cls(
+            redis, settings.key_prefix if prefix is None else prefix, settings.redis_shards, settings.redis_cluster
+        )
+
+    def shard_of(self, app_id: str) -> _Shard:
+        return self.shards[shard_of(app_id, len(self.shards))]
+
+    def keys_of(self, app_id: str) -> Keys:
+        """The key names of the shard holding ``app_id``."""
+        return self.shard_of(app_id).keys
+
+    def _by_shard(self, slots: Iterable[tuple[str, int]]) -> dict[int, list[tuple[str, int]]]:
+        grouped: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        for app_id, slot_ms in slots:
+            grouped[self.shard_of(app_id).index].append((app_id, slot_ms))
+        return grouped
+
+    def batch_steps(
+        self,
+        expected: Sequence[int],
+        offsets: tuple[int, int],
+        slots: Iterable[SlotBatch],
+        stream_ms: int,
+        refused: int = 0,
+        covered: Sequence[tuple[str, int]] = (),
+        only: Iterable[int] | None = None,
+    ) -> dict[int, BatchStep]:
+        """A partition batch as one step per shard (``only`` those shards): each shard gets its apps' slots and the
+        batch's stream time; the home shard also its dead-letter count and coverage."""
+        by_shard: dict[int, list[SlotBatch]] = defaultdict(list)
+        for batch in slots:
+            by_shard[self.shard_of(batch.app_id).index].append(batch)
+        first, last = offsets
+        return {
+            i: BatchStep(
+                expected[i], first, last, by_shard.get(i, []), stream_ms, *((refused, covered) if i == 0 else ())
+            )
+            for i in (range(len(self.shards)) if only is None else only)
+        }
+
+    async def apply_steps(
+        self, fence: Fence, tp: str, field: str, steps: Mapping[int, BatchStep]
+    ) -> dict[int, ApplyResult]:
+        """Apply each shard's step of one partition batch, concurrently; each shard's result.
+
+        Each step is atomic and fenced by its shard's applied offset of the
+        partition, so a batch half applied when a worker died is completed by
+        the next reading without counting the other half twice.
+        """
+        if field not in COUNT_FIELDS:
+            raise ValueError(f"unknown count field {field!r}")
+
+        async def apply(shard: _Shard, step: BatchStep) -> ApplyResult:
+            args: list[object] = [shard.prefix, tp, step.first_offset, step.last_offset, step.stream_ms, field]
+            args += [step.refused, fence.generation, fence.state, step.expected, shard.min_seq(fence)]
+            args.append(len(step.covered))
+            for label, bit in step.covered:
+                args += [label, bit]
+            for batch in step.slots:
+                args += [batch.app_id, batch.slot_ms, batch.day, len(batch.event_ids), *batch.event_ids]
+            status, applied_offset, counted, duplicates, late, seq = await self._apply(
+                keys=[shard.keys.meta], args=args
+            )
+            shard.saw(fence, seq)
+            return ApplyResult(ApplyStatus(status), int(applied_offset), counted, duplicates, late)
+
+        results = await asyncio.gather(*(apply(self.shards[i], step) for i, step in steps.items()))
+        return dict(zip(steps, results, strict=True))
 
     async def apply_batch(
         self,
@@ -591,113 +832,147 @@ class Store:
         refused: int,
         covered: Sequence[tuple[str, int]] = (),
     ) -> ApplyResult:
-        """Count one partition's batch, covering records ``min(offsets)..max(offsets)``, atomically.
+        """Count one partition's batch, covering records ``min(offsets)..max(offsets)``, in every shard.
 
         ``expected_offset`` is the applied offset (-1: none) the caller's
-        reading of the partition continues from. ``covered`` are the minutes
+        reading of the partition continues from, in every shard. ``covered`` are the minutes
         its valid events happened in, as ``(YYYY-MM, bit)`` of the calendar
         month's coverage map (:class:`stream.sla.coverage.MonthBits`). Nothing is counted unless the
         status is ``APPLIED``; see :class:`ApplyStatus` for what each other
-        status asks of the caller.
+        status asks of the caller. With several shards, the result is the first
+        shard's that is neither applied nor already applied, else their sum.
         """
-        if field not in COUNT_FIELDS:
-            raise ValueError(f"unknown count field {field!r}")
-        args: list[object] = [self.prefix, tp, min(offsets), max(offsets), stream_ms, field, refused]
-        args += [fence.generation, fence.state, expected_offset, self._min_seq(fence), len(covered)]
-        for label, bit in covered:
-            args += [label, bit]
-        for batch in slots:
-            args += [batch.app_id, batch.slot_ms, batch.day, len(batch.event_ids), *batch.event_ids]
-        status, applied_offset, counted, duplicates, late, seq = await self._apply(args=args)
-        self._saw(fence, seq)
-        return ApplyResult(ApplyStatus(status), int(applied_offset), counted, duplicates, late)
-
-    def _min_seq(self, fence: Fence) -> int:
-        generation, seq = self._seen
-        return seq if generation == fence.generation else 0
-
-    def _saw(self, fence: Fence, seq: int) -> None:
-        """Remember the namespace's step counter: Redis coming back below it means it lost writes."""
-        if seq and (fence.generation, seq) > self._seen:
-            self._seen = (fence.generation, int(seq))
+        steps = self.batch_steps(
+            [expected_offset] * len(self.shards), (min(offsets), max(offsets)), slots, stream_ms, refused, covered
+        )
+        results = list((await self.apply_steps(fence, tp, field, steps)).values())
+        for result in results:
+            if result.status not in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED):
+                return result
+        applied = any(r.status is ApplyStatus.APPLIED for r in results)
+        return ApplyResult(
+            ApplyStatus.APPLIED if applied else ApplyStatus.ALREADY_APPLIED,
+            min(r.applied_offset for r in results),
+            sum(r.counted for r in results),
+            sum(r.duplicates for r in results),
+            sum(r.late for r in results),
+        )
 
     async def meta(self) -> Meta | None:
-        """The namespace's marker, or None when it has none (never initialised, or lost)."""
-        raw = await self.redis.hgetall(self.keys.meta)
-        if not raw:
+        """The namespace's marker, or None when a shard has none (never initialised, or lost).
+
+        Shards whose markers disagree are a move to a new generation, or a
+        rebuild, cut short: a namespace being rebuilt anywhere reads as
+        rebuilding; live shards of an older generation are moved to the newest.
+        Raises :class:`LayoutMismatch` when the namespace was made with another number of shards.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self._layout)
+        for shard in self.shards:
+            pipe.hgetall(shard.keys.meta)
+        layout, *raws = await pipe.execute()
+        if layout is not None and int(layout) != len(self.shards):
+            raise LayoutMismatch(
+                f"the live state under key prefix {self.prefix!r} is in {layout} shards, not the {len(self.shards)} "
+                "the settings give ([redis] shards): set them back, or `sla-stream rebuild` it with the new number"
+            )
+        if not all(raws):
             return None
-        return Meta(int(raw["generation"]), raw["state"], int(raw["initialised_ms"]))
+        metas = [Meta(int(raw["generation"]), raw["state"], int(raw["initialised_ms"])) for raw in raws]
+        newest = max(metas, key=lambda meta: meta.generation)
+        rebuilding = [meta for meta in metas if meta.state != "live"]
+        if rebuilding:
+            return max(rebuilding, key=lambda meta: meta.generation)
+        for shard, meta in zip(self.shards, metas, strict=True):
+            if meta.generation < newest.generation:
+                await self._new_generation(keys=[shard.keys.meta], args=[meta.generation, newest.generation])
+        return newest
 
     async def initialise(self, generation: int) -> bool:
         """Write the marker of a new, live namespace; False (nothing written) when it has one already."""
-        return bool(await self._initialise(keys=[self.keys.meta], args=[generation]))
+        await self.redis.set(self._layout, len(self.shards), nx=True)
+        written = [await self._initialise(keys=[shard.keys.meta], args=[generation]) for shard in self.shards]
+        return any(written)
 
     async def new_generation(self, fence: Fence, generation: int) -> bool:
         """Move the live namespace of ``fence`` to ``generation``; False if it is not ``fence``'s any more.
 
         For when Redis lost writes: verdict revisions it had counted up to
         were published and are now forgotten, so revisions published from
-        here on must be told apart by a larger generation.
+        here on must be told apart by a larger generation. Every shard moves
+        (a worker positioned in the old generation reads every partition again).
         """
-        return bool(await self._new_generation(keys=[self.keys.meta], args=[fence.generation, generation]))
+        moved = [
+            await self._new_generation(keys=[shard.keys.meta], args=[fence.generation, generation])
+            for shard in self.shards
+        ]
+        return any(moved)
 
     async def begin_rebuild(self, generation: int) -> int:
         """Mark the namespace as being rebuilt with a new generation, then delete everything else in it.
 
-        The marker goes first, so every worker's step is refused from that
+        The markers go first, so every worker's step is refused from that
         instant on. Returns how many keys were deleted.
         """
-        meta = self.keys.meta
-        await self.redis.hset(
-            meta, mapping={"generation": generation, "state": "rebuilding", "initialised_ms": generation}
-        )
-        return await self.remove_all(keep=meta)
+        marker = {"generation": generation, "state": "rebuilding", "initialised_ms": generation}
+        for shard in self.shards:
+            await self.redis.hset(shard.keys.meta, mapping=marker)
+        await self.redis.set(self._layout, len(self.shards))
+        return await self.remove_all(keep={shard.keys.meta for shard in self.shards} | {self._layout})
 
-    async def remove_all(self, keep: str | None = None) -> int:
-        """Delete every key of the namespace (but ``keep``); how many were deleted."""
+    async def remove_all(self, keep: Collection[str] = ()) -> int:
+        """Delete every key of the namespace (but those in ``keep``); how many were deleted."""
+        prefixes = tuple(shard.prefix for shard in self.shards)
         deleted = 0
         batch: list[str] = []
         async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=1000):
-            if key != keep:
+            if key not in keep and (key.startswith(prefixes) or key == self._layout):
                 batch.append(key)
             if len(batch) >= 1000:
-                deleted += await self.redis.delete(*batch)
+                deleted += await self._delete(batch)
                 batch = []
-        if batch:
-            deleted += await self.redis.delete(*batch)
-        return deleted
+        return deleted + await self._delete(batch)
+
+    async def _delete(self, keys: Sequence[str]) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.delete(key)
+        return sum(await pipe.execute()) if keys else 0
 
     async def finish_rebuild(self, generation: int) -> bool:
         """Hand a rebuilt namespace to the workers (state ``live``); False if another rebuild took it over."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self.keys.meta)
-            if await pipe.hget(self.keys.meta, "generation") != str(generation):
-                return False
-            pipe.multi()
-            pipe.hset(self.keys.meta, "state", "live")
-            await pipe.execute()
-        return True
+        finished = [await self._finish_rebuild(keys=[shard.keys.meta], args=[generation]) for shard in self.shards]
+        return all(finished)
 
     async def partition_states(self, tps: Iterable[str]) -> dict[str, PartitionState]:
+        """Each partition as all shards have it: the least offset, stream time, idle time (None: a shard has none)."""
         names = list(tps)
+        if not names:
+            return {}
         pipe = self.redis.pipeline(transaction=False)
-        for hash_name in (self.keys.offsets, self.keys.streamtime, self.keys.idle):
-            pipe.hmget(hash_name, names)
-        offsets, stream_times, idle = await pipe.execute()
-        return {
-            tp: PartitionState(_int_or_none(offsets[i]), _int_or_none(stream_times[i]), _int_or_none(idle[i]))
-            for i, tp in enumerate(names)
-        }
+        for shard in self.shards:
+            for hash_name in (shard.keys.offsets, shard.keys.streamtime, shard.keys.idle):
+                pipe.hmget(hash_name, names)
+        replies = await pipe.execute()
+        return {tp: PartitionState(*(_least(replies[k::3], i) for k in range(3))) for i, tp in enumerate(names)}
 
     async def least_stream_time(self) -> int | None:
         """The least stream time of the partitions that have one (None: none has): read up to it by all of them."""
-        times = await self.redis.hvals(self.keys.streamtime)
-        return min((int(t) for t in times), default=None)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.hvals(shard.keys.streamtime)
+        return min((int(t) for times in await pipe.execute() for t in times), default=None)
 
-    async def applied_offsets(self, tps: Iterable[str]) -> dict[str, int | None]:
+    async def applied_offsets(self, tps: Iterable[str]) -> dict[str, Applied]:
+        """Each partition's applied offset in every shard."""
         names = list(tps)
-        values = await self.redis.hmget(self.keys.offsets, names) if names else []
-        return {tp: _int_or_none(value) for tp, value in zip(names, values, strict=True)}
+        if not names:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.hmget(shard.keys.offsets, names)
+        replies = await pipe.execute()
+        return {tp: Applied(tuple(-1 if r[i] is None else int(r[i]) for r in replies)) for i, tp in enumerate(names)}
 
     async def coverage(self, month: str, start_ms: int, end_ms: int) -> MinuteMap:
         """The minutes of calendar month ``month`` (``YYYY-MM``, spanning ``[start_ms, end_ms)``) in which any
@@ -715,46 +990,86 @@ class Store:
         return covered
 
     async def mark_idle(self, idle: Mapping[str, int], busy: Iterable[str]) -> None:
-        """Record which partitions are caught up and quiet (with the wall time seen), and which are not."""
-        pipe = self.redis.pipeline(transaction=False)
-        if idle:
-            pipe.hset(self.keys.idle, mapping=dict(idle))
+        """Record in every shard which partitions are caught up and quiet (with the wall time seen), and which not."""
         busy = list(busy)
-        if busy:
-            pipe.hdel(self.keys.idle, *busy)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            if idle:
+                pipe.hset(shard.keys.idle, mapping=dict(idle))
+            if busy:
+                pipe.hdel(shard.keys.idle, *busy)
         await pipe.execute()
 
     async def slots_to_close(self, before_slot_ms: int, limit: int) -> list[tuple[str, int]]:
-        """Open slots starting before ``before_slot_ms``, oldest first: ``(app, slot_ms)``."""
-        members = await self.redis.zrangebyscore(self.keys.open, "-inf", f"({before_slot_ms}", start=0, num=limit)
-        return [split_slot_member(member) for member in members]
+        """Open slots starting before ``before_slot_ms``, oldest first: ``(app, slot_ms)``; up to ``limit`` a shard."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.zrangebyscore(shard.keys.open, "-inf", f"({before_slot_ms}", start=0, num=limit)
+        slots = [split_slot_member(member) for members in await pipe.execute() for member in members]
+        return sorted(slots, key=lambda slot: slot[1])
 
     async def dirty_slots(self, limit: int) -> list[tuple[str, int]]:
-        return [split_slot_member(member) for member in await self.redis.srandmember(self.keys.dirty, limit)]
+        """Closed slots to judge again (a late event, an exemption): up to ``limit`` a shard."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.srandmember(shard.keys.dirty, limit)
+        return [split_slot_member(member) for members in await pipe.execute() for member in members]
 
     async def mark_dirty(self, slots: Iterable[tuple[str, int]]) -> None:
-        members = [f"{app}:{slot_ms}" for app, slot_ms in slots]
-        if members:
-            await self.redis.sadd(self.keys.dirty, *members)
+        pipe = self.redis.pipeline(transaction=False)
+        for index, members in self._by_shard(slots).items():
+            pipe.sadd(self.shards[index].keys.dirty, *(f"{app}:{slot_ms}" for app, slot_ms in members))
+        await pipe.execute()
 
     async def slot_counts(self, slots: Sequence[tuple[str, int]]) -> list[SlotCounts]:
         pipe = self.redis.pipeline(transaction=False)
         for app, slot_ms in slots:
-            pipe.hmget(self.keys.slot(app, slot_ms), COUNT_FIELDS)
-        return [SlotCounts(int(r or 0), int(s or 0)) for r, s in await pipe.execute()]
+            pipe.hmget(self.keys_of(app).slot(app, slot_ms), COUNT_FIELDS)
+        return [SlotCounts(int(r or 0), int(s or 0)) for r, s in await pipe.execute()] if slots else []
+
+    async def slot_states(self, slots: Sequence[tuple[str, int]]) -> list[tuple[SlotCounts, StoredVerdict | None]]:
+        """Each slot's counts and latest verdict (None: never judged), as the closer judges them: one script call a
+        shard and chunk of slots, one flat reply, instead of two replies a slot."""
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for position, (app_id, _) in enumerate(slots):
+            by_shard[self.shard_of(app_id).index].append(position)
+        states: list[tuple[SlotCounts, StoredVerdict | None]] = [(SlotCounts(0, 0), None)] * len(slots)
+        for index, positions in by_shard.items():
+            shard = self.shards[index]
+            for start in range(0, len(positions), _COUNTERS_CHUNK):
+                chunk = positions[start : start + _COUNTERS_CHUNK]
+                members = [f"{slots[p][0]}:{slots[p][1]}" for p in chunk]
+                flat = await self._slot_states(keys=[shard.keys.meta], args=[shard.prefix, *members])
+                for n, position in enumerate(chunk):
+                    requests, successes, revision, v_req, v_succ, unavailable, exempt, quality, clause = flat[
+                        n * _STATE_FIELDS : (n + 1) * _STATE_FIELDS
+                    ]
+                    verdict = None
+                    if revision:
+                        verdict = StoredVerdict(
+                            revision=int(revision),
+                            counts=SlotCounts(int(v_req), int(v_succ)),
+                            unavailable=unavailable == "1",
+                            exempt=exempt == "1",
+                            data_quality=quality == "1",
+                            clause=clause,
+                        )
+                    states[position] = (SlotCounts(int(requests), int(successes)), verdict)
+        return states
 
     async def slot_listing(self, app_id: str, slot_starts: Sequence[int]) -> dict[int, tuple[SlotCounts, int | None]]:
         """The counts and latest verdict revision (None: not closed) of each of the app's slots with traffic.
 
         One round trip for a month's 8,928 slots, read by their key names (no
-        SCAN) in one transaction, so a batch counted meanwhile is in it whole or
+        SCAN) in one transaction (all in the app's shard), so a batch counted meanwhile is in it whole or
         not at all; slots without traffic are absent from the result.
         """
+        keys = self.keys_of(app_id)
         pipe = self.redis.pipeline(transaction=True)
         for slot_ms in slot_starts:
-            pipe.hmget(self.keys.slot(app_id, slot_ms), COUNT_FIELDS)
-            pipe.hget(self.keys.verdict(app_id, slot_ms), "revision")
-        replies = await pipe.execute()
+            pipe.hmget(keys.slot(app_id, slot_ms), COUNT_FIELDS)
+            pipe.hget(keys.verdict(app_id, slot_ms), "revision")
+        replies = await pipe.execute() if slot_starts else []
         listing = {}
         for i, slot_ms in enumerate(slot_starts):
             (requests, successes), revision = replies[2 * i], replies[2 * i + 1]
@@ -765,8 +1080,8 @@ class Store:
     async def verdicts(self, slots: Sequence[tuple[str, int]]) -> list[StoredVerdict | None]:
         pipe = self.redis.pipeline(transaction=False)
         for app, slot_ms in slots:
-            pipe.hgetall(self.keys.verdict(app, slot_ms))
-        return [_stored_verdict(raw) if raw else None for raw in await pipe.execute()]
+            pipe.hgetall(self.keys_of(app).verdict(app, slot_ms))
+        return [_stored_verdict(raw) if raw else None for raw in await pipe.execute()] if slots else []
 
     async def commit_verdicts(self, fence: Fence, commits: Sequence[VerdictCommit]) -> list[int | None]:
         """Close (or re-judge) slots, :data:`COMMIT_BATCH` to a Redis step; one revision (or None) per commit.
@@ -778,56 +1093,86 @@ class Store:
         update, all in the same step, so a crash cannot lose one of them. The
         result is the revision now stored, or None for a slot whose counts or
         revision moved since they were read: the caller judges it again later.
-        Raises :class:`Fenced` (or :class:`RolledBack`) when the namespace is
-        not ``fence``'s: nothing of that batch was committed.
+        Shards commit concurrently. Raises :class:`Fenced` (or :class:`RolledBack`) when a shard is
+        not ``fence``'s: nothing of that shard's batch was committed.
         """
-        revisions: list[int | None] = []
-        for start in range(0, len(commits), COMMIT_BATCH):
-            batch = commits[start : start + COMMIT_BATCH]
-            args: list[object] = [self.prefix, fence.generation, fence.state, self._min_seq(fence), len(batch)]
-            for commit in batch:
-                args += commit.args()
-            reply = await self._commit(args=args)
-            status, seq = reply[0], reply[1]
-            if status == -3:
-                raise Fenced(
-                    f"the namespace {self.prefix!r} is no longer generation {fence.generation} ({fence.state})"
-                )
-            if status == -6:
-                raise RolledBack(f"the namespace {self.prefix!r} holds fewer steps than were made: Redis lost writes")
-            self._saw(fence, seq)
-            revisions += [None if result < 0 else int(result) for result in reply[2]]
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for position, commit in enumerate(commits):
+            by_shard[self.shard_of(commit.app_id).index].append(position)
+        revisions: list[int | None] = [None] * len(commits)
+
+        async def commit_shard(shard: _Shard, positions: list[int]) -> None:
+            for start in range(0, len(positions), COMMIT_BATCH):
+                batch = positions[start : start + COMMIT_BATCH]
+                args: list[object] = [shard.prefix, fence.generation, fence.state, shard.min_seq(fence), len(batch)]
+                for position in batch:
+                    args += commits[position].args()
+                reply = await self._commit(keys=[shard.keys.meta], args=args)
+                status, seq = reply[0], reply[1]
+                if status == -3:
+                    raise Fenced(
+                        f"the namespace {self.prefix!r} is no longer generation {fence.generation} ({fence.state})"
+                    )
+                if status == -6:
+                    raise RolledBack(
+                        f"the namespace {self.prefix!r} holds fewer steps than were made: Redis lost writes"
+                    )
+                shard.saw(fence, seq)
+                for position, result in zip(batch, reply[2], strict=True):
+                    revisions[position] = None if result < 0 else int(result)
+
+        await asyncio.gather(*(commit_shard(self.shards[i], positions) for i, positions in by_shard.items()))
         return revisions
 
     async def ledgers_due(self) -> list[LedgerDue]:
         """Every month ledger waiting to be recomputed, by month then app."""
-        return sorted(LedgerDue.parse(member) for member in await self.redis.smembers(self.keys.ledgerdue))
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.smembers(shard.keys.ledgerdue)
+        return sorted(LedgerDue.parse(member) for members in await pipe.execute() for member in members)
 
-    async def ledger_done(self, ledger: LedgerDue) -> None:
-        await self.redis.srem(self.keys.ledgerdue, ledger.member)
+    async def ledgers_done(self, ledgers: Sequence[LedgerDue]) -> None:
+        """Unmark these month ledgers as due (each was saved): one command a shard."""
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for ledger in ledgers:
+            by_shard[self.shard_of(ledger.app_id).index].append(ledger.member)
+        pipe = self.redis.pipeline(transaction=False)
+        for index, members in by_shard.items():
+            pipe.srem(self.shards[index].keys.ledgerdue, *members)
+        if by_shard:
+            await pipe.execute()
 
     async def release_ids(self, closed_before_ms: int, limit: int = 1000) -> int:
-        """Drop the id sets of slots last judged before ``closed_before_ms`` (stream time)."""
-        members = await self.redis.zrangebyscore(self.keys.idsheld, "-inf", closed_before_ms, start=0, num=limit)
-        if not members:
-            return 0
-        pipe = self.redis.pipeline(transaction=True)
-        for member in members:
-            app, slot_ms = split_slot_member(member)
-            pipe.delete(*(self.keys.ids(app, slot_ms, f) for f in COUNT_FIELDS))
-        pipe.zrem(self.keys.idsheld, *members)
-        await pipe.execute()
-        return len(members)
+        """Drop the id sets of slots last judged before ``closed_before_ms`` (stream time), up to ``limit`` a shard."""
 
-    async def outbox(self, limit: int) -> list[tuple[str, str]]:
-        raw = await self.redis.lrange(self.keys.outbox, 0, 2 * limit - 1)
+        async def release(shard: _Shard) -> int:
+            keys = shard.keys
+            members = await self.redis.zrangebyscore(keys.idsheld, "-inf", closed_before_ms, start=0, num=limit)
+            if not members:
+                return 0
+            pipe = self.redis.pipeline(transaction=True)
+            for member in members:
+                app, slot_ms = split_slot_member(member)
+                pipe.delete(*(keys.ids(app, slot_ms, f) for f in COUNT_FIELDS))
+            pipe.zrem(keys.idsheld, *members)
+            await pipe.execute()
+            return len(members)
+
+        return sum(await asyncio.gather(*(release(shard) for shard in self.shards)))
+
+    async def outbox(self, shard: int, limit: int) -> list[tuple[str, str]]:
+        """The first ``limit`` verdict messages of ``shard``'s outbox, oldest first."""
+        raw = await self.redis.lrange(self.shards[shard].keys.outbox, 0, 2 * limit - 1)
         return [(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
 
-    async def outbox_done(self, count: int) -> None:
-        await self.redis.ltrim(self.keys.outbox, 2 * count, -1)
+    async def outbox_done(self, shard: int, count: int) -> None:
+        await self.redis.ltrim(self.shards[shard].keys.outbox, 2 * count, -1)
 
     async def open_slots(self) -> list[tuple[str, int]]:
-        return [split_slot_member(member) for member in await self.redis.zrange(self.keys.open, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.zrange(shard.keys.open, 0, -1)
+        return [split_slot_member(member) for members in await pipe.execute() for member in members]
 
     async def newest_open_slots(self) -> dict[str, int]:
         """Each app's newest open slot start (apps with none open are absent)."""
@@ -837,34 +1182,47 @@ class Store:
         return newest
 
     async def last_closed_slot(self, app_id: str) -> int | None:
-        return _int_or_none(await self.redis.hget(self.keys.lastclosed, app_id))
+        return _int_or_none(await self.redis.hget(self.keys_of(app_id).lastclosed, app_id))
 
     async def apps(self) -> set[str]:
-        return set(await self.redis.smembers(self.keys.apps))
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.smembers(shard.keys.apps)
+        return {app_id for members in await pipe.execute() for app_id in members}
 
     async def knows_app(self, app_id: str) -> bool:
         """Whether the app has had an event counted."""
-        return bool(await self.redis.sismember(self.keys.apps, app_id))
-
-    async def flagged_slots(self, app_id: str, start_ms: int, end_ms: int) -> dict[int, SlotCounts]:
-        """Counts of the app's slots in ``[start_ms, end_ms)`` whose verdict is unavailable or data-quality."""
-        pipe = self.redis.pipeline(transaction=False)
-        for zset in (self.keys.unavailable(app_id), self.keys.dataquality(app_id)):
-            pipe.zrangebyscore(zset, start_ms, f"({end_ms}")
-        slot_starts = sorted({int(s) for found in await pipe.execute() for s in found})
-        counts = await self.slot_counts([(app_id, s) for s in slot_starts])
-        return dict(zip(slot_starts, counts, strict=True))
+        return bool(await self.redis.sismember(self.keys_of(app_id).apps, app_id))
 
     async def unavailable_slots(self, app_id: str, start_ms: int, end_ms: int) -> list[int]:
-        found = await self.redis.zrangebyscore(self.keys.unavailable(app_id), start_ms, f"({end_ms}")
+        found = await self.redis.zrangebyscore(self.keys_of(app_id).unavailable(app_id), start_ms, f"({end_ms}")
         return [int(s) for s in found]
 
-    async def day_totals(self, app_id: str, days: Sequence[str]) -> SlotCounts:
-        pipe = self.redis.pipeline(transaction=False)
-        for day in days:
-            pipe.hmget(self.keys.day(app_id, day), COUNT_FIELDS)
-        rows = await pipe.execute()
-        return SlotCounts(sum(int(r or 0) for r, _ in rows), sum(int(s or 0) for _, s in rows))
+    async def month_inputs(self, spans: Sequence[MonthSpan]) -> list[MonthInputs]:
+        """What each span's month ledger is computed from, in one script call a shard and chunk of spans."""
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for position, span in enumerate(spans):
+            by_shard[self.shard_of(span.app_id).index].append(position)
+        found: list[MonthInputs | None] = [None] * len(spans)
+        for index, positions in by_shard.items():
+            shard = self.shards[index]
+            for start in range(0, len(positions), _MONTH_CHUNK):
+                chunk = positions[start : start + _MONTH_CHUNK]
+                args: list[object] = [shard.prefix]
+                for position in chunk:
+                    span = spans[position]
+                    args += [span.app_id, span.start_ms, span.end_ms, len(span.days), *span.days]
+                flat = await self._month_inputs(keys=[shard.keys.meta], args=args)
+                at = 0
+                for position in chunk:
+                    totals = SlotCounts(int(flat[at]), int(flat[at + 1]))
+                    flagged = {
+                        int(flat[k]): SlotCounts(int(flat[k + 1]), int(flat[k + 2]))
+                        for k in range(at + 3, at + 3 + 3 * int(flat[at + 2]), 3)
+                    }
+                    found[position] = MonthInputs(dict(sorted(flagged.items())), totals)
+                    at += 3 + 3 * int(flat[at + 2])
+        return found  # type: ignore[return-value]
 
     async def exemption(self, exemption_id: str) -> Exemption | None:
         """The exemption recorded from the topic under ``exemption_id``, if any."""
@@ -885,50 +1243,71 @@ class Store:
         await self.redis.hset(self.keys.exemptions, exemption_id, json.dumps(record))
         return exemption
 
-    async def save_month(self, app_id: str, first_day: date, figures: Mapping[str, Any]) -> None:
-        """Save the month ledger, stamped with the next ledger version."""
-        keys = [self.keys.month(app_id, first_day), self.keys.ledgerversion, self.keys.ledgerchanged]
-        await self._save_month(keys=keys, args=[json.dumps(figures), f"{app_id}:{first_day.isoformat()}"])
+    async def save_months(self, months: Sequence[tuple[str, date, Mapping[str, Any]]]) -> None:
+        """Save month ledgers ``(app, first day, figures)``, stamped with the next ledger version of the app's shard:
+        one step a shard and chunk of :data:`_SAVE_CHUNK` ledgers."""
+        by_shard: dict[int, list[tuple[str, date, Mapping[str, Any]]]] = defaultdict(list)
+        for month in months:
+            by_shard[self.shard_of(month[0]).index].append(month)
+        for index, saved in by_shard.items():
+            shard = self.shards[index]
+            for start in range(0, len(saved), _SAVE_CHUNK):
+                args: list[object] = [shard.prefix]
+                for app_id, first_day, figures in saved[start : start + _SAVE_CHUNK]:
+                    args += [f"{app_id}:{first_day.isoformat()}", json.dumps(figures)]
+                await self._save_months(keys=[shard.keys.meta], args=args)
 
-    async def months_changed(self, after: int) -> tuple[int, list[tuple[str, date]]]:
-        """The ledger version now, and the ``(app, first day)`` of every ledger saved after version ``after``.
+    async def months_changed(self, after: Sequence[int]) -> tuple[tuple[int, ...], list[tuple[str, date]]]:
+        """Each shard's ledger version now, and the ``(app, first day)`` of every ledger saved after ``after``
+        (the versions a reader saw last; empty: none).
 
-        A version below ``after`` means the namespace was rebuilt or Redis lost writes: read every ledger again.
+        A shard's version below the one in ``after`` means the namespace was
+        rebuilt or Redis lost writes: read every ledger again.
         """
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.get(self.keys.ledgerversion)
-        pipe.zrangebyscore(self.keys.ledgerchanged, f"({after}", "+inf")
-        version, members = await pipe.execute()
+        seen = list(after) or [0] * len(self.shards)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard, version in zip(self.shards, seen, strict=True):
+            pipe.get(shard.keys.ledgerversion)
+            pipe.zrangebyscore(shard.keys.ledgerchanged, f"({version}", "+inf")
+        replies = await pipe.execute()
         changed = []
-        for member in members:
-            app_id, _, day = member.rpartition(":")
-            changed.append((app_id, date.fromisoformat(day)))
-        return int(version or 0), changed
+        for members in replies[1::2]:
+            for member in members:
+                app_id, _, day = member.rpartition(":")
+                changed.append((app_id, date.fromisoformat(day)))
+        return tuple(int(version or 0) for version in replies[0::2]), changed
 
     async def months(self, wanted: Sequence[tuple[str, date]]) -> list[dict[str, Any] | None]:
         """The month ledgers of ``(app, first day)`` pairs, in one round trip (None: none saved)."""
         if not wanted:
             return []
-        raw = await self.redis.mget([self.keys.month(app_id, day) for app_id, day in wanted])
-        return [None if value is None else json.loads(value) for value in raw]
+        pipe = self.redis.pipeline(transaction=False)
+        for app_id, day in wanted:
+            pipe.get(self.keys_of(app_id).month(app_id, day))
+        return [None if value is None else json.loads(value) for value in await pipe.execute()]
 
     async def month(self, app_id: str, first_day: date) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.keys.month(app_id, first_day))
+        raw = await self.redis.get(self.keys_of(app_id).month(app_id, first_day))
         return None if raw is None else json.loads(raw)
 
     async def app_counters(self, app_ids: Sequence[str]) -> dict[str, AppCounters]:
         """Each app's counters since its state began: calls counted, and slots by their first verdict.
 
-        One script call returns them all as one flat array of numbers, in
+        One script call a shard returns them all as one flat array of numbers, in
         chunks of :data:`_COUNTERS_CHUNK` apps: a reply a chunk, not two an app
         (10,000 apps: 20,000 replies to parse every refresh otherwise).
         """
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for app_id in app_ids:
+            by_shard[self.shard_of(app_id).index].append(app_id)
         counters = {}
-        for start in range(0, len(app_ids), _COUNTERS_CHUNK):
-            chunk = list(app_ids[start : start + _COUNTERS_CHUNK])
-            flat = [int(n) for n in await self._app_counters(args=[self.prefix, *chunk])]
-            for i, app_id in enumerate(chunk):
-                counters[app_id] = AppCounters(*flat[6 * i : 6 * i + 6])
+        for index, apps in by_shard.items():
+            shard = self.shards[index]
+            for start in range(0, len(apps), _COUNTERS_CHUNK):
+                chunk = apps[start : start + _COUNTERS_CHUNK]
+                flat = [int(n) for n in await self._app_counters(keys=[shard.keys.meta], args=[shard.prefix, *chunk])]
+                for i, app_id in enumerate(chunk):
+                    counters[app_id] = AppCounters(*flat[6 * i : 6 * i + 6])
         return counters
 
     def closer_lease(self, timeout_s: float) -> Lock:
@@ -936,31 +1315,54 @@ class Store:
         return self.redis.lock(self.keys.closer_lease, timeout=timeout_s)
 
 
-def redis_client(url: str, socket_timeout_s: float = 10.0) -> Redis:
+def redis_client(url: str, socket_timeout_s: float = 10.0, cluster: bool = False) -> Redis | RedisCluster:
     """A worker's Redis client: bounded connect and call times, so an outage is noticed and waited out.
 
     A call that has not answered in ``socket_timeout_s`` fails (and is
     retried by the caller): nothing waits forever on a dead socket. A call
-    that fails on a connection is retried twice on a fresh one first: after
+    that fails on a connection is retried on a fresh one first: after
     Redis restarts, every pooled connection fails once, and that is not an
     outage. (A retried script is safe: the offset fence and the verdict's
-    compare-and-set make a repeat a no-op.) Commands are packed by hiredis
-    (:mod:`stream.live.hiredis_packing`).
+    compare-and-set make a repeat a no-op.)
+
+    ``cluster``: redis-py's ``RedisCluster`` (the well-kept client that routes
+    each command and script to the node serving its hash slot, and follows a
+    failover) on the cluster ``url`` names one node of. It retries a call a few
+    times while a master fails over (about 4 s), then raises to the caller,
+    which waits the outage out like a single Redis's (:mod:`stream.live.health`).
+    Up to :data:`CLUSTER_CONNECTIONS` connections a node: a worker sends one
+    step a partition and shard at once, and redis-py refuses a call past the limit rather than wait.
+    On a single Redis, commands are packed by hiredis (:mod:`stream.live.hiredis_packing`).
     """
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": socket_timeout_s,
+        "health_check_interval": 5,
+    }
+    if cluster:
+        return RedisCluster.from_url(
+            url, **options, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3), max_connections=CLUSTER_CONNECTIONS
+        )
     client = Redis.from_url(
         url,
-        decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=socket_timeout_s,
-        health_check_interval=5,
+        **options,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return use_hiredis_packing(client)
 
 
+CLUSTER_CONNECTIONS = 1000
+"""Connections a worker may open to each cluster node (redis-py's default is 100)."""
+
+
 class Fenced(Exception):
     """A step was refused: the namespace lost its marker, or has another generation or state."""
+
+
+class LayoutMismatch(Exception):
+    """The namespace was made with another number of shards than the settings give."""
 
 
 class RolledBack(Exception):
@@ -974,6 +1376,12 @@ def _glob_escape(text: str) -> str:
 
 def _int_or_none(value: str | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _least(shard_replies: Sequence[Sequence[str | None]], i: int) -> int | None:
+    """The least of the ``i``-th values the shards hold (None if a shard holds none)."""
+    values = [reply[i] for reply in shard_replies]
+    return None if None in values else min(int(value) for value in values)  # type: ignore[arg-type]
 
 
 def split_slot_member(member: str) -> tuple[str, int]:

@@ -11,6 +11,7 @@ that: the state is in Redis and every position is read from there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -22,12 +23,16 @@ from faust.worker import Worker
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, KafkaError
+from redis.exceptions import RedisError
 
 from stream.config import Settings
 from stream.kafka_security import kafka_python_options, redact
 from stream.live.app import create_app
 from stream.live.faust_positions import FaustVersionError
+from stream.live.store import LayoutMismatch, Store, redis_client
 from stream.tools.topics import check_topics
+
+log = logging.getLogger(__name__)
 
 
 class WorkerStartError(Exception):
@@ -138,6 +143,24 @@ def _exit_after(seconds: float) -> None:
     timer.start()
 
 
+def check_layout(settings: Settings) -> None:
+    """Refuse to start on a live state made with another number of shards (Redis away: the worker waits it out)."""
+
+    async def read() -> None:
+        redis = redis_client(settings.redis_url, socket_timeout_s=5.0, cluster=settings.redis_cluster)
+        try:
+            await Store.of(redis, settings).meta()
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(read())
+    except LayoutMismatch as error:
+        raise WorkerStartError(str(error)) from None
+    except (RedisError, OSError) as error:
+        log.info("the live state's layout not checked at start (%s): Redis is waited for", redact(str(error)))
+
+
 def run_worker(settings: Settings, loglevel: str = "info", metrics_at: tuple[str, int] | None = None) -> None:
     """Run one worker until it is stopped (SIGINT/SIGTERM stop it, within ``STOP_GRACE_S``).
 
@@ -150,6 +173,7 @@ def run_worker(settings: Settings, loglevel: str = "info", metrics_at: tuple[str
             if len(problems) > 1
             else f"{problems[0]} (run `sla-stream topics`)"
         )
+    check_layout(settings)
     partitions = input_partitions(settings)
     try:
         progress = earlier_progress(settings)

@@ -165,9 +165,9 @@ async def _in_force(settings: Settings) -> list[ListedExemption]:
 
 async def _with_slot_counts(settings: Settings, listed: Sequence[ListedExemption]) -> list[ListedExemption]:
     """Each exemption's count of live slots that are unavailable by their counts and exempted by it (first match)."""
-    redis = redis_client(settings.redis_url, socket_timeout_s=5.0)
+    redis = redis_client(settings.redis_url, socket_timeout_s=5.0, cluster=settings.redis_cluster)
     try:
-        store = Store(redis, settings.key_prefix)
+        store = Store.of(redis, settings)
         if await store.meta() is None:
             return list(listed)
         in_order = in_lookup_order(settings.exemptions, {e.exemption_id: e.exemption for e in listed})
@@ -186,9 +186,9 @@ async def _with_slot_counts(settings: Settings, listed: Sequence[ListedExemption
 
 
 async def _check_app(settings: Settings, app_id: str) -> None:
-    redis = redis_client(settings.redis_url, socket_timeout_s=5.0)
+    redis = redis_client(settings.redis_url, socket_timeout_s=5.0, cluster=settings.redis_cluster)
     try:
-        await check_apps_known(settings, Store(redis, settings.key_prefix), [app_id])
+        await check_apps_known(settings, Store.of(redis, settings), [app_id])
     except UnknownApp as error:
         raise ExemptError(str(error)) from None
     except (RedisError, OSError) as error:

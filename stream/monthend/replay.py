@@ -143,14 +143,14 @@ async def replay(
         counts = topic_partitions(settings)
     except RecountError as error:
         raise ReplayError(str(error)) from None
-    redis = redis_client(settings.redis_url)
-    store = Store(redis, replay_prefix(settings.key_prefix, request, secrets.token_hex(4)))
+    redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
+    store = Store.of(redis, settings, replay_prefix(settings.key_prefix, request, secrets.token_hex(4)))
     try:
         try:
             await redis.ping()
         except RedisError as error:
             raise ReplayError(redact(f"Redis at {settings.redis_url} is not answering: {error}")) from None
-        live = Store(redis, settings.key_prefix)
+        live = Store.of(redis, settings)
         await check_apps_known(settings, live, request.apps)
         partitions = [TopicPartition(topic, p) for topic in settings.topics.input_kinds for p in range(counts[topic])]
         consumer = await open_consumer(settings, aiokafka_options(settings.kafka_security))

@@ -128,9 +128,9 @@ async def _count_share(share: Share, offsets_done: SharedCount, events_counted: 
     settings = share.settings
     plan = share.plan
 
-    redis = redis_client(settings.redis_url)
+    redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
     try:
-        store = Store(redis, share.prefix)
+        store = Store.of(redis, settings, share.prefix)
         fence = Fence(share.generation, "rebuilding")
 
         async def not_sent(letter: DeadLetter) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from stream.sla.months import ServiceMonth
 from stream.sla.policy import SLOT_MINUTES, SlaPolicy
@@ -69,10 +70,12 @@ class ErrorBudget:
     """Never below zero; a month over budget shows ``slots_used > slots_allowed``."""
 
 
+@lru_cache(maxsize=4096)
 def slots_allowed(month: ServiceMonth, policy: SlaPolicy = _DEFAULT_POLICY) -> int:
     """The largest count of unavailable slots that still meets the target.
 
-    8 for any whole calendar month, 4 for 15 days, 0 for a single day.
+    8 for any whole calendar month, 4 for 15 days, 0 for a single day. Cached (exact
+    :class:`~fractions.Fraction` arithmetic, asked for every app's month at each slot boundary).
     """
     allowed_minutes = month.total_minutes * (1 - policy.availability_target)
     return int(allowed_minutes // SLOT_MINUTES)

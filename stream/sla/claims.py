@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 
 import chinese_calendar
 
@@ -52,9 +53,18 @@ class WorkingDayCalendar:
 
     def __init__(self, official_years: Iterable[OfficialYear] = ()) -> None:
         self._supplied = {year.year: year for year in official_years}
+        self._answered: dict[date, tuple[bool, bool]] = {}
+        """Days already answered: ``chinese_calendar`` checks each day against its whole table (some 70 µs), and
+        a slot boundary of 10,000 apps asks about the same days for each of their months."""
 
     def is_working_day(self, day: date) -> tuple[bool, bool]:
         """``(working, estimated)``: estimated when no official calendar covers the day's year."""
+        answer = self._answered.get(day)
+        if answer is None:
+            answer = self._answered[day] = self._look_up(day)
+        return answer
+
+    def _look_up(self, day: date) -> tuple[bool, bool]:
         supplied = self._supplied.get(day.year)
         if supplied is not None:
             if day in supplied.makeup_workdays:
@@ -76,8 +86,12 @@ class ClaimWindow:
     """True when the opening day rests on weekdays because the year's holidays are not known yet."""
 
 
+@lru_cache(maxsize=4096)
 def claim_window(month: ServiceMonth, calendar: WorkingDayCalendar, policy: SlaPolicy = _DEFAULT_POLICY) -> ClaimWindow:
-    """The claim window of ``month``: opens after the Nth working day of the next calendar month."""
+    """The claim window of ``month``: opens after the Nth working day of the next calendar month.
+
+    Cached (the same for every app's month): a calendar is never changed once made.
+    """
     day = date(month.last_day.year, month.last_day.month, 1)
     day = (day + timedelta(days=32)).replace(day=1)
     working_days_seen = 0

@@ -15,13 +15,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError
 
 from stream.config import Settings
 from stream.formats import MonthSummary, month_summary
 from stream.kafka_security import redact
-from stream.live.store import Store, StoredVerdict
+from stream.live.store import Store, StoredVerdict, redis_client
 from stream.sla.availability import display_percent
 from stream.sla.months import service_month_on
 from stream.sla.slots import SLOT_MS, local_date, local_time
@@ -130,10 +129,10 @@ def render(views: Sequence[AppView], settings: Settings, now: float) -> str:
 async def watch(settings: Settings, interval_s: float = 1.0, once: bool = False) -> None:
     """Redraw the view every ``interval_s`` until interrupted (or once); :class:`RedisUnavailable` if Redis fails."""
     try:
-        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        redis = redis_client(settings.redis_url, socket_timeout_s=5.0, cluster=settings.redis_cluster)
     except ValueError as error:
         raise redis_failure(settings.redis_url, error) from None
-    store = Store(redis, settings.key_prefix)
+    store = Store.of(redis, settings)
     try:
         while True:
             try:

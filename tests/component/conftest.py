@@ -16,11 +16,13 @@ from live_kit import LiveKit, run_kit
 Live = Callable[..., None]
 
 
-@pytest.fixture
-def live(redis_url: str, redis_prefix: str, redis_client: redis.Redis) -> Live:
-    """``live(steps, **settings)``: run ``async steps(kit)`` on a fresh namespace's :class:`LiveKit`."""
+@pytest.fixture(params=[1, 5], ids=["1-shard", "5-shards"])
+def live(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str, redis_client: redis.Redis) -> Live:
+    """``live(steps, **settings)``: run ``async steps(kit)`` on a fresh namespace's :class:`LiveKit`, once with the
+    state in one shard and once in five (the test apps fall in shards 3, 0 and 2; all on the one Redis: on a
+    cluster only where the shards live differs)."""
 
     def run(steps: Callable[[LiveKit], Awaitable[None]], **stream: Any) -> None:
-        run_kit(redis_url, redis_prefix, steps, **stream)
+        run_kit(redis_url, redis_prefix, steps, **({"redis_shards": request.param} | stream))
 
     return run

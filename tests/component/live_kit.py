@@ -37,7 +37,7 @@ from stream.live.health import Health
 from stream.live.hiredis_packing import use_hiredis_packing
 from stream.live.ingest import Ingester, Record
 from stream.live.namespace import NamespaceGuard
-from stream.live.store import Fence, Store
+from stream.live.store import Applied, Fence, Store
 from stream.sla.counting import EventKind
 
 TOPICS = {"request": "requests", "success": "successes"}
@@ -129,7 +129,7 @@ def make_kit(redis: Redis, prefix: str, clock: FakeClock, **stream: Any) -> Live
     defaults = load_settings()
     topics = replace(defaults.topics, requests=TOPICS["request"], successes=TOPICS["success"])
     settings = replace(defaults, key_prefix=prefix, topics=topics, **stream)
-    store = Store(redis, prefix)
+    store = Store.of(redis, settings)
     health = Health(prefix)
     guard = NamespaceGuard(store, health, prefix, poll_s=0.01)
     cursors = Cursors()
@@ -141,9 +141,9 @@ def make_kit(redis: Redis, prefix: str, clock: FakeClock, **stream: Any) -> Live
     async def send_verdicts(messages: Sequence[tuple[str, str]]) -> None:
         kit_box[0].verdict_messages.extend(messages)
 
-    async def reseek(tp: str, applied: int) -> None:
-        kit_box[0].seeks.append((tp, applied + 1))
-        cursors.sought(tp, applied)
+    async def reseek(tp: str, applied: Applied) -> None:
+        kit_box[0].seeks.append((tp, applied.least + 1))
+        cursors.sought(tp, applied.shards)
 
     ingester = Ingester(
         store,

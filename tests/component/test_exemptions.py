@@ -50,7 +50,7 @@ def test_an_exemption_then_its_withdrawal_make_two_revisions(live) -> None:
         entered = latest(kit, APP)
         assert (entered["revision"], entered["exempt"], entered["clause"]) == (2, True, "announced-maintenance")
         assert latest(kit, OTHER)["revision"] == 1, "an exemption for one app leaves the others"
-        month = json.loads(await kit.store.redis.get(kit.store.keys.month(APP, date(2026, 11, 1))))
+        month = json.loads(await kit.store.redis.get(kit.store.keys_of(APP).month(APP, date(2026, 11, 1))))
         assert (month["unavailable_slots"], month["exempt_slots"]) == (0, 1)
 
         await kit.exemptions.follow("exemptions", 0, 1, b"maint-1", None)  # a tombstone withdraws it

@@ -6,6 +6,7 @@ the number of distinct events in it.
 
 from __future__ import annotations
 
+import pytest
 from live_kit import START_MS, LiveKit
 
 from stream.live.store import ApplyStatus
@@ -30,7 +31,7 @@ def test_a_redelivered_batch_counts_nothing_twice(live) -> None:
         assert await counts(kit) == SlotCounts(5, 0)
         assert kit.ingester.stats.redelivered == 2
         assert (await kit.store.app_counters([APP]))[APP].requests == 5, "the metrics' call counter: once too"
-        assert (await kit.store.applied_offsets(["requests:0"]))["requests:0"] == 4
+        assert (await kit.store.applied_offsets(["requests:0"]))["requests:0"].least == 4
 
     live(steps)
 
@@ -94,7 +95,7 @@ def test_a_bad_record_is_dead_lettered_alone(live) -> None:
         assert [letter.offset for letter in kit.dead_letters] == [bad.offset, utf16.offset]
         assert "missing" in kit.dead_letters[0].rejected.reason
         assert "UTF-16" in kit.dead_letters[1].rejected.reason
-        assert (await kit.store.applied_offsets(["requests:0"]))["requests:0"] == good_after.offset
+        assert (await kit.store.applied_offsets(["requests:0"]))["requests:0"].least == good_after.offset
 
     live(steps)
 
@@ -108,9 +109,10 @@ def test_redis_behind_the_reading_is_read_again_from_redis(live) -> None:
         await kit.count("request", first)
         generation = kit.fence.generation
         # What a restore leaves: the applied offset and counts of an earlier moment (2 of the 4 events).
-        await kit.store.redis.hset(kit.store.keys.offsets, "requests:0", 1)
-        await kit.store.redis.hset(kit.store.keys.slot(APP, SLOT), "requests", 2)
-        await kit.store.redis.srem(kit.store.keys.ids(APP, SLOT, "requests"), "r-2", "r-3")
+        keys = kit.store.keys_of(APP)  # on a cluster: the shard of APP came back from a replica that lagged
+        await kit.store.redis.hset(keys.offsets, "requests:0", 1)
+        await kit.store.redis.hset(keys.slot(APP, SLOT), "requests", 2)
+        await kit.store.redis.srem(keys.ids(APP, SLOT, "requests"), "r-2", "r-3")
         more = [kit.request(0, "r-4", APP, SLOT + 4)]
         await kit.ingester.apply("request", more)
         assert kit.seeks[-1] == ("requests:0", 2), "read again from Redis's applied offset + 1"
@@ -130,5 +132,49 @@ def test_apply_status_of_a_stale_generation_is_fenced(live) -> None:
         record = kit.request(0, "r-1", APP, SLOT)
         result = await kit.store.apply_batch(old, "requests:0", -1, [record.offset], [], "requests", SLOT, 0)
         assert result.status is ApplyStatus.FENCED
+
+    live(steps)
+
+
+class Killed(Exception):
+    """The worker died here (not a Redis error: nothing retries it)."""
+
+
+def test_a_batch_cut_short_between_its_shard_steps_is_completed_once(live) -> None:
+    """A worker died after one shard applied a batch and before the others did: the next reading, from where
+    every shard has the partition, completes the batch where it was missing and counts nothing twice."""
+    apps = ["1400000001", "1400000002", "1400000003"]  # shards 3, 0 and 2 of five
+
+    async def steps(kit: LiveKit) -> None:
+        store = kit.store
+        await kit.count("request", [kit.request(0, f"r-{app}-0", app, SLOT) for app in apps])  # offsets 0-2
+        batch = [kit.request(0, f"r-{app}-{i}", app, SLOT + i) for i in (1, 2) for app in apps]  # offsets 3-8
+        first_shard = store.shard_of(apps[0]).index
+        apply_steps = store.apply_steps
+
+        async def dies_after_one_shard(fence, tp, field, shard_steps):
+            await apply_steps(fence, tp, field, {first_shard: shard_steps[first_shard]})
+            raise Killed
+
+        store.apply_steps = dies_after_one_shard  # type: ignore[method-assign]
+        with pytest.raises(Killed):
+            await kit.ingester.apply("request", batch)
+        store.apply_steps = apply_steps  # type: ignore[method-assign]
+        applied = (await store.applied_offsets(["requests:0"]))["requests:0"]
+        assert applied.shards[first_shard] == 8
+        assert applied.least == (8 if len(store.shards) == 1 else 2)
+
+        # Another worker takes the partition over: it reads from the least applied offset + 1, in batches
+        # that straddle the cut, and a redelivery of the whole.
+        kit.cursors.forget(["requests:0"])
+        await kit.ingester.position("requests:0")
+        assert kit.seeks[-1] == ("requests:0", applied.least + 1)
+        reread = [r for r in batch if r.offset > applied.least]
+        await kit.ingester.apply("request", reread[:2])
+        await kit.ingester.apply("request", reread[2:])
+        await kit.ingester.apply("request", batch)
+        for app in apps:
+            assert await counts(kit, app_id=app) == SlotCounts(3, 0), app
+        assert (await store.applied_offsets(["requests:0"]))["requests:0"].shards == tuple([8] * len(store.shards))
 
     live(steps)

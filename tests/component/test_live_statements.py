@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from stream.formats import statement_to_json
 from stream.live import web
 from stream.live.exemptions import current_exemptions
-from stream.live.ledger import assess_live_month, statements_from_store
+from stream.live.ledger import assess_live_months, statements_from_store
 from stream.live.pages import LivePages, month_href
 from stream.sla.counting import SlotTally, counted_time
 from stream.sla.coverage import MinuteMap
@@ -116,7 +116,7 @@ def test_the_live_statement_equals_the_reports_and_is_served(live) -> None:
         assert [(line.slot_ms, line.counts, line.revision) for line in statement.open_slots] == [
             (START_MS + 3 * SLOT_MS, SlotCounts(50, 50), None)
         ], "the last slot is still open: shown, in no figure"
-        [ledger] = await assess_live_month(kit.store, kit.settings, APP, 2026, 11, exemptions)
+        [[ledger]] = await assess_live_months(kit.store, kit.settings, [(APP, 2026, 11)], exemptions)
         a = statement.assessment
         assert replace(ledger, requests=a.requests, successes=a.successes) == a, "the ledger judges the same slots"
         assert (ledger.requests, ledger.successes) == (a.requests + 50, a.successes + 50), "its day totals count all"

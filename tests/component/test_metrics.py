@@ -58,7 +58,7 @@ def test_the_export_equals_the_ledger_and_the_counters(live) -> None:
         def app(name: str, app_id: str = DOWN, **labels: str) -> float:
             return samples[(name, tuple(sorted({"app": app_id, **labels}.items())))]
 
-        ledger = json.loads(await kit.store.redis.get(kit.store.keys.month(DOWN, date(2026, 11, 1))))
+        ledger = json.loads(await kit.store.redis.get(kit.store.keys_of(DOWN).month(DOWN, date(2026, 11, 1))))
         assert app("sla_month_availability_ratio") == ledger["availability"]
         assert app("sla_month_meets_target") == 0.0 and ledger["meets_sla"] is False
         budget = ledger["error_budget"]
@@ -194,11 +194,12 @@ def test_the_running_months_are_read_again_only_where_a_ledger_changed(live) -> 
         await kit.tick()
         after = await refresh()
         assert read[-1] == sorted([(DOWN, november), ("flush", november)]), "CALM's ledger is unchanged: not read"
-        ledger = json.loads(await kit.store.redis.get(kit.store.keys.month(DOWN, november)))
+        ledger = json.loads(await kit.store.redis.get(kit.store.keys_of(DOWN).month(DOWN, november)))
         assert after[("sla_month_budget_used_slots", (("app", DOWN),))] == ledger["error_budget"]["slots_used"] == 1
         assert after[("sla_month_availability_ratio", (("app", CALM),))] == 1.0
 
-        await kit.store.redis.delete(kit.store.keys.ledgerversion)  # as if Redis came back without its last writes
+        # as if Redis came back without its last writes
+        await kit.store.redis.delete(kit.store.keys_of(DOWN).ledgerversion)
         await refresh()
         assert read[-1] == sorted([(DOWN, november), (CALM, november), ("flush", november)])
 

@@ -18,7 +18,9 @@ from stream.live.store import (
     ApplyStatus,
     Fence,
     Fenced,
+    LayoutMismatch,
     LedgerDue,
+    Meta,
     RolledBack,
     SlotBatch,
     Store,
@@ -176,5 +178,37 @@ def test_app_counters_are_read_in_chunks_whole(redis_url, redis_prefix):
             n = i // 7
             expected = AppCounters(n + 10, n, 1, 2, 3, n + 4) if i % 7 == 0 else AppCounters(0, 0, 0, 0, 0, 0)
             assert counters[app_id] == expected, app_id
+
+    run(with_store(redis_url, redis_prefix, steps))
+
+
+def test_a_sharded_namespace_moves_as_one(redis_url, redis_prefix):
+    """Markers in every shard: a move to a new generation cut short is completed by the next reader, a rebuild
+    marks every shard before deleting anything, and a store with another number of shards is refused."""
+
+    async def steps(one: Store) -> None:
+        store = Store(one.redis, one.prefix, shards=3)
+        assert await store.initialise(100)
+        fence = Fence(100)
+        slots = [SlotBatch(app, SLOT, "2026-11-26", ["a"]) for app in ("1400000001", "1400000002", "1400000006")]
+        assert {store.shard_of(s.app_id).index for s in slots} == {0, 1, 2}
+        assert (await store.apply_batch(fence, TP, -1, [0], slots, "requests", SLOT, 0)).status is ApplyStatus.APPLIED
+
+        with pytest.raises(LayoutMismatch, match=r"in 3 shards, not the 1 the settings give"):
+            await one.meta()
+
+        await store.redis.hset(store.shards[1].keys.meta, "generation", 200)  # a move cut short after one shard
+        meta = await store.meta()
+        assert meta is not None and meta.generation == 200
+        assert [await store.redis.hget(s.keys.meta, "generation") for s in store.shards] == ["200"] * 3
+        stale = await store.apply_batch(fence, TP, 0, [1], slots, "requests", SLOT, 0)
+        assert stale.status is ApplyStatus.FENCED
+
+        deleted = await store.begin_rebuild(300)
+        assert deleted > 0 and await store.apps() == set()
+        assert (await store.meta()) == Meta(300, "rebuilding", 300)
+        assert await store.finish_rebuild(300)
+        assert (await store.meta()) == Meta(300, "live", 300)
+        await store.remove_all()
 
     run(with_store(redis_url, redis_prefix, steps))

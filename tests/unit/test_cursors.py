@@ -13,7 +13,7 @@ def test_an_unpositioned_partition_has_no_cursor_and_remembers_what_went_by() ->
     cursors = Cursors()
     assert cursors.get(TP) is None
     cursors.saw(TP, [5, 6, 7])  # dropped: the partition is positioned first
-    cursors.sought(TP, applied=4)
+    cursors.sought(TP, applied=[4])
     cursor = cursors.get(TP)
     assert cursor is not None and (cursor.applied, cursor.skip_above) == (4, 7)
     assert cursors.admit(TP, [8, 9]) == [], "fetched before the seek: stale"
@@ -23,18 +23,18 @@ def test_an_unpositioned_partition_has_no_cursor_and_remembers_what_went_by() ->
 
 def test_a_seek_forward_drops_nothing_the_fence_would_not() -> None:
     cursors = Cursors()
-    cursors.sought(TP, applied=-1)
+    cursors.sought(TP, applied=[-1])
     assert cursors.admit(TP, [0, 1, 2]) == [0, 1, 2]
-    cursors.sought(TP, applied=10)  # another worker applied up to 10 meanwhile
+    cursors.sought(TP, applied=[10])  # another worker applied up to 10 meanwhile
     assert cursors.get(TP).skip_above is None
     assert cursors.admit(TP, [3, 4]) == [3, 4], "stale but harmless: Redis's offset fence skips them"
 
 
 def test_a_seek_back_after_lost_writes_skips_until_the_reread_starts() -> None:
     cursors = Cursors()
-    cursors.sought(TP, applied=99)
+    cursors.sought(TP, applied=[99])
     assert cursors.admit(TP, list(range(100, 120))) == list(range(100, 120))
-    cursors.sought(TP, applied=109)  # Redis came back holding 109
+    cursors.sought(TP, applied=[109])  # Redis came back holding 109
     assert cursors.admit(TP, [120, 121]) == [], "the rest of the old fetch"
     assert cursors.admit(TP, [110, 111]) == [110, 111]
     assert cursors.admit(TP, [120, 121]) == [120, 121], "after the re-read caught up, later records continue"
@@ -42,11 +42,11 @@ def test_a_seek_back_after_lost_writes_skips_until_the_reread_starts() -> None:
 
 def test_forgetting_keeps_how_far_the_partition_was_delivered() -> None:
     cursors = Cursors()
-    cursors.sought(TP, applied=-1)
+    cursors.sought(TP, applied=[-1])
     cursors.admit(TP, [0, 1, 2, 3])
     cursors.forget([TP])
     assert cursors.get(TP) is None
-    cursors.sought(TP, applied=1)
+    cursors.sought(TP, applied=[1])
     assert cursors.get(TP).skip_above == 3
 
 
