@@ -30,12 +30,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import DataError
+
+R = TypeVar("R", Redis, RedisCluster)
 
 
 class HiredisPacking:
@@ -56,10 +59,21 @@ class HiredisPacking:
             raise DataError(str(error)) from None
 
 
-def use_hiredis_packing(client: Redis) -> Redis:
-    """Make ``client``'s new connections pack commands with hiredis; returns the client."""
-    pool = client.connection_pool
-    chosen: type[AbstractConnection] = pool.connection_class
-    if not issubclass(chosen, HiredisPacking):
-        pool.connection_class = type(f"HiredisPacking{chosen.__name__}", (HiredisPacking, chosen), {})
+def use_hiredis_packing(client: R) -> R:
+    """Make ``client``'s new connections pack commands with hiredis; returns the client.
+
+    A ``RedisCluster`` makes one pool a node, from its ``connection_kwargs``,
+    when it first meets the node: given before its first command, the class
+    there is what every node's connections are made of.
+    """
+    if isinstance(client, RedisCluster):
+        client.connection_kwargs["connection_class"] = _packing(client.connection_kwargs["connection_class"])
+    else:
+        client.connection_pool.connection_class = _packing(client.connection_pool.connection_class)
     return client
+
+
+def _packing(chosen: type[AbstractConnection]) -> type[AbstractConnection]:
+    if issubclass(chosen, HiredisPacking):
+        return chosen
+    return type(f"HiredisPacking{chosen.__name__}", (HiredisPacking, chosen), {})

@@ -3,7 +3,8 @@
 Routes (served beside ``/metrics`` by :mod:`stream.live.web`):
 
 =======================================  ===================================================================
-``/``                                    index: every app's running month at a glance, linking its page
+``/``                                    index: apps' running months, worst budget first, filtered and paged
+                                         (``?sort=&status=&q=&page=``, :mod:`stream.statements.index_query`)
 ``/apps/{app}/months/{YYYY-MM}``         the app's service month in that calendar month, as a page that
                                          refreshes itself (several service months: a list of them, 300)
 ``/apps/{app}/months/{YYYY-MM-DD}``      the app's service month starting that day
@@ -49,7 +50,8 @@ from stream.live.store import Store, redis_client
 from stream.sla.months import ServiceMonth, begun_by, service_months_in
 from stream.sla.slots import local_time
 from stream.statements import slot_csv
-from stream.statements.month_page import IndexEntry, LiveContext, render_index, render_month_page
+from stream.statements.index_query import IndexEntry, IndexQuery, select
+from stream.statements.month_page import LiveContext, render_index, render_month_page
 from stream.statements.statement import Statement
 
 REFRESH_S = 15
@@ -102,7 +104,11 @@ class LivePages:
         if refresh is None:
             return Response.text("400 Bad Request", "refresh must be a whole number of seconds from 2 to 3600")
         if raw_path in ("/", "/apps", "/apps/"):
-            return self._index(refresh)
+            try:
+                index_query = IndexQuery.parse(query)
+            except ValueError as error:
+                return Response.text("400 Bad Request", str(error))
+            return self._index(refresh, index_query)
         parts = raw_path.split("/")
         if len(parts) != 5 or parts[0] != "" or parts[1] != "apps" or parts[3] != "months" or not parts[2]:
             return None
@@ -174,11 +180,11 @@ class LivePages:
         html = render_month_page(statement, self._context(refresh))
         return Response("200 OK", "text/html; charset=utf-8", html.encode("utf-8"))
 
-    def _index(self, refresh: int) -> Response:
+    def _index(self, refresh: int, query: IndexQuery) -> Response:
         snapshot = self._snapshot()
         entries = [] if snapshot is None else _index_entries(snapshot)
         html = render_index(
-            entries,
+            select(entries, query),
             self._context(refresh, None if snapshot is None else snapshot.taken_ms),  # as of the snapshot
             "sla-stream: every app's running month",
             timezone=self._settings.policy.timezone,

@@ -1332,7 +1332,7 @@ def redis_client(url: str, socket_timeout_s: float = 10.0, cluster: bool = False
     which waits the outage out like a single Redis's (:mod:`stream.live.health`).
     Up to :data:`CLUSTER_CONNECTIONS` connections a node: a worker sends one
     step a partition and shard at once, and redis-py refuses a call past the limit rather than wait.
-    On a single Redis, commands are packed by hiredis (:mod:`stream.live.hiredis_packing`).
+    Commands are packed by hiredis (:mod:`stream.live.hiredis_packing`).
     """
     options: dict[str, Any] = {
         "decode_responses": True,
@@ -1341,8 +1341,13 @@ def redis_client(url: str, socket_timeout_s: float = 10.0, cluster: bool = False
         "health_check_interval": 5,
     }
     if cluster:
-        return RedisCluster.from_url(
-            url, **options, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3), max_connections=CLUSTER_CONNECTIONS
+        return use_hiredis_packing(
+            RedisCluster.from_url(
+                url,
+                **options,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                max_connections=CLUSTER_CONNECTIONS,
+            )
         )
     client = Redis.from_url(
         url,

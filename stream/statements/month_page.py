@@ -49,7 +49,7 @@ from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from stream.formats import MonthSummary, statement_to_json
+from stream.formats import statement_to_json
 from stream.sla.assessment import MonthAssessment, Period
 from stream.sla.availability import display_percent, truncated_decimal, unavailable_minutes
 from stream.sla.coverage import Coverage
@@ -57,6 +57,7 @@ from stream.sla.exemptions import CLAUSES, Exemption
 from stream.sla.policy import SLOT_MINUTES
 from stream.sla.slots import SLOT_MS, day_start_ms, local_time, slots_between
 from stream.statements import page_style as style
+from stream.statements.index_query import Q_MAX, SORT_LABELS, IndexPage
 from stream.statements.listing import SlotLine
 from stream.statements.statement import Source, Statement
 
@@ -71,17 +72,6 @@ class LiveContext:
     """When the page was read (its banner's "as of"); the statement's own time is its coverage's."""
     index_href: str
     """The link back to the index of apps (``/``)."""
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """One app on the live index."""
-
-    app_id: str
-    href: str
-    """The app's running month page."""
-    month: MonthSummary | None
-    """Its running service month, as its month ledger says; None: no subscription covers today."""
 
 
 SOURCES: dict[Source, str] = {
@@ -717,19 +707,20 @@ def _how(statement: Statement) -> str:
 
 
 def render_index(
-    entries: Sequence[IndexEntry],
+    page: IndexPage,
     live: LiveContext,
     title: str,
     timezone: ZoneInfo | None = None,
     coverage: Coverage | None = None,
 ) -> str:
-    """The live index: each app's running month (availability, target, budget, compensation), linking its page.
+    """The live index: one page of apps' running months (availability, target, budget, compensation), each
+    linking its page, with the controls that filter, sort and page them (:mod:`stream.statements.index_query`).
 
     ``timezone`` is the zone the page's time is given in (the SLA's); without it, UTC. ``coverage`` is the
     input's of the running calendar month: its silent periods are said above the figures they flatter.
     """
     rows = []
-    for entry in entries:
+    for entry in page.entries:
         app = escape(entry.app_id)
         name = f'<a href="{escape(entry.href)}">{app}</a>' if entry.href else app
         a = entry.month
@@ -746,13 +737,16 @@ def render_index(
             f'<td class="num">{a.slots_used} of {a.slots_allowed}</td>'
             f'<td class="num">{compensation}</td></tr>'
         )
-    body = (
-        '<div class="scroll"><table><thead><tr><th>app</th><th>service month</th><th class="num">availability</th>'
-        '<th>target</th><th class="num">budget used of allowed</th><th class="num">compensation</th></tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-        if rows
-        else "<p>No app yet: nothing counted and no terms on record.</p>"
-    )
+    if rows:
+        body = (
+            '<div class="scroll"><table><thead><tr><th>app</th><th>service month</th><th class="num">availability</th>'
+            '<th>target</th><th class="num">budget used of allowed</th><th class="num">compensation</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+        )
+    elif page.total:
+        body = "<p>No app on this page: none matches, or the page is past the last.</p>"
+    else:
+        body = "<p>No app yet: nothing counted and no terms on record.</p>"
     return "\n".join(
         [
             _head(title, live),
@@ -761,12 +755,52 @@ def render_index(
             _live_banner(live, timezone or ZoneInfo("UTC"), running=False, link=False),
             _index_data_note(coverage, timezone or ZoneInfo("UTC")),
             "</header>",
-            f"<section><h2>Running service months</h2>{body}"
+            f"<section><h2>Running service months</h2>{_index_controls(page)}{body}{_index_pages(page)}"
             '<p class="small">Availability truncated, never rounded up; budget: unavailable slots used of those '
             "the target allows; each app links to its month page.</p></section>",
             "</main></body></html>\n",
         ]
     )
+
+
+def _index_controls(page: IndexPage) -> str:
+    """The form that filters and sorts the index (a GET of ``/``: the query is the page's address)."""
+    query = page.query
+
+    def options(name: str, choices: Sequence[tuple[str, str]], chosen: str) -> str:
+        return (
+            f'<select name="{name}">'
+            + "".join(
+                f'<option value="{value}"{" selected" if value == chosen else ""}>{label}</option>'
+                for value, label in choices
+            )
+            + "</select>"
+        )
+
+    refresh = "" if query.refresh is None else f'<input type="hidden" name="refresh" value="{query.refresh}">'
+    shown = f"{page.first:,}–{page.first + len(page.entries) - 1:,} of {page.matched:,}" if page.entries else "none"
+    return (
+        '<form class="controls" method="get" action="/">'
+        f'<label>app id <input type="search" name="q" value="{escape(query.q)}" maxlength="{Q_MAX}"></label> '
+        f"<label>status {options('status', [('all', 'all'), ('missed', 'missed'), ('met', 'met')], query.status)}"
+        "</label> "
+        f"<label>order {options('sort', SORT_LABELS, query.sort)}</label>{refresh} "
+        '<button type="submit">show</button></form>'
+        f'<p class="small" data-shown="{page.matched}">Showing {shown} matching apps ({page.total:,} in all).</p>'
+    )
+
+
+def _index_pages(page: IndexPage) -> str:
+    """Links to the previous and next pages, and the page number (none when one page holds every match)."""
+    if page.pages <= 1:
+        return ""
+    number = page.query.page
+    links = [f"page {number:,} of {page.pages:,}"]
+    if number > 1:
+        links.insert(0, f'<a rel="prev" href="{escape(page.query.href(page=number - 1))}">previous</a>')
+    if number < page.pages:
+        links.append(f'<a rel="next" href="{escape(page.query.href(page=number + 1))}">next</a>')
+    return f'<p class="pages">{" · ".join(links)}</p>'
 
 
 def _index_data_note(coverage: Coverage | None, tz: ZoneInfo) -> str:

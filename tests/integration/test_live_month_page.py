@@ -119,6 +119,13 @@ def test_live_page_shows_a_slot_turning_bad(stream_deployment: Callable[..., Dep
         index_link.first.wait_for(timeout=30_000)
         page.goto(f"{base}/?refresh=3600")  # no reload while the page is read
         assert FLUSH_APP in page.content(), "the index lists every app the worker has seen"
+        # The index's form, as an operator uses it at fleet size: one app found by its id, the refresh kept.
+        page.fill('input[name="q"]', APP)
+        page.click('button[type="submit"]')
+        page.wait_for_url(f"{base}/?q={APP}&status=all&sort=budget&refresh=3600")  # the form's fields, in order
+        rows = page.eval_on_selector_all("tbody tr td:first-child", "els => els.map(e => e.textContent)")
+        assert rows == [APP], rows
+        assert "Showing 1–1 of 1 matching apps (2 in all)" in " ".join(page.text_content("main").split())
 
     assert not watched.console and not watched.errors, f"the live pages logged {watched.console + watched.errors}"
     outside = [r for r in watched.requests if not r.startswith(base + "/")]
@@ -126,3 +133,6 @@ def test_live_page_shows_a_slot_turning_bad(stream_deployment: Callable[..., Dep
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{base}/apps/{APP}/months/{month}?refresh=1", timeout=10)
     assert refused.value.code == 400
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/?sort=worst", timeout=10)
+    assert refused.value.code == 400 and b"sort must be one of" in refused.value.read()

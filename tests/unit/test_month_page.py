@@ -42,10 +42,10 @@ from stream.sla.months import ServiceMonth, calendar_month
 from stream.sla.policy import SlaPolicy
 from stream.sla.slots import SLOT_MS, day_start_ms, local_time, slots_between
 from stream.sla.verdict import SlotCounts
+from stream.statements.index_query import IndexEntry, IndexQuery, select
 from stream.statements.listing import slot_start_text
 from stream.statements.month_page import (
     CELL_VERDICTS,
-    IndexEntry,
     LiveContext,
     render_index,
     render_month_page,
@@ -330,7 +330,10 @@ def test_the_index_lists_each_app_with_its_running_month() -> None:
     summary = month_summary(month_to_json(october()[0].assessment, SHANGHAI))
     live = LiveContext(refresh_s=30, now_ms=at("2026-10-14T10:22"), index_href="/")
     page = render_index(
-        [IndexEntry(APP, "/apps/1400000002/months/2026-10-01", summary), IndexEntry(HOSTILE_APP, "", None)],
+        select(
+            [IndexEntry(APP, "/apps/1400000002/months/2026-10-01", summary), IndexEntry(HOSTILE_APP, "", None)],
+            IndexQuery(),
+        ),
         live,
         "every app's <running> month",
         timezone=SHANGHAI,
@@ -355,7 +358,9 @@ def test_the_index_says_when_the_input_left_silent_periods() -> None:
     whole = Coverage.measure(covered, start, end, at("2026-10-14T09:50"), 15)
     summary = month_summary(month_to_json(october()[0].assessment, SHANGHAI))
     pages = [
-        PageReader(render_index([IndexEntry(APP, "", summary)], live, "index", SHANGHAI, coverage))
+        PageReader(
+            render_index(select([IndexEntry(APP, "", summary)], IndexQuery()), live, "index", SHANGHAI, coverage)
+        )
         for coverage in (silent, whole)
     ]
     notes = [" ".join(" ".join(page.text).split()) for page in pages]
