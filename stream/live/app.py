@@ -150,7 +150,7 @@ def create_app(
     totals = TotalsLog()
     metrics = WorkerMetrics.create(settings, health, ingester.by_topic, exports_apps=app.is_leader)
     if metrics_at is not None:
-        web.serve(*metrics_at, metrics.registry, LivePages(settings, lambda: metrics.collector.snapshot))
+        web.serve(*metrics_at, metrics.exposition, LivePages(settings, lambda: metrics.collector.snapshot))
         app.monitor = PrometheusMonitor(FaustMetrics.create(metrics.registry, "faust"))
 
     @app.on_partitions_assigned.connect

@@ -35,17 +35,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from fractions import Fraction
 from importlib.metadata import version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from stream.config import Settings
 from stream.events import REASON_CATEGORIES
 from stream.formats import MonthSummary, month_summary, month_to_json
+from stream.live.app_series import AppSeries
 from stream.live.clock import ClockTiming
 from stream.live.closer import TickResult
 from stream.live.exemptions import current_exemptions
@@ -57,7 +57,7 @@ from stream.sla.coverage import Coverage, month_label
 from stream.sla.exemptions import Exemption
 from stream.sla.months import ServiceMonth, calendar_month, service_month_on
 from stream.sla.slots import local_date
-from stream.sla.verdict import SlotCounts, judge_slot
+from stream.sla.verdict import SlotCounts
 
 REFRESH_INTERVAL_S = 5.0
 """How often a worker reads the app series from Redis: well inside a 15 s scrape interval."""
@@ -227,10 +227,6 @@ class PipelineCounts:
     """Records between this worker's position and the last stable offset, per assigned input partition."""
 
 
-def _ratio(value: Fraction | None) -> float:
-    return float("nan") if value is None else float(value)
-
-
 class SlaCollector(Collector):
     """Builds every ``sla_*`` family from the last snapshot and the in-process counts, at scrape time."""
 
@@ -251,6 +247,7 @@ class SlaCollector(Collector):
         """Whether this worker exports the app series now: the group's leader alone, so Prometheus holds them
         once for the fleet, not once a worker."""
         self._version = version("sla-stream")
+        self._app_series = AppSeries(settings.policy.timezone)
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
         yield from self._info()
@@ -261,9 +258,18 @@ class SlaCollector(Collector):
             "When the app series were last read from Redis (0: not yet)",
             0.0 if snapshot is None else snapshot.taken_ms / 1000,
         )
+        if self._exporting(snapshot):
+            yield from self._job(snapshot)  # type: ignore[arg-type]
+
+    def _exporting(self, snapshot: Snapshot | None) -> bool:
+        """Whether the app series go out now: a fresh snapshot, on the worker that exports them."""
         fresh = snapshot is not None and self._wall_clock() - snapshot.taken_ms / 1000 <= STALE_AFTER_S
-        if snapshot is not None and fresh and self._exports_apps():
-            yield from self._apps(snapshot)
+        return fresh and self._exports_apps()
+
+    def app_text(self) -> str:
+        """The per-app families as exposition text (:mod:`stream.live.app_series`; empty when not exported)."""
+        snapshot = self.snapshot
+        return self._app_series.text(snapshot.apps) if snapshot is not None and self._exporting(snapshot) else ""
 
     def _info(self) -> Iterator[GaugeMetricFamily | InfoMetricFamily]:
         policy = self._settings.policy
@@ -331,7 +337,8 @@ class SlaCollector(Collector):
             lag.add_metric([topic, str(partition)], records)
         yield lag
 
-    def _apps(self, snapshot: Snapshot) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def _job(self, snapshot: Snapshot) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The job-wide series that go with the app series: the watermark and the input's coverage."""
         now_s = self._wall_clock()
         if snapshot.watermark_ms is not None:
             yield GaugeMetricFamily(
@@ -356,109 +363,6 @@ class SlaCollector(Collector):
             "How far the watermark is behind the wall clock (+Inf while some partition's time is unknown)",
             math.inf if snapshot.watermark_ms is None else now_s - snapshot.watermark_ms / 1000,
         )
-        month_families = _MonthFamilies()
-        counters = _CounterFamilies()
-        opened = _OpenSlotFamilies()
-        for app_id, app in sorted(snapshot.apps.items()):
-            if app.month is not None:
-                month_families.add(app_id, app.month, self._settings)
-            if app.open_slot is not None:
-                opened.add(app_id, app.open_slot)
-            counters.add(app_id, app.counters)
-        yield from month_families.families()
-        yield from opened.families()
-        yield from counters.families()
-
-
-class _MonthFamilies:
-    """The ``sla_month_*`` gauges, one sample per app."""
-
-    def __init__(self) -> None:
-        def gauge(name: str, text: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, text, labels=["app"])
-
-        self.availability = gauge(
-            "sla_month_availability_ratio", "Running service month's availability (whole month's minutes)"
-        )
-        self.meets = gauge("sla_month_meets_target", "1 while the month is at or above the target, compared exactly")
-        self.unavailable = gauge("sla_month_unavailable_slots", "Unavailable slots counting against the month")
-        self.exempt = gauge("sla_month_exempt_slots", "Slots unavailable by counts but exempt")
-        self.allowed = gauge(
-            "sla_month_budget_allowed_slots", "Unavailable slots the month may have and still meet the target"
-        )
-        self.used = gauge("sla_month_budget_used_slots", "Unavailable slots used of the budget")
-        self.remaining = gauge("sla_month_budget_remaining_slots", "Budget left, never below 0")
-        self.voucher = gauge(
-            "sla_month_voucher_ratio", "Share of the month's fee owed if the month ended now (0, 0.1, 0.2, 0.5)"
-        )
-        self.start = gauge("sla_month_start_timestamp_seconds", "The service month's first instant")
-        self.end = gauge("sla_month_end_timestamp_seconds", "The instant after the service month's last")
-
-    def add(self, app_id: str, month: MonthSummary, settings: Settings) -> None:
-        start_ms, end_ms = month.month.span_ms(settings.policy.timezone)
-        self.availability.add_metric([app_id], _ratio(month.availability))
-        self.meets.add_metric([app_id], 1.0 if month.meets_sla else 0.0)
-        self.unavailable.add_metric([app_id], month.unavailable_slots)
-        self.exempt.add_metric([app_id], month.exempt_slots)
-        self.allowed.add_metric([app_id], month.slots_allowed)
-        self.used.add_metric([app_id], month.slots_used)
-        self.remaining.add_metric([app_id], month.slots_left)
-        self.voucher.add_metric([app_id], month.compensation_percent / 100)
-        self.start.add_metric([app_id], start_ms / 1000)
-        self.end.add_metric([app_id], end_ms / 1000)
-
-    def families(self) -> Iterator[GaugeMetricFamily]:
-        yield from vars(self).values()
-
-
-class _OpenSlotFamilies:
-    """The newest open slot of each app: the early warning before it closes."""
-
-    def __init__(self) -> None:
-        self.requests = GaugeMetricFamily(
-            "sla_open_slot_requests", "Requests counted so far in the newest open slot", labels=["app"]
-        )
-        self.ratio = GaugeMetricFamily(
-            "sla_open_slot_success_ratio", "Success ratio so far in the newest open slot (capped at 1)", labels=["app"]
-        )
-        self.start = GaugeMetricFamily(
-            "sla_open_slot_start_timestamp_seconds", "The newest open slot's start", labels=["app"]
-        )
-
-    def add(self, app_id: str, slot: OpenSlot) -> None:
-        self.requests.add_metric([app_id], slot.counts.requests)
-        self.ratio.add_metric([app_id], _ratio(judge_slot(slot.counts).success_rate))
-        self.start.add_metric([app_id], slot.start_ms / 1000)
-
-    def families(self) -> Iterator[GaugeMetricFamily]:
-        yield from vars(self).values()
-
-
-class _CounterFamilies:
-    """The app counters kept in Redis."""
-
-    def __init__(self) -> None:
-        self.slots = CounterMetricFamily(
-            "sla_slots_closed",
-            "Slots closed, by their first verdict: good, bad (unavailable) or exempt",
-            labels=["app", "outcome"],
-        )
-        self.calls = CounterMetricFamily("sla_calls", "Room-entry requests counted", labels=["app"])
-        self.successes = CounterMetricFamily("sla_call_successes", "Room-entry successes counted", labels=["app"])
-        self.failed = CounterMetricFamily(
-            "sla_calls_failed", "Requests without a success in their slot when it closed", labels=["app"]
-        )
-
-    def add(self, app_id: str, counters: AppCounters) -> None:
-        self.slots.add_metric([app_id, "good"], counters.good_slots)
-        self.slots.add_metric([app_id, "bad"], counters.bad_slots)
-        self.slots.add_metric([app_id, "exempt"], counters.exempt_slots)
-        self.calls.add_metric([app_id], counters.requests)
-        self.successes.add_metric([app_id], counters.successes)
-        self.failed.add_metric([app_id], counters.failed_calls)
-
-    def families(self) -> Iterator[CounterMetricFamily]:
-        yield from vars(self).values()
 
 
 @dataclass
@@ -491,6 +395,10 @@ class WorkerMetrics:
             registry=registry,
         )
         return cls(registry, collector, pipeline, tick)
+
+    def exposition(self) -> bytes:
+        """``/metrics``: the registry's families (worker, job, Faust's) and the app series, in text format 0.0.4."""
+        return generate_latest(self.registry) + self.collector.app_text().encode("utf-8")
 
     def closer_ticked(self, result: TickResult, seconds: float) -> None:
         """Count what one tick of this worker's closer did, and how long it took."""

@@ -2,9 +2,10 @@
 
 One small WSGI app on a thread pool of its own (the standard library's
 ``wsgiref`` with a thread per request), so a scrape or a page never waits on
-the worker's event loop: ``/metrics`` is prometheus_client's own WSGI app
-over the worker's registry, every other path goes to
-:class:`stream.live.pages.LivePages` (404 when it is not a page).
+the worker's event loop: ``/metrics`` is the worker's exposition
+(:meth:`stream.live.metrics.WorkerMetrics.exposition`: the registry's
+families, and the app series rendered only where they changed), every
+other path goes to :class:`stream.live.pages.LivePages` (404 when it is not a page).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from stream.live.pages import LivePages
 
@@ -52,19 +53,21 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def web_app(
-    registry: CollectorRegistry, pages: LivePages
+    exposition: Callable[[], bytes], pages: LivePages
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    """The WSGI app: ``/metrics`` from ``registry``, the page routes from ``pages``, 404 for anything else."""
-    metrics = make_wsgi_app(registry)
+    """The WSGI app: ``/metrics`` from ``exposition``, the page routes from ``pages``, 404 for anything else."""
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
-        if path == "/metrics":
-            return metrics(environ, start_response)
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/metrics" and method in ("GET", "HEAD"):
+            body = exposition()
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+            return [] if method == "HEAD" else [body]
         if path == "/favicon.ico":  # browsers ask for one; the pages have none
             start_response("204 No Content", [])
             return []
-        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+        if method not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", "GET, HEAD")])
             return [b"only GET and HEAD\n"]
         response = pages.answer(environ.get(RAW_PATH, path), environ.get("QUERY_STRING", ""))
@@ -82,11 +85,11 @@ def web_app(
     return app
 
 
-def serve(host: str, port: int, registry: CollectorRegistry, pages: LivePages) -> WSGIServer:
+def serve(host: str, port: int, exposition: Callable[[], bytes], pages: LivePages) -> WSGIServer:
     """Serve :func:`web_app` on ``host:port`` from a daemon thread; raises ``OSError`` when the address is taken."""
     server_class = type(
         "_Server", (_ThreadingServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET}
     )
-    server = make_server(host, port, web_app(registry, pages), server_class, handler_class=_QuietHandler)
+    server = make_server(host, port, web_app(exposition, pages), server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="sla-web", daemon=True).start()
     return server

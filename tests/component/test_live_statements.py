@@ -20,7 +20,6 @@ from dataclasses import replace
 
 import pytest
 from live_kit import START_MS, LiveKit
-from prometheus_client import CollectorRegistry
 
 from stream.formats import statement_to_json
 from stream.live import web
@@ -190,7 +189,7 @@ def test_the_web_server_routes_an_encoded_app_id_to_that_app(live) -> None:
         await kit.count("request", [kit.request(0, "r-other", "aA", START_MS)])
         await kit.move_stream_time(START_MS + SLOT_MS)
         await kit.tick()
-        server = web.serve("127.0.0.1", 0, CollectorRegistry(), LivePages(kit.settings, lambda: None, kit.clock))
+        server = web.serve("127.0.0.1", 0, lambda: b"", LivePages(kit.settings, lambda: None, kit.clock))
         base = f"http://127.0.0.1:{server.server_port}"
         try:
             href = month_href(ODD_APP, "2026-11")

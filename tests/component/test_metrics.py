@@ -11,7 +11,6 @@ import json
 from datetime import date
 
 from live_kit import INPUT_TPS, START_MS, LiveKit
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.events import REASON_CATEGORIES
@@ -23,7 +22,7 @@ DOWN, CALM = "1400000001", "1400000002"
 
 def scrape(metrics: WorkerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of a scrape, by name and sorted labels."""
-    text = generate_latest(metrics.registry).decode()
+    text = metrics.exposition().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
