@@ -26,7 +26,7 @@ fetched input batches  :class:`stream.live.ingest.Ingester` (a batch per partiti
 ``report_idle``        :meth:`stream.live.partitions.InputPartitions.report_idle`
 ``commit_positions``   :meth:`stream.live.partitions.InputPartitions.commit_applied`
 ``log_ingest_totals``  :class:`stream.live.ingest.TotalsLog`
-``refresh_metrics``    :func:`stream.live.metrics.read_snapshot` into the ``/metrics`` collector
+``refresh_metrics``    :class:`stream.live.metrics.SnapshotReader` into the ``/metrics`` collector
 =====================  ===============================================================
 
 With a metrics address, the worker serves ``/metrics`` (:mod:`stream.live.metrics`,
@@ -59,7 +59,7 @@ from stream.live.cursors import Cursors
 from stream.live.exemptions import ExemptionFollower
 from stream.live.health import Health, until_done
 from stream.live.ingest import Ingester, TotalsLog
-from stream.live.metrics import REFRESH_INTERVAL_S, RunningMonths, WorkerMetrics, read_snapshot
+from stream.live.metrics import REFRESH_INTERVAL_S, SnapshotReader, WorkerMetrics
 from stream.live.namespace import NamespaceGuard
 from stream.live.pages import LivePages
 from stream.live.partitions import InputPartitions
@@ -200,7 +200,7 @@ def create_app(
         if result is not None:
             metrics.closer_ticked(result, time.perf_counter() - started)
 
-    running_months = RunningMonths()
+    snapshots = SnapshotReader()
 
     @app.timer(interval=REFRESH_INTERVAL_S)
     async def refresh_metrics() -> None:
@@ -209,8 +209,8 @@ def create_app(
         if metrics_at is None or health.state in ("refusing", "rebuilding"):
             return
         try:
-            metrics.collector.snapshot = await read_snapshot(
-                store, settings, partitions.names, int(time.time() * 1000), running_months
+            metrics.collector.snapshot = await snapshots.read(
+                store, settings, partitions.names, int(time.time() * 1000)
             )
         except (RedisError, OSError) as error:
             health.redis_failed(error)

@@ -17,7 +17,7 @@ Two kinds of series, read two ways:
   ``sla_consumer_lag_records``, ``sla_closer_tick_seconds``,
   ``sla_worker_state``...) are this process's own: sum them over workers.
 
-A scrape never waits on Redis: :func:`read_snapshot` reads Redis on the
+A scrape never waits on Redis: :class:`SnapshotReader` reads Redis on the
 worker's timer, and :class:`SlaCollector`
 turns the last snapshot and the in-process counters into metric families
 when Prometheus asks. ``sla_snapshot_timestamp_seconds`` says how fresh the
@@ -134,6 +134,10 @@ class RunningMonths:
         self._versions: tuple[int, ...] = ()
         """Each shard's ledger version when last read (empty: never read)."""
         self._kept: dict[tuple[str, date], MonthSummary] = {}
+        self._last: dict[str, MonthSummary] = {}
+        self._read_for: tuple[object, ...] = ()
+        self._asked: Mapping[str, ServiceMonth] | None = None
+        """What ``_last`` was read for: the generation and ledger versions, and the months asked (that mapping)."""
 
     async def read(
         self, store: Store, settings: Settings, running: Mapping[str, ServiceMonth], exemptions: tuple[Exemption, ...]
@@ -149,6 +153,8 @@ class RunningMonths:
         else:
             for key in changed:
                 self._kept.pop(key, None)
+        if (generation, versions) == self._read_for and running is self._asked and not changed:
+            return self._last  # nothing saved since, for the same months: the same summaries
         self._generation, self._versions = generation, versions
         wanted = {(app_id, month.first_day): month for app_id, month in running.items()}
         missing = [key for key in wanted if key not in self._kept]
@@ -158,7 +164,9 @@ class RunningMonths:
                 figures if figures is not None else _unjudged_month(settings, key[0], wanted[key], exemptions)
             )
         self._kept = kept
-        return {app_id: kept[(app_id, month.first_day)] for app_id, month in running.items()}
+        self._last = {app_id: kept[(app_id, month.first_day)] for app_id, month in running.items()}
+        self._read_for, self._asked = (generation, versions), running
+        return self._last
 
 
 def _unjudged_month(
@@ -172,38 +180,88 @@ def _unjudged_month(
     return month_to_json(assessment, settings.policy.timezone)
 
 
-async def read_snapshot(
-    store: Store, settings: Settings, input_tps: Sequence[str], now_ms: int, months: RunningMonths | None = None
-) -> Snapshot:
-    """Every app's running month (its month ledger, :class:`RunningMonths`), open slot and counters.
+class SnapshotReader:
+    """Reads a worker's snapshot of the app series, each part again only where it changed since the last read.
 
-    The running month is the one of the newest slot that can have closed by
-    stream time (the watermark less the grace period and a slot), so a month's
-    last slots, judged minutes after midnight, still count in the month they
-    belong to, and a backlog replayed from last month shows last month.
-    ``months`` keeps the ledgers read between refreshes (a worker passes the
-    same one each time; without it, every ledger is read).
+    * Each shard's apps, newest open slots and counters only when the shard
+      changed since (its ``(generation, changes)``, :meth:`Store.changes`: every
+      step that counted an event or stored a verdict there bumps it);
+    * the running months through :class:`RunningMonths` (the ledgers saved since);
+    * which service month each app is in, once a day (and for a new app).
+
+    A quiet fleet's refresh is then a few round trips and no work an app:
+    the previous snapshot's figures are kept as they are (the same objects, so
+    :class:`stream.live.app_series.AppSeries` renders nothing again either).
     """
-    tz = settings.policy.timezone
-    timing = ClockTiming.of(settings)
-    watermark = timing.watermark(await store.partition_states(input_tps), now_ms)
-    today = local_date(now_ms if watermark is None else timing.due_before(watermark) - 1, tz)
-    apps = sorted(await store.apps())
-    exemptions = await current_exemptions(store, settings)
-    newest_open = await store.newest_open_slots()
-    open_counts = dict(zip(newest_open, await store.slot_counts(list(newest_open.items())), strict=True))
-    counters = await store.app_counters(apps)
-    coverage = None if watermark is None else await _running_coverage(store, settings, today, watermark)
-    covering = {app_id: service_month_on(today, settings.terms(app_id).subscriptions) for app_id in apps}
-    running = await (months or RunningMonths()).read(
-        store, settings, {app_id: m for app_id, m in covering.items() if m is not None}, exemptions
-    )
-    snapshots = {}
-    for app_id in apps:
-        slot_ms = newest_open.get(app_id)
-        open_slot = None if slot_ms is None else OpenSlot(slot_ms, open_counts[app_id])
-        snapshots[app_id] = AppSnapshot(running.get(app_id), open_slot, counters[app_id])
-    return Snapshot(now_ms, snapshots, watermark, coverage)
+
+    def __init__(self) -> None:
+        self._months = RunningMonths()
+        self._shards: dict[int, tuple[tuple[int, int], dict[str, tuple[OpenSlot | None, AppCounters]]]] = {}
+        self._covering: tuple[date, dict[str, ServiceMonth | None], dict[str, ServiceMonth]] = (date.min, {}, {})
+        self._apps: Mapping[str, AppSnapshot] = {}
+        self._made_of: tuple[tuple[tuple[int, int], ...], object, object] | None = None
+        """What ``_apps`` was made of: the shards' steps, the covering months and the running months read."""
+
+    async def read(self, store: Store, settings: Settings, input_tps: Sequence[str], now_ms: int) -> Snapshot:
+        """Every app's running month (its month ledger), open slot and counters, as of ``now_ms``.
+
+        The running month is the one of the newest slot that can have closed by
+        stream time (the watermark less the grace period and a slot), so a month's
+        last slots, judged minutes after midnight, still count in the month they
+        belong to, and a backlog replayed from last month shows last month.
+        """
+        tz = settings.policy.timezone
+        timing = ClockTiming.of(settings)
+        watermark = timing.watermark(await store.partition_states(input_tps), now_ms)
+        today = local_date(now_ms if watermark is None else timing.due_before(watermark) - 1, tz)
+        await self._read_shards(store)
+        apps = {app_id: app for shard in self._shards.values() for app_id, app in shard[1].items()}
+        covering, asked = self._covering_on(today, apps, settings)
+        exemptions = await current_exemptions(store, settings)
+        running = await self._months.read(store, settings, asked, exemptions)
+        steps = tuple(step for step, _ in self._shards.values())
+        made_of = self._made_of
+        if made_of is None or made_of[0] != steps or made_of[1] is not covering or made_of[2] is not running:
+            self._apps = {app_id: AppSnapshot(running.get(app_id), *apps[app_id]) for app_id in sorted(apps)}
+            self._made_of = (steps, covering, running)
+        coverage = None if watermark is None else await _running_coverage(store, settings, today, watermark)
+        return Snapshot(now_ms, self._apps, watermark, coverage)
+
+    async def _read_shards(self, store: Store) -> None:
+        """Read again each shard that changed since it was last read."""
+        steps = await store.changes()
+        changed = [i for i, step in enumerate(steps) if self._shards.get(i, (None,))[0] != step]
+        if not changed:
+            return
+        apps = sorted(await store.apps(changed))
+        newest_open = await store.newest_open_slots(changed)
+        open_counts = dict(zip(newest_open, await store.slot_counts(list(newest_open.items())), strict=True))
+        counters = await store.app_counters(apps)
+        by_shard: dict[int, dict[str, tuple[OpenSlot | None, AppCounters]]] = {i: {} for i in changed}
+        for app_id in apps:
+            slot_ms = newest_open.get(app_id)
+            open_slot = None if slot_ms is None else OpenSlot(slot_ms, open_counts[app_id])
+            by_shard[store.shard_of(app_id).index][app_id] = (open_slot, counters[app_id])
+        for i in changed:
+            self._shards[i] = (steps[i], by_shard[i])
+
+    def _covering_on(
+        self, today: date, apps: Mapping[str, object], settings: Settings
+    ) -> tuple[dict[str, ServiceMonth | None], dict[str, ServiceMonth]]:
+        """The service month ``today`` falls in for each app (and those of the apps that have one): kept for the
+        day, worked out again only on another day or for a new app."""
+        day, covering, asked = self._covering
+        if day != today or any(app_id not in covering for app_id in apps):
+            plain = service_month_on(today, ())  # the calendar month: every app without subscriptions
+            covering = {
+                app_id: service_month_on(today, settings.apps[app_id].subscriptions)
+                if app_id in settings.apps
+                else plain
+                for app_id in apps
+            }
+            asked = {app_id: month for app_id, month in covering.items() if month is not None}
+            self._covering = (today, covering, asked)
+        return covering, asked
 
 
 async def _running_coverage(store: Store, settings: Settings, today: date, watermark_ms: int) -> Coverage:

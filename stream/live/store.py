@@ -30,7 +30,8 @@ counts into a state that lost its past (:mod:`stream.live.namespace`).
 Keys, all under one prefix (``sla:`` by default; tests use their own):
 
 =============================  =========================================================
-``meta``                       HASH generation, state (``live``/``rebuilding``), initialised_ms, seq (steps made)
+``meta``                       HASH generation, state (``live``/``rebuilding``), initialised_ms, seq (steps made),
+                               changes (steps that counted an event or stored a verdict: what views follow)
 ``offsets``, ``streamtime``    HASH ``topic:partition`` → last applied offset, max event ts
 ``idle``                       HASH ``topic:partition`` → wall ms it was last seen caught up and idle
 ``deadletters``                HASH ``topic:partition`` → records refused
@@ -197,6 +198,9 @@ end
 if refused > 0 then
   redis.call('HINCRBY', p .. 'deadletters', tp, refused)
 end
+if counted > 0 then
+  redis.call('HINCRBY', p .. 'meta', 'changes', 1)
+end
 seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
 return {1, max_offset, counted, duplicates, late, seq}
 """.replace("CHUNK", str(_SADD_CHUNK))
@@ -272,6 +276,7 @@ for i = 0, n - 1 do
   end
 end
 if changed then
+  redis.call('HINCRBY', p .. 'meta', 'changes', 1)
   seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
 end
 return {0, seq, results}
@@ -393,6 +398,34 @@ return flat
 
 _STATE_FIELDS = 9
 """Values per slot in ``_SLOT_STATES``' reply."""
+
+_SLOT_LISTING = """
+local p, app = ARGV[1], ARGV[2]
+local flat = {}
+for i = 3, #ARGV do
+  local counts = redis.call('HMGET', p .. 'slot:' .. app .. ':' .. ARGV[i], 'requests', 'successes')
+  if counts[1] or counts[2] then
+    flat[#flat + 1] = ARGV[i]
+    flat[#flat + 1] = counts[1] or '0'
+    flat[#flat + 1] = counts[2] or '0'
+    flat[#flat + 1] = redis.call('HGET', p .. 'verdict:' .. app .. ':' .. ARGV[i], 'revision') or ''
+  end
+end
+return flat
+"""
+"""For each given slot start of the app that has counts: ``slot, requests, successes, revision`` (empty: not
+closed), flat, in one reply; one step, so a batch counted meanwhile is in it whole or not at all."""
+
+_RELEASE_IDS = """
+local p = ARGV[1]
+local members = redis.call('ZRANGEBYSCORE', p .. 'idsheld', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(members) do
+  redis.call('DEL', p .. 'ids:' .. member .. ':requests', p .. 'ids:' .. member .. ':successes')
+  redis.call('ZREM', p .. 'idsheld', member)
+end
+return #members
+"""
+"""Drops the id sets of up to ARGV[3] slots last judged at or before ARGV[2] (stream time), in one step."""
 
 _MONTH_CHUNK = 500
 """Service months per ``_MONTH_INPUTS`` call: some 35 arguments each, and Redis is not held long."""
@@ -747,6 +780,8 @@ class Store:
         self._app_counters = redis.register_script(_APP_COUNTERS)
         self._month_inputs = redis.register_script(_MONTH_INPUTS)
         self._slot_states = redis.register_script(_SLOT_STATES)
+        self._slot_listing = redis.register_script(_SLOT_LISTING)
+        self._release_ids = redis.register_script(_RELEASE_IDS)
 
     @classmethod
     def of(cls, redis: Redis | RedisCluster, settings: Settings, prefix: str | None = None) -> Store:
@@ -899,14 +934,17 @@ class Store:
 
         For when Redis lost writes: verdict revisions it had counted up to
         were published and are now forgotten, so revisions published from
-        here on must be told apart by a larger generation. Every shard moves
-        (a worker positioned in the old generation reads every partition again).
+        here on must be told apart by a larger generation. The home shard
+        decides who moves it (one compare-and-set: of workers noticing the loss
+        at once, one wins); the winner moves the other shards, and a move cut
+        short is completed by the next :meth:`meta`.
         """
-        moved = [
-            await self._new_generation(keys=[shard.keys.meta], args=[fence.generation, generation])
-            for shard in self.shards
-        ]
-        return any(moved)
+        args = [fence.generation, generation]
+        if not await self._new_generation(keys=[self.home.keys.meta], args=args):
+            return False
+        for shard in self.shards[1:]:
+            await self._new_generation(keys=[shard.keys.meta], args=args)
+        return True
 
     async def begin_rebuild(self, generation: int) -> int:
         """Mark the namespace as being rebuilt with a new generation, then delete everything else in it.
@@ -1060,22 +1098,20 @@ class Store:
     async def slot_listing(self, app_id: str, slot_starts: Sequence[int]) -> dict[int, tuple[SlotCounts, int | None]]:
         """The counts and latest verdict revision (None: not closed) of each of the app's slots with traffic.
 
-        One round trip for a month's 8,928 slots, read by their key names (no
-        SCAN) in one transaction (all in the app's shard), so a batch counted meanwhile is in it whole or
-        not at all; slots without traffic are absent from the result.
+        One script for a month's 8,928 slots, read by their key names (no SCAN)
+        in one step in the app's shard, so a batch counted meanwhile is in it
+        whole or not at all; slots without traffic are absent from the result.
+        (Not a MULTI pipeline: redis-py 8.2 runs a cluster transaction's every
+        command on a thread of its own, 0.7 ms each.)
         """
-        keys = self.keys_of(app_id)
-        pipe = self.redis.pipeline(transaction=True)
-        for slot_ms in slot_starts:
-            pipe.hmget(keys.slot(app_id, slot_ms), COUNT_FIELDS)
-            pipe.hget(keys.verdict(app_id, slot_ms), "revision")
-        replies = await pipe.execute() if slot_starts else []
-        listing = {}
-        for i, slot_ms in enumerate(slot_starts):
-            (requests, successes), revision = replies[2 * i], replies[2 * i + 1]
-            if requests or successes:
-                listing[slot_ms] = (SlotCounts(int(requests or 0), int(successes or 0)), _int_or_none(revision))
-        return listing
+        if not slot_starts:
+            return {}
+        shard = self.shard_of(app_id)
+        flat = await self._slot_listing(keys=[shard.keys.meta], args=[shard.prefix, app_id, *slot_starts])
+        return {
+            int(flat[i]): (SlotCounts(int(flat[i + 1]), int(flat[i + 2])), _int_or_none(flat[i + 3] or None))
+            for i in range(0, len(flat), 4)
+        }
 
     async def verdicts(self, slots: Sequence[tuple[str, int]]) -> list[StoredVerdict | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -1143,22 +1179,15 @@ class Store:
             await pipe.execute()
 
     async def release_ids(self, closed_before_ms: int, limit: int = 1000) -> int:
-        """Drop the id sets of slots last judged before ``closed_before_ms`` (stream time), up to ``limit`` a shard."""
-
-        async def release(shard: _Shard) -> int:
-            keys = shard.keys
-            members = await self.redis.zrangebyscore(keys.idsheld, "-inf", closed_before_ms, start=0, num=limit)
-            if not members:
-                return 0
-            pipe = self.redis.pipeline(transaction=True)
-            for member in members:
-                app, slot_ms = split_slot_member(member)
-                pipe.delete(*(keys.ids(app, slot_ms, f) for f in COUNT_FIELDS))
-            pipe.zrem(keys.idsheld, *members)
-            await pipe.execute()
-            return len(members)
-
-        return sum(await asyncio.gather(*(release(shard) for shard in self.shards)))
+        """Drop the id sets of slots last judged before ``closed_before_ms`` (stream time), up to ``limit`` a shard,
+        one step a shard."""
+        released = await asyncio.gather(
+            *(
+                self._release_ids(keys=[shard.keys.meta], args=[shard.prefix, closed_before_ms, limit])
+                for shard in self.shards
+            )
+        )
+        return sum(int(n) for n in released)
 
     async def outbox(self, shard: int, limit: int) -> list[tuple[str, str]]:
         """The first ``limit`` verdict messages of ``shard``'s outbox, oldest first."""
@@ -1168,25 +1197,39 @@ class Store:
     async def outbox_done(self, shard: int, count: int) -> None:
         await self.redis.ltrim(self.shards[shard].keys.outbox, 2 * count, -1)
 
-    async def open_slots(self) -> list[tuple[str, int]]:
+    def _chosen(self, shards: Iterable[int] | None) -> list[_Shard]:
+        return self.shards if shards is None else [self.shards[i] for i in shards]
+
+    async def changes(self) -> list[tuple[int, int]]:
+        """Each shard's ``(generation, changes)``: the steps that counted an event or stored a verdict bump
+        ``changes``, so a shard whose pair is the same as at an earlier read changed none of its apps' counts,
+        slots or verdicts since (``(0, 0)``: no marker)."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in self.shards:
+            pipe.hmget(shard.keys.meta, ["generation", "changes"])
+        return [(int(generation or 0), int(changes or 0)) for generation, changes in await pipe.execute()]
+
+    async def open_slots(self, shards: Iterable[int] | None = None) -> list[tuple[str, int]]:
+        """The open slots (of ``shards``; None: all)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self._chosen(shards):
             pipe.zrange(shard.keys.open, 0, -1)
         return [split_slot_member(member) for members in await pipe.execute() for member in members]
 
-    async def newest_open_slots(self) -> dict[str, int]:
-        """Each app's newest open slot start (apps with none open are absent)."""
+    async def newest_open_slots(self, shards: Iterable[int] | None = None) -> dict[str, int]:
+        """Each app's newest open slot start (apps with none open are absent), of ``shards`` (None: all)."""
         newest: dict[str, int] = {}
-        for app_id, slot_ms in await self.open_slots():
+        for app_id, slot_ms in await self.open_slots(shards):
             newest[app_id] = max(slot_ms, newest.get(app_id, slot_ms))
         return newest
 
     async def last_closed_slot(self, app_id: str) -> int | None:
         return _int_or_none(await self.redis.hget(self.keys_of(app_id).lastclosed, app_id))
 
-    async def apps(self) -> set[str]:
+    async def apps(self, shards: Iterable[int] | None = None) -> set[str]:
+        """The apps with an event counted (in ``shards``; None: all)."""
         pipe = self.redis.pipeline(transaction=False)
-        for shard in self.shards:
+        for shard in self._chosen(shards):
             pipe.smembers(shard.keys.apps)
         return {app_id for members in await pipe.execute() for app_id in members}
 

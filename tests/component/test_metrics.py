@@ -14,7 +14,7 @@ from live_kit import INPUT_TPS, START_MS, LiveKit
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.events import REASON_CATEGORIES
-from stream.live.metrics import STALE_AFTER_S, RunningMonths, WorkerMetrics, read_snapshot
+from stream.live.metrics import STALE_AFTER_S, SnapshotReader, WorkerMetrics
 from stream.sla.slots import SLOT_MS
 
 DOWN, CALM = "1400000001", "1400000002"
@@ -51,7 +51,7 @@ def test_the_export_equals_the_ledger_and_the_counters(live) -> None:
         await kit.tick()
         metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic, kit.clock)
         kit.clock.now_s = (START_MS + 13 * SLOT_MS) / 1000
-        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        metrics.collector.snapshot = await SnapshotReader().read(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
         samples = scrape(metrics)
 
         def app(name: str, app_id: str = DOWN, **labels: str) -> float:
@@ -101,7 +101,7 @@ def test_a_scrape_does_not_touch_redis(live) -> None:
     async def steps(kit: LiveKit) -> None:
         await slot(kit, DOWN, START_MS, 10, 10)
         metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic, kit.clock)
-        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        metrics.collector.snapshot = await SnapshotReader().read(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
         await kit.store.redis.connection_pool.disconnect()
         kit.store.redis.connection_pool.reset()
         kit.store.redis.connection_pool.connection_kwargs["port"] = 1  # nothing listens there
@@ -125,7 +125,7 @@ def test_a_stale_snapshot_stops_the_app_series_and_every_reason_starts_at_zero(l
             for topic in ("requests", "successes")
         }
         assert all(value == 0 for (name, _), value in before.items() if name == "sla_dead_letters_total")
-        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        metrics.collector.snapshot = await SnapshotReader().read(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
         assert ("sla_month_availability_ratio", (("app", DOWN),)) in scrape(metrics)
         assert scrape(metrics)[("sla_watermark_lag_seconds", ())] == float("inf"), "no partition has a time yet"
         kit.clock.now_s += STALE_AFTER_S + 1
@@ -146,7 +146,7 @@ def test_the_input_silent_minutes_follow_the_minutes_redis_recorded(live) -> Non
         await kit.move_stream_time(START_MS + 80 * 60_000)
         metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic, kit.clock)
         kit.clock.now_s = (START_MS + 81 * 60_000) / 1000
-        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        metrics.collector.snapshot = await SnapshotReader().read(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
         samples = scrape(metrics)
         assert samples[("sla_input_silent_minutes", ())] == (START_MS - month_start) // 60_000 + 60
         assert samples[("sla_input_covered_until_timestamp_seconds", ())] == (START_MS + 20 * 60_000) / 1000
@@ -173,20 +173,19 @@ def test_the_running_months_are_read_again_only_where_a_ledger_changed(live) -> 
 
         kit.store.months = spied  # type: ignore[method-assign]
         metrics = WorkerMetrics.create(kit.settings, kit.health, kit.ingester.by_topic, kit.clock)
-        reader = RunningMonths()
+        reader = SnapshotReader()
 
         async def refresh() -> dict:
-            metrics.collector.snapshot = await read_snapshot(
-                kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms, reader
-            )
+            metrics.collector.snapshot = await reader.read(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
             return scrape(metrics)
 
         first = await refresh()
         november = date(2026, 11, 1)
         assert read[-1] == sorted([(DOWN, november), (CALM, november), ("flush", november)])
         assert first[("sla_month_budget_used_slots", (("app", DOWN),))] == 0
+        reads = len(read)
         await refresh()
-        assert read[-1] == [], "nothing changed: no ledger read"
+        assert len(read) == reads, "nothing changed: no ledger read"
 
         await slot(kit, DOWN, START_MS + 5 * SLOT_MS, 100, 50)  # a bad slot
         await kit.move_stream_time(START_MS + 7 * SLOT_MS)
@@ -215,7 +214,7 @@ def test_only_the_leader_exports_the_app_series(live) -> None:
         metrics = WorkerMetrics.create(
             kit.settings, kit.health, kit.ingester.by_topic, kit.clock, exports_apps=lambda: leader[0]
         )
-        metrics.collector.snapshot = await read_snapshot(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        metrics.collector.snapshot = await SnapshotReader().read(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
         follower = scrape(metrics)
         assert not [name for name, labels in follower if ("app", CALM) in labels]
         assert not [name for name, _ in follower if name.startswith(("sla_watermark", "sla_input_"))]
@@ -227,3 +226,36 @@ def test_only_the_leader_exports_the_app_series(live) -> None:
         assert ("sla_open_slot_requests", (("app", CALM),)) in scrape(metrics)
 
     live(steps)
+
+
+def test_a_quiet_refresh_reads_nothing_an_app_and_a_busy_one_only_the_shards_that_moved(live) -> None:
+    """Work follows change: a refresh after nothing happened reads no app, its counters or its open slot, and
+    hands over the same figures; after a count in one app's shard, only that shard's apps are read again."""
+
+    async def steps(kit: LiveKit) -> None:
+        apps = [f"14000{n:05d}" for n in range(40)]
+        for app_id in apps:
+            await slot(kit, app_id, START_MS, 4, 4)
+        await kit.move_stream_time(START_MS + 2 * SLOT_MS)
+        await kit.tick()
+        asked: list[list[str]] = []
+        counters = kit.store.app_counters
+
+        async def spied(app_ids):  # noqa: ANN001, ANN202 - the store's own read, recorded
+            asked.append(sorted(app_ids))
+            return await counters(app_ids)
+
+        kit.store.app_counters = spied  # type: ignore[method-assign]
+        reader = SnapshotReader()
+        first = await reader.read(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms)
+        assert asked[-1] == sorted([*apps, "flush"])
+        again = await reader.read(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms + 5_000)
+        assert len(asked) == 1 and again.apps is first.apps, "nothing changed: nothing read, the same figures"
+        await slot(kit, apps[7], START_MS + 2 * SLOT_MS, 3, 3)  # one more open slot, in one shard
+        moved = await reader.read(kit.store, kit.settings, INPUT_TPS, kit.clock.now_ms + 10_000)
+        shard = kit.store.shard_of(apps[7]).index
+        assert asked[-1] == sorted(a for a in [*apps, "flush"] if kit.store.shard_of(a).index == shard)
+        assert moved.apps[apps[7]].open_slot is not None and moved.apps[apps[7]].open_slot.counts.requests == 3
+        assert moved.apps[apps[3]] == first.apps[apps[3]]
+
+    live(steps, grace_ms=0)

@@ -204,6 +204,12 @@ def test_a_sharded_namespace_moves_as_one(redis_url, redis_prefix):
         stale = await store.apply_batch(fence, TP, 0, [1], slots, "requests", SLOT, 0)
         assert stale.status is ApplyStatus.FENCED
 
+        # Two workers notice lost writes at once: the home shard lets one of them move every shard.
+        moved = await asyncio.gather(*(store.new_generation(Fence(200), g) for g in (250, 260, 270)))
+        assert moved.count(True) == 1
+        winner = (250, 260, 270)[moved.index(True)]
+        assert [await store.redis.hget(s.keys.meta, "generation") for s in store.shards] == [str(winner)] * 3
+
         deleted = await store.begin_rebuild(300)
         assert deleted > 0 and await store.apps() == set()
         assert (await store.meta()) == Meta(300, "rebuilding", 300)

@@ -17,6 +17,13 @@ the pure core (:class:`stream.sla.counting.SlotTally`,
 
 Tests use it through the ``stream_deployment`` fixture (a factory), made
 available by ``pytest_plugins = ["stream_harness"]`` in each test module.
+
+A deployment may run on a Redis Cluster (``stream_deployment(cluster_url=...,
+shards=N)``): its settings say ``[redis] cluster = true`` and ``shards = N``,
+and every read of the live state here goes through a ``redis.cluster.RedisCluster``
+client and each shard's key names (:attr:`Deployment.shard_keys`), combined as
+the workers combine them (an input partition's applied offset and stream time
+are the least of the shards').
 """
 
 from __future__ import annotations
@@ -46,10 +53,13 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from redis.client import NEVER_DECODE
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterError, RedisClusterUnreachableError, SlotNotCoveredError
 
 from stream.config import Settings, load_settings
 from stream.events import Event, RequestEvent, SuccessEvent, to_line, to_record
 from stream.live.clock import ClockTiming, is_due
+from stream.live.shards import shard_of, shard_prefixes
 from stream.live.store import Keys
 from stream.sla.counting import SlotTally
 from stream.sla.slots import SLOT_MS, day_start_ms, local_date, slot_start_ms
@@ -436,6 +446,15 @@ class StoredSlot:
         return SlotCounts(self.requests, self.successes)
 
 
+CLUSTER_FAILOVER_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterError,  # CLUSTERDOWN, MASTERDOWN
+    SlotNotCoveredError,
+    RedisClusterUnreachableError,
+)
+"""What a read of a deployment on a Redis Cluster may raise while a master fails over: a wait polls on."""
+
 FIXED_DATES_RETENTION_DAYS = 36_500
 """Retention for topics holding records stamped on fixed dates (October and November 2026): a century."""
 
@@ -446,7 +465,8 @@ class Deployment:
 
     root: Path
     bootstrap: str
-    redis_client: redis.Redis
+    redis_client: redis.Redis | RedisCluster
+    """A client of the deployment's Redis (a ``redis.cluster.RedisCluster`` when ``cluster``), decoding replies."""
     admin: KafkaAdminClient
     grace_seconds: int = 0
     idle_lag_seconds: int = 10
@@ -456,7 +476,11 @@ class Deployment:
     :data:`FIXED_DATES_RETENTION_DAYS`, or the broker deletes them once those dates are this old."""
     extra_toml: str = ""
     redis_url: str | None = None
-    """A Redis of the test's own (:class:`RedisServer`); None: the shared one."""
+    """A Redis of the test's own (:class:`RedisServer`) or a node of a Redis Cluster; None: the shared one."""
+    cluster: bool = False
+    """``[redis] cluster``: ``redis_url`` names a node of a Redis Cluster."""
+    shards: int = 1
+    """``[redis] shards``: the live state split by app into this many namespaces (:mod:`stream.live.shards`)."""
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     workers: list[WorkerProcess] = field(default_factory=list)
     produced: dict[str, int] = field(default_factory=dict)
@@ -466,8 +490,12 @@ class Deployment:
         self.root.mkdir(parents=True, exist_ok=True)
         self.group = f"sla-test-{self.name}"
         self.prefix = f"sla-test-{self.name}:"
-        self.keys = Keys(self.prefix)
-        """The store's key names for this deployment's namespace."""
+        self.shard_keys = [Keys(prefix) for prefix in shard_prefixes(self.prefix, self.shards, self.cluster)]
+        """The store's key names of each shard of this deployment's namespace (one shard: the plain prefix)."""
+        self.keys = self.shard_keys[0]
+        """The key names of the home shard (the only one when not sharded): the closer's lease, exemptions, ..."""
+        self.redis_errors: tuple[type[Exception], ...] = CLUSTER_FAILOVER_ERRORS if self.cluster else ()
+        """What a wait tolerates from a read of Redis (a cluster failing over); nothing on a single Redis."""
         names = {
             "requests": f"t-{self.name}-requests",
             "successes": f"t-{self.name}-successes",
@@ -497,6 +525,8 @@ class Deployment:
             + topics_toml
             + f'\n\n[redis]\nkey_prefix = "{self.prefix}"\n'
             + (f'url = "{self.redis_url}"\n' if self.redis_url else "")
+            + ("cluster = true\n" if self.cluster else "")
+            + (f"shards = {self.shards}\n" if self.shards != 1 else "")
             + "\n"
             + self.extra_toml,
             encoding="utf-8",
@@ -589,14 +619,22 @@ class Deployment:
 
     # ----- the command line
 
-    def cli(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """``sla-stream ARGS --config <this deployment's>``, its output captured (exit status not checked)."""
+    def cli(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """``sla-stream ARGS --config <this deployment's>``, its output captured (exit status not checked).
+
+        On a Redis of its own (or a cluster), the command gets ``REDIS_URL`` as
+        the workers do (an environment's ``REDIS_URL`` would override the
+        settings file); ``env`` overrides it.
+        """
+        own = {"REDIS_URL": self.redis_url} if self.redis_url else {}
         return subprocess.run(
             [*SLA_STREAM, *args, "--config", str(self.config)],
             capture_output=True,
             text=True,
-            timeout=300,
-            env=None if env is None else {**os.environ, **env},
+            timeout=timeout_s,
+            env=None if env is None and not own else {**os.environ, **own, **(env or {})},
         )
 
     def namespace_snapshot(self, ignoring: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -608,7 +646,7 @@ class Deployment:
         in the comparison as the state change it is.
         """
         r = self.redis_client
-        bitmaps = self.prefix + "coverage:"  # binary: read as bytes, not decoded
+        bitmaps = tuple(keys.prefix + "coverage:" for keys in self.shard_keys)  # binary: read as bytes, not decoded
 
         def string(key: str) -> Any:
             return r.execute_command("GET", key, **{NEVER_DECODE: True}) if key.startswith(bitmaps) else r.get(key)
@@ -665,15 +703,40 @@ class Deployment:
         while True:
             if not workers_may_exit:
                 self.check_workers_alive()
-            if condition():
-                return
+            try:
+                if condition():
+                    return
+            except self.redis_errors as error:  # a cluster failing over: not yet
+                if time.monotonic() > deadline:
+                    raise HarnessTimeout(
+                        f"timed out after {timeout_s:.0f}s waiting for {what}; Redis: {error!r}\n{self.logs()}"
+                    ) from error
+                time.sleep(0.2)
+                continue
             if time.monotonic() > deadline:
                 detail = f"; seen: {seen()}" if seen else ""
                 raise HarnessTimeout(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}\n{self.logs()}")
             time.sleep(0.2)
 
+    # ----- reading the shards
+
+    def keys_of(self, app_id: str) -> Keys:
+        """The key names of the shard holding ``app_id``'s slots, verdicts and months."""
+        return self.shard_keys[shard_of(app_id, len(self.shard_keys))]
+
+    def shard_offsets(self) -> dict[str, tuple[int, ...]]:
+        """Each input partition's applied offset in every shard (-1: none there); partitions no shard has are absent."""
+        raw = [self.redis_client.hgetall(keys.offsets) for keys in self.shard_keys]
+        return {tp: tuple(int(r.get(tp, -1)) for r in raw) for tp in set().union(*raw)}
+
+    def generations(self) -> list[int | None]:
+        """Each shard's generation (its ``meta`` marker; None: it has none)."""
+        found = [self.redis_client.hget(keys.meta, "generation") for keys in self.shard_keys]
+        return [None if g is None else int(g) for g in found]
+
     def applied_offsets(self) -> dict[str, int]:
-        return {tp: int(v) for tp, v in self.redis_client.hgetall(self.keys.offsets).items()}
+        """Each input partition's applied offset: the least of the shards' (where a worker continues from)."""
+        return {tp: min(offsets) for tp, offsets in self.shard_offsets().items()}
 
     def all_applied(self, expected: Mapping[str, int] | None = None) -> bool:
         applied = self.applied_offsets()
@@ -700,7 +763,11 @@ class Deployment:
         if watermark is None:
             return []
         before = ClockTiming.of(self.settings).due_before(watermark)
-        return self.redis_client.zrangebyscore(self.keys.open, "-inf", f"({before}")
+        return [
+            member
+            for keys in self.shard_keys
+            for member in self.redis_client.zrangebyscore(keys.open, "-inf", f"({before}")
+        ]
 
     def wait_closed_to_watermark(self, timeout_s: float = 60) -> None:
         """Until the closer has closed every slot the event-time watermark allows, and published all."""
@@ -712,7 +779,15 @@ class Deployment:
         )
 
     def open_slots(self) -> list[str]:
-        return self.redis_client.zrange(self.keys.open, 0, -1)
+        return [member for keys in self.shard_keys for member in self.redis_client.zrange(keys.open, 0, -1)]
+
+    def outbox_length(self) -> int:
+        """Verdict messages (key and value: two entries each) waiting in every shard's outbox."""
+        return sum(self.redis_client.llen(keys.outbox) for keys in self.shard_keys)
+
+    def dirty_count(self) -> int:
+        """Closed slots waiting, in every shard, to be judged again."""
+        return sum(self.redis_client.scard(keys.dirty) for keys in self.shard_keys)
 
     def settled(self, still_open: Sequence[str] = ()) -> bool:
         return sorted(self.open_slots()) == sorted(still_open) and self.closer_done()
@@ -724,8 +799,11 @@ class Deployment:
         after publishing; its absence after an empty outbox means the ledgers
         are up to date too.
         """
-        r = self.redis_client
-        return r.llen(self.keys.outbox) == 0 and r.scard(self.keys.dirty) == 0 and not r.exists(self.keys.closer_lease)
+        return (
+            self.outbox_length() == 0
+            and self.dirty_count() == 0
+            and not self.redis_client.exists(self.keys.closer_lease)
+        )
 
     def wait_settled(self, timeout_s: float = 120, still_open: Sequence[str] = ()) -> None:
         """Until every produced offset is applied, every slot closed (but ``still_open``), nothing queued."""
@@ -736,8 +814,8 @@ class Deployment:
             timeout_s,
             lambda: {
                 "open": self.open_slots()[:10],
-                "outbox": self.redis_client.llen(self.keys.outbox),
-                "dirty": self.redis_client.scard(self.keys.dirty),
+                "outbox": self.outbox_length(),
+                "dirty": self.dirty_count(),
                 "closing": self.redis_client.exists(self.keys.closer_lease),
             },
         )
@@ -747,8 +825,9 @@ class Deployment:
     def _keys(self, kind: str) -> list[tuple[str, int]]:
         """``(app, slot_ms)`` of every per-slot key of ``kind`` (``slot``, ``verdict``)."""
         return [
-            self.keys.slot_of(key, kind)
-            for key in self.redis_client.scan_iter(match=self.keys.pattern(kind), count=1000)
+            keys.slot_of(key, kind)
+            for keys in self.shard_keys
+            for key in self.redis_client.scan_iter(match=keys.pattern(kind), count=1000)
         ]
 
     def slots(self) -> dict[tuple[str, int], StoredSlot]:
@@ -756,8 +835,8 @@ class Deployment:
         keys = sorted(self._keys("slot"))
         pipe = self.redis_client.pipeline(transaction=False)
         for app, slot in keys:
-            pipe.hgetall(self.keys.slot(app, slot))
-            pipe.hgetall(self.keys.verdict(app, slot))
+            pipe.hgetall(self.keys_of(app).slot(app, slot))
+            pipe.hgetall(self.keys_of(app).verdict(app, slot))
         raw = pipe.execute()
         result = {}
         for i, key in enumerate(keys):
@@ -783,11 +862,13 @@ class Deployment:
         return set(self._keys("verdict"))
 
     def month(self, app_id: str, first_day: str) -> dict[str, Any] | None:
-        raw = self.redis_client.get(self.keys.month(app_id, date.fromisoformat(first_day)))
+        raw = self.redis_client.get(self.keys_of(app_id).month(app_id, date.fromisoformat(first_day)))
         return None if raw is None else json.loads(raw)
 
     def stream_times(self) -> dict[str, int]:
-        return {tp: int(v) for tp, v in self.redis_client.hgetall(self.keys.streamtime).items()}
+        """Each input partition's stream time: the least of the shards' (absent while a shard has none)."""
+        raw = [self.redis_client.hgetall(keys.streamtime) for keys in self.shard_keys]
+        return {tp: min(int(r[tp]) for r in raw) for tp in set(raw[0]).intersection(*raw[1:])}
 
     def read_topic(self, kind: str, timeout_s: float = 30) -> list[TopicRecord]:
         """Every record now on the topic, values decoded as JSON (``None`` for a tombstone)."""
@@ -852,10 +933,12 @@ class Deployment:
             self.admin.delete_groups([self.group])
         except KafkaError as error:
             print(f"could not delete group {self.group}: {error}")
-        with contextlib.suppress(redis.ConnectionError):  # a test's own Redis may be down by now
-            keys = list(self.redis_client.scan_iter(match=self.prefix + "*", count=1000))
-            for i in range(0, len(keys), 1000):
-                self.redis_client.delete(*keys[i : i + 1000])
+        with contextlib.suppress(redis.ConnectionError, *self.redis_errors):  # a test's own Redis may be down by now
+            # The live namespace, and any replay namespace a killed or timed-out `sla-stream replay` left behind.
+            for pattern in (self.prefix + "*", self.prefix.rstrip(":") + "-replay-*"):
+                keys = list(self.redis_client.scan_iter(match=pattern, count=1000))
+                for i in range(0, len(keys), 1000):
+                    self.redis_client.delete(*keys[i : i + 1000])
 
 
 class EarlyCloseWatch:
@@ -998,12 +1081,19 @@ def stream_deployment(
     """Factory: ``stream_deployment(grace_seconds=..., ...)`` makes a deployment with its topics created."""
     made: list[Deployment] = []
 
-    def make(redis_server: RedisServer | None = None, **options: Any) -> Deployment:
-        """A deployment; with ``redis_server``, on that Redis instead of the shared one."""
-        client = redis_client
+    cluster_clients: list[RedisCluster] = []
+
+    def make(redis_server: RedisServer | None = None, cluster_url: str | None = None, **options: Any) -> Deployment:
+        """A deployment; with ``redis_server``, on that Redis instead of the shared one; with ``cluster_url`` (a
+        node of a Redis Cluster), on that cluster, in ``shards=N`` shards (``[redis] cluster = true``)."""
+        client: redis.Redis | RedisCluster = redis_client
         if redis_server is not None:
             client = redis_server.client()
             options["redis_url"] = redis_server.url
+        if cluster_url is not None:
+            client = cluster_client(cluster_url)
+            cluster_clients.append(client)
+            options |= {"redis_url": cluster_url, "cluster": True}
         deployment = Deployment(tmp_path / f"d{len(made)}", kafka_bootstrap, client, kafka_admin, **options)
         made.append(deployment)
         deployment.create_topics()
@@ -1015,3 +1105,10 @@ def stream_deployment(
         if report is not None and report.failed:
             print(f"\n----- deployment {deployment.name}: worker logs -----\n{deployment.logs()}")
         deployment.close()
+    for client in cluster_clients:
+        client.close()
+
+
+def cluster_client(url: str) -> RedisCluster:
+    """A sync client of the Redis Cluster a node of which ``url`` names (it discovers the others), decoding replies."""
+    return RedisCluster.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10)
