@@ -58,6 +58,10 @@ SendVerdicts = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
 LEDGER_CHUNK = 2_000
 """Month ledgers recomputed per round of reads and saves."""
 
+TICK_BUDGET_S = 10.0
+"""How long a leader's tick goes on closing while rounds meet their limits (a slot boundary of 10,000 apps):
+without waiting for the next timer between rounds; then the timer's next tick goes on."""
+
 LEASE_S = 5.0
 """The closer's Redis lease, renewed while a tick runs: a killed leader's lease lapses within this."""
 
@@ -87,6 +91,20 @@ class TickResult:
     retried: int = 0
     months: list[LedgerDue] = field(default_factory=list)
     """The month ledgers recomputed."""
+    more: bool = False
+    """A query met its limit: more slots may be due or dirty now (the leader goes on at once)."""
+
+    def then(self, later: TickResult) -> TickResult:
+        """This round and a ``later`` one of the same tick, as one result."""
+        return TickResult(
+            later.watermark_ms,
+            self.closed + later.closed,
+            self.revised + later.revised,
+            self.published + later.published,
+            self.retried + later.retried,
+            self.months + later.months,
+            later.more,
+        )
 
 
 class Closer:
@@ -127,10 +145,11 @@ class Closer:
         result.watermark_ms = watermark
         exemptions = await current_exemptions(store, self._settings)
         hold_from = watermark if watermark is not None else now_ms
-        if watermark is not None:
-            due = await store.slots_to_close(self._timing.due_before(watermark), limit)
-            await self._judge(fence, due, exemptions, hold_from, result)
-        await self._judge(fence, await store.dirty_slots(limit), exemptions, hold_from, result)
+        due = [] if watermark is None else await store.slots_to_close(self._timing.due_before(watermark), limit)
+        dirty = await store.dirty_slots(limit)
+        await self._judge(fence, due, exemptions, hold_from, result)
+        await self._judge(fence, dirty, exemptions, hold_from, result)
+        result.more = len(due) >= limit or len(dirty) >= limit
         result.published = await self.publish()
         result.months = await self._refresh_months(exemptions)
         if watermark is not None:
@@ -259,7 +278,10 @@ class ClosingLeader:
             if not await lease.acquire(blocking=False):
                 return None
             async with renewed(lease, LEASE_S / 3):
+                started = time.monotonic()
                 result = await self._closer.tick(fence)
+                while result.more and time.monotonic() - started < TICK_BUDGET_S:  # a slot boundary of a fleet
+                    result = result.then(await self._closer.tick(fence))
         except Fenced:
             self._guard.stale()
             return None

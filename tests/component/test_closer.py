@@ -12,7 +12,7 @@ from datetime import date
 
 from live_kit import START_MS, LiveKit
 
-from stream.live.closer import ClosingLeader
+from stream.live.closer import CloserLimits, ClosingLeader
 from stream.live.store import COMMIT_BATCH, LedgerDue, VerdictCommit
 from stream.sla.slots import SLOT_MS
 
@@ -190,5 +190,25 @@ def test_the_month_ledger_follows_the_verdicts(live) -> None:
         figures = json.loads(raw)
         assert (figures["schema"], figures["unavailable_slots"], figures["requests"]) == ("sla-stream/month/2", 1, 100)
         assert figures["error_budget"]["slots_used"] == 1
+
+    live(steps, grace_ms=0)
+
+
+def test_a_leader_tick_closes_a_whole_slot_boundary_in_rounds(live) -> None:
+    """More slots due than one round takes (a fleet's slot boundary): the leader's tick goes on round after round
+    until none is left, instead of waiting for its next timer between rounds."""
+    apps = 30
+
+    async def steps(kit: LiveKit) -> None:
+        kit.closer._limits = CloserLimits(slots=8, dedup_hold_ms=kit.settings.dedup_hold_ms)
+        for a in range(apps):
+            await kit.count("request", [kit.request(0, f"r-{a}", f"app-{a}", SLOT + a)])
+        await kit.move_stream_time(SLOT + 2 * SLOT_MS)
+        rounds = CountedScript(kit.closer.tick)
+        kit.closer.tick = rounds  # type: ignore[method-assign]
+        result = await ClosingLeader(kit.closer, kit.store, kit.guard, kit.health).tick()
+        assert result is not None and result.closed == apps
+        assert rounds.calls > 1 and not result.more
+        assert await kit.store.slots_to_close(SLOT + SLOT_MS, 100) == []
 
     live(steps, grace_ms=0)
