@@ -100,12 +100,16 @@ bench: venv bench-venv
 # figure) and single events (counting only, on 2,000 apps): events/s counted,
 # slots closed/s, worker idle CPU, /metrics series and bytes per scrape, Redis
 # memory per held event id and per closed slot, every count and verdict checked
-# against a truth computed from the plan (exit 1 when one differs). Figures on
-# stdout and in .run/bench-scale/*.json. Starts Kafka and Redis if they are not
-# running (`make up`) and leaves them running; each run has its own topics,
+# against a truth computed from the plan (exit 1 when one differs). Every run
+# on the single Redis and on the 3-master Redis Cluster (12 shards of the live
+# state), and one worker's counting rate on the cluster over the single Redis's.
+# Figures on stdout and in .run/bench-scale/*.json. Starts Kafka and Redis if
+# they are not running (`make up`), and the cluster (deploy/redis-cluster.sh up)
+# if none answers, and leaves them running; each run has its own topics,
 # consumer group, Redis key prefix and metrics ports, and removes them after.
 # SCALE_ARGS go to bench/bench_scale.py, e.g. --apps 1000 (a quick check),
-# --workers 1, --profile (py-spy: `make bench-venv` first), --compare FILE.
+# --workers 1, --redis single (or cluster), --shards 12 (or single=1,cluster=24),
+# --profile (py-spy: `make bench-venv` first), --compare FILE.
 .PHONY: bench-scale
 bench-scale: venv
 	@$(MAKE) --no-print-directory up

@@ -47,14 +47,14 @@ machines). Then:
    quiet stream, nothing to count or close; each worker's CPU is read from
    ``/proc/<pid>/stat`` (utime + stime) as a share of one core. The machine's
    CPU use (``/proc/stat``) and Redis's (``INFO cpu``) over the same window
-   show the other load.
+   (a cluster's masters summed) show the other load.
 4. **metrics** (array): three scrapes of each worker's ``/metrics``: sample
    lines (series), those with an ``app`` label, bytes, seconds; per worker and
    summed over workers (what Prometheus stores). Checked: some worker exports
    the app series (every worker did before issue 19's change, the group's
    leader alone after it), and each one that does exports every app, with
    ``sla_slots_closed_total`` by outcome and ``sla_calls_total`` as the truth.
-5. **memory** (array): Redis ``used_memory`` (``INFO memory``) before the
+5. **memory** (array): Redis ``used_memory`` (``INFO memory``, a cluster's masters summed) before the
    workers start, with every slot closed and its event ids held, and after a
    second flush moved the watermark past ``dedup_hold_minutes`` and the closer
    released every id set (timed: ids released/s). The run's keys are counted
@@ -76,10 +76,27 @@ one's, run by run. Exits 1 when a count or verdict differs from the truth,
 written either way. Each run deletes its topics, consumer group and Redis keys
 afterwards (``--keep`` keeps them).
 
-Redis: the single Redis of the settings (``REDIS_URL``). ``--redis cluster``
-is the hook for issue 19's Redis Cluster runs: :class:`RedisTarget` is what a
-run needs of its Redis (worker settings, a client, memory, key scans); a
-cluster target implements it once the store runs on a cluster.
+Redis (``--redis``, default ``single,cluster``): every shape and worker count
+runs on each. ``single`` is the settings' Redis (``REDIS_URL``); ``cluster`` a
+Redis Cluster (``REDIS_CLUSTER_URL``, else deploy/redis-cluster.sh's on
+127.0.0.1:7100-7105, started with ``deploy/redis-cluster.sh up`` when none
+answers, and left running). The workers' ``[redis] shards`` is ``--shards``
+(default 1 on the single Redis: the plain layout every earlier version wrote;
+12 on the cluster: 4 a master of 3), with ``[redis] cluster = true`` and the
+cluster's url in ``REDIS_URL`` on the cluster. :class:`RedisTarget` (and
+:class:`ClusterTarget`) is what a run needs of its Redis: the worker settings,
+a client (redis-py's sync ``Redis`` or ``RedisCluster``), ``used_memory`` and
+CPU (on a cluster summed over the masters; the replicas' copies left out),
+SCANs over every master and deletion by hash slot. Every read of the live
+state goes through its shards (:func:`stream.live.shards.shard_prefixes` of
+the run's settings, :class:`Deployment`): an app's keys in its shard
+(``shard_of``), the namespace's keys (applied offsets, open, dirty, outbox,
+ledgerdue, idsheld) summed over the shards, a partition counted when every
+shard applied it; the same exact checks against the truth run on both, and a
+check ``shards`` that every shard holds a marker and exactly the plan's apps
+of that shard, every ``slot:`` key in its app's shard. The summary sets issue
+19's figures on each Redis side by side, and one worker's counting rate on the
+cluster over the single Redis's, each shape (the issue: within 20%).
 
 Needs Kafka and Redis (`make up`). ``--profile``: py-spy (``.venv-bench``'s,
 `make bench-venv`, or one beside this Python) samples every worker while it
@@ -111,21 +128,25 @@ import urllib.request
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from bench_stream import PY_SPY as BENCH_PY_SPY
 from bench_stream import free_port, group_formed, print_profile, raw_reader, rss_mb
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import ClusterError, RedisClusterException
 
 import stream
 from stream.config import Settings, load_settings
 from stream.kafka_security import kafka_python_options
+from stream.live.shards import shard_of, shard_prefixes
 from stream.live.store import Keys
 from stream.sla.slots import SLOT_MS, slot_start_ms
 from stream.sla.verdict import SlotCounts, judge_slot
@@ -150,6 +171,10 @@ TARGETS = {
     "scrape_s": ("<", 1.0, "a scrape at 10,000 apps answers in under 1 s"),
 }
 """Issue 19's targets, shown next to the figures (they do not decide the exit status)."""
+CLUSTER_RATIO_TOLERANCE = 0.2
+"""Issue 19: one worker counts on a Redis Cluster within 20% of its rate on a single Redis."""
+MIN_COUNT_S = 10.0
+"""A count timed over less than this is too short for the cluster / single ratio (said next to it)."""
 WORKER_ENV = {"PYTHONUNBUFFERED": "1"}
 TICK_LINE = re.compile(
     r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*closed (\d+) slots, revised (\d+), published (\d+)"
@@ -241,56 +266,181 @@ def partition_of(app_id: str) -> int:
 
 
 class RedisTarget:
-    """What a run needs of its Redis: a single server here.
+    """What a run needs of its Redis: a single server here (:class:`ClusterTarget`: a Redis Cluster).
 
-    The hook for issue 19's Redis Cluster runs: a cluster target gives the
-    worker settings that select the cluster (:meth:`settings_toml`), a client
-    that routes (redis-py's ``RedisCluster``), ``used_memory`` summed over the
-    masters, and key scans over every master; everything else in the bench
-    goes through these.
+    The worker settings that select it (:meth:`settings_toml`, :meth:`environ`),
+    a client (redis-py's sync ``Redis``, or ``RedisCluster``, which routes each
+    command and pipeline by key), ``used_memory`` and CPU (a cluster's summed
+    over its masters), key scans (over every master) and deletion. Everything
+    else in the bench goes through these, and through :meth:`Deployment.keys_of`
+    for the key names of each shard.
     """
 
     name = "single"
+    cluster = False
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, shards: int) -> None:
         self.url = url
-        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=60)
+        self.shards = shards
+        self.client: redis.Redis | RedisCluster = redis.Redis.from_url(url, decode_responses=True, socket_timeout=60)
+
+    @property
+    def label(self) -> str:
+        """The run's Redis in its name: ``single``, ``single:12`` (12 shards), ``cluster:12``."""
+        return self.name if self.shards == 1 and not self.cluster else f"{self.name}:{self.shards}"
 
     def settings_toml(self) -> str:
-        return ""  # the settings' url (or REDIS_URL) is this server
+        """Lines of the workers' ``[redis]`` table (the settings' url, or ``REDIS_URL``, is this server)."""
+        return f"cluster = false\nshards = {self.shards}\n"
+
+    def environ(self) -> dict[str, str]:
+        """The environment the workers (and the bench's settings) are read with."""
+        return dict(os.environ)
+
+    def masters(self, section: str) -> dict[str, dict[str, Any]]:
+        """``INFO section`` of each master by its address: this server's."""
+        return {self.url: retrying(lambda: self.client.info(section))}
 
     def used_memory(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
+        return sum(int(info["used_memory"]) for info in self.masters("memory").values())
 
     def cpu_seconds(self) -> float:
-        info = self.client.info("cpu")
-        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        return sum(float(info["used_cpu_sys"]) + float(info["used_cpu_user"]) for info in self.masters("cpu").values())
 
-    def scan(self, prefix: str) -> Iterator[str]:
-        yield from self.client.scan_iter(match=prefix + "*", count=20_000)
+    def identity(self) -> list[str]:
+        """Each master's address and ``run_id``: another list later means a master restarted or failed over."""
+        return sorted(f"{name} {info['run_id']}" for name, info in self.masters("server").items())
+
+    def describe(self) -> str:
+        return f"{self.label} ({self.url})"
+
+    def scan(self, pattern: str) -> Iterator[str]:
+        """Every key matching the SCAN ``pattern`` (glob metacharacters of a prefix escaped by the caller)."""
+        yield from self.client.scan_iter(match=pattern, count=20_000)
+
+    def keys(self, pattern: str) -> list[str]:
+        """:meth:`scan`'s keys, scanned again from the start when Redis fails meanwhile."""
+        return retrying(lambda: list(self.scan(pattern)))
 
     def delete_prefix(self, prefix: str) -> int:
-        deleted, batch = 0, []
-        for key in self.scan(prefix):
+        """Delete every key starting with ``prefix`` (UNLINK, by hash slot: a cluster takes one slot a command)."""
+        return retrying(lambda: self._delete_prefix(prefix))
+
+    def _delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        by_slot: dict[int, list[str]] = {}
+        for key in self.scan(glob_escape(prefix) + "*"):
+            batch = by_slot.setdefault(key_slot(key.encode()) if self.cluster else 0, [])
             batch.append(key)
             if len(batch) >= 5_000:
                 deleted += self.client.unlink(*batch)
-                batch = []
-        if batch:
-            deleted += self.client.unlink(*batch)
+                batch.clear()
+        for batch in by_slot.values():
+            if batch:
+                deleted += self.client.unlink(*batch)
         return deleted
 
     def close(self) -> None:
         self.client.close()
 
 
-def redis_target(kind: str, settings: Settings) -> RedisTarget:
-    if kind == "cluster":
-        sys.exit(
-            "bench-scale: --redis cluster waits for the store's cluster mode (issue 19, item 1); "
-            "give bench/bench_scale.py a RedisTarget for it then"
-        )
-    return RedisTarget(settings.redis_url)
+class ClusterTarget(RedisTarget):
+    """A Redis Cluster: the workers' ``[redis] cluster = true`` and ``shards``, the cluster's url in ``REDIS_URL``.
+
+    ``used_memory`` and CPU are summed over the masters (the replicas hold
+    copies of the same keys, and are left out); SCAN runs on every master
+    (redis-py's ``scan_iter`` on a cluster).
+    """
+
+    name = "cluster"
+    cluster = True
+
+    def __init__(self, url: str, shards: int) -> None:
+        self.url = url
+        self.shards = shards
+        self.client = RedisCluster.from_url(url, decode_responses=True, socket_timeout=60)
+
+    def settings_toml(self) -> str:
+        return f"cluster = true\nshards = {self.shards}\n"
+
+    def environ(self) -> dict[str, str]:
+        return {**os.environ, "REDIS_URL": self.url}  # over the settings' url and the single Redis's REDIS_URL
+
+    def masters(self, section: str) -> dict[str, dict[str, Any]]:
+        def read() -> dict[str, dict[str, Any]]:
+            reply = self.client.info(section, target_nodes=RedisCluster.PRIMARIES)
+            if all(isinstance(value, dict) for value in reply.values()):
+                return reply
+            return {self.client.get_primaries()[0].name: reply}  # a cluster of one master
+
+        return retrying(read)
+
+    def describe(self) -> str:
+        nodes = ", ".join(node.name for node in self.client.get_primaries())
+        return f"{self.label} ({self.url}; masters {nodes})"
+
+
+CLUSTER_SCRIPT = REPO / "deploy" / "redis-cluster.sh"
+
+
+def cluster_url() -> str:
+    """``REDIS_CLUSTER_URL``, else the first node of deploy/redis-cluster.sh's (``REDIS_CLUSTER_PORTS``)."""
+    if os.environ.get("REDIS_CLUSTER_URL"):
+        return os.environ["REDIS_CLUSTER_URL"]
+    ports = os.environ.get("REDIS_CLUSTER_PORTS", "7100").replace(",", " ").split()
+    return f"redis://127.0.0.1:{ports[0]}/0"
+
+
+def cluster_answers(url: str) -> bool:
+    """A cluster answers at ``url`` with ``cluster_state:ok``."""
+    try:
+        client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+        try:
+            return client.cluster("info").get("cluster_state") == "ok"
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+def redis_target(kind: str, settings: Settings, shards: int) -> RedisTarget:
+    """The single Redis of the settings, or the Redis Cluster (started by deploy/redis-cluster.sh if none answers)."""
+    if kind == "single":
+        return RedisTarget(settings.redis_url, shards)
+    url = cluster_url()
+    if not cluster_answers(url):
+        print(f"bench-scale: no Redis Cluster answers at {url}; bash deploy/redis-cluster.sh up", flush=True)
+        subprocess.run(["bash", str(CLUSTER_SCRIPT), "up"], cwd=REPO, check=True)
+    return ClusterTarget(url, shards)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with Redis glob metacharacters escaped, for SCAN MATCH."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+T = TypeVar("T")
+REDIS_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException)
+"""What a read of the bench's may raise while a Redis restarts or a cluster master fails over (some 4-6 s)."""
+RETRY_PAUSE_S = 2.0
+RETRY_ATTEMPTS = 15
+REDIS_RETRIES: list[str] = []
+"""Every retry of the invocation (what failed): each run keeps the ones made during it, among its figures."""
+
+
+def retrying(call: Callable[[], T]) -> T:
+    """``call()`` (a read, or a deletion: idempotent), again after a pause when Redis fails transiently, up to
+    :data:`RETRY_ATTEMPTS` times: a failover (other tests share the cluster) must not end a run; it is recorded."""
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return call()
+        except REDIS_TRANSIENT as error:
+            if attempt == RETRY_ATTEMPTS:
+                raise
+            REDIS_RETRIES.append(f"{type(error).__name__}: {error}")
+            print(f"    (Redis: {type(error).__name__}: {error}; again in {RETRY_PAUSE_S:.0f} s)", flush=True)
+            time.sleep(RETRY_PAUSE_S)
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -308,7 +458,7 @@ def write_config(directory: Path, tag: str, inputs_tag: str, plan: Plan, target:
         + "".join(f'{name} = "{inputs_tag}.{name}"\n' for name in ("requests", "successes"))
         + "".join(f'{name} = "{tag}.{name}"\n' for name in ("exemptions", "verdicts", "dead_letter"))
     )
-    settings = load_settings(path)
+    settings = load_settings(path, target.environ())
     admin = admin_client(settings)
     try:
         ensure_topics(admin, plan_topics(settings))
@@ -446,7 +596,7 @@ def delete_topics(settings: Settings, prefix: str, groups: list[str]) -> None:
 class Worker:
     """One ``sla-stream worker`` process with /metrics on a port of its own, logging to a file."""
 
-    def __init__(self, config: Path, home: Path) -> None:
+    def __init__(self, config: Path, home: Path, environ: dict[str, str]) -> None:
         home.mkdir(parents=True)
         self.port = free_port()
         self.log = home / "worker.log"
@@ -455,7 +605,7 @@ class Worker:
             command = [sys.executable, "-m", "stream.cli", "worker", "--config", str(config)]
             command += ["--metrics-port", f"127.0.0.1:{self.port}"]
             self.proc = subprocess.Popen(
-                command, cwd=home, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **WORKER_ENV}
+                command, cwd=home, stdout=out, stderr=subprocess.STDOUT, env={**environ, **WORKER_ENV}
             )
         self.peak_rss_mb = 0.0
 
@@ -559,7 +709,8 @@ class Context:
     """What every run of an invocation shares."""
 
     plan: Plan
-    target: RedisTarget
+    targets: list[RedisTarget]
+    """The Redis of each run (``--redis``): a single server, a cluster, or both."""
     directory: Path
     stamp: str
     tag: str
@@ -576,14 +727,28 @@ class Run:
     events: int
     records: int
     redis: str = "single"
+    """The Redis: ``single`` or ``cluster``."""
+    shards: int = 1
+    """``[redis] shards`` of the run's workers."""
     figures: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)
     """Each check's name and "ok" or what differed."""
     error: str | None = None
 
     @property
+    def redis_label(self) -> str:
+        """``single``, ``single:12``, ``cluster:12``: the Redis and, unless one on a single Redis, the shards."""
+        return self.redis if self.redis == "single" and self.shards == 1 else f"{self.redis}:{self.shards}"
+
+    @property
     def name(self) -> str:
-        return f"{self.shape} {self.workers}w" + ("" if self.redis == "single" else f" {self.redis}")
+        """``array 1w single``, ``array 2w cluster:12`` (12 shards)."""
+        return f"{self.shape} {self.workers}w {self.redis_label}"
+
+    @property
+    def disturbed(self) -> bool:
+        """Redis failed (a read retried) or a master changed during the run (:func:`disturbed`)."""
+        return bool(self.figures.get("redis_retries") or self.figures.get("redis_masters_changed"))
 
     def check(self, name: str, problems: list[str]) -> None:
         self.checks[name] = "ok" if not problems else f"{len(problems)} wrong, e.g. {problems[:3]}"
@@ -591,11 +756,27 @@ class Run:
 
 
 class Deployment:
-    """A run's settings, Redis, workers and the waits on them."""
+    """A run's settings, Redis, workers and the waits on them; the key names of each shard of its live state.
+
+    Every read of the live state goes through the shards as the workers' store
+    lays them out (:func:`stream.live.shards.shard_prefixes` of the run's
+    settings): an app's keys through :meth:`keys_of`, the namespace's (offsets,
+    open, dirty, outbox, ledgerdue, idsheld) summed or checked over
+    :attr:`shards`; the closer's lease is in the first shard.
+    """
 
     def __init__(self, config: Path, target: RedisTarget, plan: Plan, timeout_s: float) -> None:
-        self.settings = load_settings(config)
-        self.keys = Keys(self.settings.key_prefix)
+        self.settings = load_settings(config, target.environ())
+        self.prefix = self.settings.key_prefix
+        self.shards = [
+            Keys(prefix)
+            for prefix in shard_prefixes(self.prefix, self.settings.redis_shards, self.settings.redis_cluster)
+        ]
+        self.home = self.shards[0]
+        self.tags = {
+            k.prefix[len(self.prefix) + 1 : -2]: i for i, k in enumerate(self.shards) if k.prefix != self.prefix
+        }
+        """Each shard's hash tag (``prefix{tag}:``) and its index."""
         self.redis = target
         self.r = target.client
         self.plan = plan
@@ -605,16 +786,52 @@ class Deployment:
         self.counted_at = 0.0
         """When the last record of the plan was seen applied (monotonic)."""
 
+    def keys_of(self, app_id: str) -> Keys:
+        """The key names of the shard holding ``app_id``."""
+        return self.shards[shard_of(app_id, len(self.shards))]
+
+    def shard_index(self, app_id: str) -> int:
+        return shard_of(app_id, len(self.shards))
+
+    def read(self, fill: Callable[[Any], object]) -> list[Any]:
+        """The replies of a pipeline of reads that ``fill`` queues (retried whole on a transient failure)."""
+
+        def execute() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            fill(pipe)
+            return pipe.execute()
+
+        return retrying(execute)
+
+    def per_shard(self, command: str, name: str, *args: Any) -> list[Any]:
+        """``command`` on the namespace key ``name`` (a :class:`Keys` attribute) of every shard, in one pipeline."""
+
+        def read() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for keys in self.shards:
+                getattr(pipe, command)(getattr(keys, name), *args)
+            return pipe.execute()
+
+        return retrying(read)
+
     def start(self, count: int) -> None:
         for index in range(count):
-            self.workers.append(Worker(self.config, self.config.parent / f"{self.config.stem}-w{index}"))
+            home = self.config.parent / f"{self.config.stem}-w{index}"
+            self.workers.append(Worker(self.config, home, self.redis.environ()))
 
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
 
     def applied_records(self) -> int:
-        return sum(int(v) + 1 for v in self.r.hgetall(self.keys.offsets).values())
+        """Records applied in every shard: each partition's least applied offset over the shards, plus one.
+
+        Every shard records every partition batch's offsets (one step a shard);
+        a shard without a partition's offset has applied none of it.
+        """
+        replies = self.per_shard("hgetall", "offsets")
+        tps = set().union(*replies)
+        return sum(min(int(reply.get(tp, -1)) for reply in replies) + 1 for tp in tps)
 
     def wait(self, what: str, condition: Any, every_s: float = POLL_S) -> float:
         """Poll ``condition`` until it holds; the monotonic time it was first seen to."""
@@ -629,17 +846,41 @@ class Deployment:
             time.sleep(every_s)
 
     def data_open(self) -> int:
-        """Open slots of the plan (the flush app's slots start later)."""
-        return self.r.zcount(self.keys.open, "-inf", f"({self.plan.flush_ms - SLOT_MS}")
+        """Open slots of the plan in every shard (the flush app's slots start later)."""
+        return sum(self.per_shard("zcount", "open", "-inf", f"({self.plan.flush_ms - SLOT_MS}"))
+
+    def outbox(self) -> int:
+        """Verdict messages not yet published, over every shard's outbox."""
+        return sum(self.per_shard("llen", "outbox"))
+
+    def ids_held(self) -> int:
+        """Closed slots still holding their id sets, over every shard."""
+        return sum(self.per_shard("zcard", "idsheld"))
 
     def closer_idle(self) -> bool:
-        r, k = self.r, self.keys
-        pipe = r.pipeline(transaction=False)
-        pipe.llen(k.outbox)
-        pipe.scard(k.dirty)
-        pipe.scard(k.ledgerdue)
-        pipe.exists(k.closer_lease)
-        return not any(pipe.execute())
+        """Every shard's outbox, dirty slots and due ledgers empty, and the closer's lease (first shard) free."""
+
+        def read() -> list[int]:
+            pipe = self.r.pipeline(transaction=False)
+            for k in self.shards:
+                pipe.llen(k.outbox)
+                pipe.scard(k.dirty)
+                pipe.scard(k.ledgerdue)
+            pipe.exists(self.home.closer_lease)
+            return pipe.execute()
+
+        return not any(retrying(read))
+
+    def split_key(self, key: str) -> tuple[int, str]:
+        """A key of the run's namespace as (its shard, the rest after the shard's prefix); shard -1: the
+        namespace's own (``layout``). With several shards a shard's prefix is ``prefix{tag}:``."""
+        rest = key[len(self.prefix) :]
+        if len(self.shards) == 1 and not self.settings.redis_cluster:
+            return 0, rest
+        if not rest.startswith("{"):
+            return -1, rest
+        tag, _, rest = rest[1:].partition("}:")
+        return self.tags[tag], rest
 
 
 def count_phase(d: Deployment, run: Run, total_records: int, workers: int) -> None:
@@ -686,19 +927,22 @@ def count_phase(d: Deployment, run: Run, total_records: int, workers: int) -> No
 
 def check_counts(d: Deployment, run: Run, apps: int, verdicts: bool) -> None:
     """Every slot of the plan in Redis: its counts (and verdict) equal the truth; no other slot of the plan's apps."""
-    plan, k = d.plan, d.keys
+    plan = d.plan
     policy = d.settings.policy
     counts_wrong: list[str] = []
     verdicts_wrong: list[str] = []
     slots = [(a, s) for a in range(apps) for s in range(plan.slots)]
     for start in range(0, len(slots), 5_000):
         chunk = slots[start : start + 5_000]
-        pipe = d.r.pipeline(transaction=False)
-        for a, s in chunk:
-            pipe.hmget(k.slot(plan.app_id(a), plan.slot_ms(s)), "requests", "successes", "late_requests")
-            if verdicts:
-                pipe.hgetall(k.verdict(plan.app_id(a), plan.slot_ms(s)))
-        replies = iter(pipe.execute())
+
+        def fill(pipe: Any, chunk: list[tuple[int, int]] = chunk) -> None:
+            for a, s in chunk:
+                k = d.keys_of(plan.app_id(a))
+                pipe.hmget(k.slot(plan.app_id(a), plan.slot_ms(s)), "requests", "successes", "late_requests")
+                if verdicts:
+                    pipe.hgetall(k.verdict(plan.app_id(a), plan.slot_ms(s)))
+
+        replies = iter(d.read(fill))
         for a, s in chunk:
             requests, successes, late = next(replies)
             expected = plan.expected(a, s)
@@ -718,12 +962,53 @@ def check_counts(d: Deployment, run: Run, apps: int, verdicts: bool) -> None:
                 }
                 if {key: verdict.get(key) for key in want} != want:
                     verdicts_wrong.append(f"{name} {verdict} for {want}")
-    found = sum(1 for _ in d.redis.scan(k.prefix + "slot:1")) if apps else 0  # the plan's apps start with 1
-    if found != len(slots):
-        counts_wrong.append(f"{found} slot keys of numbered apps for {len(slots)}")
+    counts_wrong += slot_keys_placed(d, apps)
     run.check("counts", counts_wrong)
     if verdicts:
         run.check("verdicts", verdicts_wrong)
+    run.check("shards", shards_placed(d, apps))
+
+
+def slot_keys_placed(d: Deployment, apps: int) -> list[str]:
+    """The ``slot:`` keys of numbered apps (the plan's start with 1), over every shard: exactly the plan's slots,
+    each in its app's shard."""
+    plan = d.plan
+    want = {(plan.app_id(a), plan.slot_ms(s)) for a in range(apps) for s in range(plan.slots)}
+    found: set[tuple[str, int]] = set()
+    wrong = []
+    pattern = glob_escape(d.prefix) + ("*slot:1*" if d.tags else "slot:1*")
+    for key in d.redis.keys(pattern):
+        shard, rest = d.split_key(key)
+        kind, _, member = rest.partition(":")
+        if kind != "slot":
+            continue
+        app_id, slot_ms = member.rpartition(":")[0], int(member.rpartition(":")[2])
+        found.add((app_id, slot_ms))
+        if shard != d.shard_index(app_id):
+            wrong.append(f"{key} in shard {shard}, not its app's {d.shard_index(app_id)}")
+    if found != want:
+        wrong.append(f"{len(found)} slot keys of numbered apps for {len(want)} ({len(found - want)} not the plan's)")
+    return wrong
+
+
+def shards_placed(d: Deployment, apps: int) -> list[str]:
+    """Every shard is a namespace (its marker) holding the plan's apps of that shard and no other (``apps``)."""
+    plan = d.plan
+    want: list[set[str]] = [set() for _ in d.shards]
+    for a in range(apps):
+        want[d.shard_index(plan.app_id(a))].add(plan.app_id(a))
+    problems = []
+    metas = d.per_shard("hget", "meta", "generation")
+    for index, (members, meta) in enumerate(zip(d.per_shard("smembers", "apps"), metas, strict=True)):
+        if meta is None:
+            problems.append(f"shard {index} ({d.shards[index].prefix}) has no marker")
+        if members - {FLUSH_APP} != want[index]:
+            problems.append(f"shard {index}: {len(members - {FLUSH_APP})} apps for {len(want[index])}")
+        if FLUSH_APP in members and index != d.shard_index(FLUSH_APP):
+            problems.append(f"shard {index} holds app {FLUSH_APP}, of shard {d.shard_index(FLUSH_APP)}")
+    if len(set(metas)) > 1:
+        problems.append(f"the shards' generations differ: {metas}")
+    return problems
 
 
 def close_phase(d: Deployment, run: Run, profile_dir: Path | None) -> None:
@@ -737,9 +1022,7 @@ def close_phase(d: Deployment, run: Run, profile_dir: Path | None) -> None:
     flushed_at = time.monotonic()
     flush_stream_time(d.settings, plan, plan.flush_ms)
     first_closed = d.wait("a first slot closed", lambda: d.data_open() < slots, every_s=0.05)
-    published = d.wait(
-        "every verdict committed and published", lambda: d.data_open() == 0 and not d.r.llen(d.keys.outbox)
-    )
+    published = d.wait("every verdict committed and published", lambda: d.data_open() == 0 and not d.outbox())
     idle = d.wait("the closer idle (ledgers done)", d.closer_idle, every_s=0.05)
     cpu = [w.cpu_s() - c for w, c in zip(d.workers, cpu_before, strict=True)]
     for sampler in samplers:
@@ -873,12 +1156,12 @@ def metrics_phase(d: Deployment, run: Run) -> None:
 def weigh(d: Deployment, sample: int) -> dict[str, dict[str, float]]:
     """The run's keys by kind: how many, and their bytes by ``MEMORY USAGE`` (all, or a sample times the count).
 
-    The flush app's keys are left out; the namespace's shared keys (``open``, ``apps``...) are in.
+    The flush app's keys are left out; the namespace's shared keys (``open``, ``apps``...) are in, those of
+    every shard (kinds are named after the shard's prefix: ``slot``, not ``{s0.0}:slot``).
     """
-    prefix = d.keys.prefix
     by_kind: dict[str, list[str]] = {}
-    for key in d.redis.scan(prefix):
-        parts = key[len(prefix) :].split(":", 2)
+    for key in d.redis.keys(glob_escape(d.prefix) + "*"):
+        parts = d.split_key(key)[1].split(":", 2)
         if len(parts) > 1 and parts[1] == FLUSH_APP:
             continue  # the flush events' own keys (their slots stay open)
         by_kind.setdefault(parts[0], []).append(key)
@@ -886,25 +1169,27 @@ def weigh(d: Deployment, sample: int) -> dict[str, dict[str, float]]:
     rng = random.Random(7)
     for kind, keys in sorted(by_kind.items()):
         picked = keys if len(keys) <= sample else rng.sample(keys, sample)
-        pipe = d.r.pipeline(transaction=False)
-        for key in picked:
-            pipe.memory_usage(key, samples=0)
-        sizes = [size or 0 for size in pipe.execute()]
+        sizes = [
+            size or 0 for size in d.read(lambda pipe, picked=picked: [pipe.memory_usage(k, samples=0) for k in picked])
+        ]
         weights[kind] = {"keys": len(keys), "bytes": sum(sizes) * len(keys) / max(1, len(picked))}
     return weights
 
 
 def held_ids(d: Deployment, apps: int) -> tuple[int, list[str]]:
     """Event ids held in the plan's id sets, and the sets whose size is not the plan's."""
-    plan, k = d.plan, d.keys
+    plan = d.plan
     total, wrong = 0, []
     slots = [(a, s) for a in range(apps) for s in range(plan.slots)]
     for start in range(0, len(slots), 5_000):
-        pipe = d.r.pipeline(transaction=False)
-        for a, s in slots[start : start + 5_000]:
-            pipe.scard(k.ids(plan.app_id(a), plan.slot_ms(s), "requests"))
-            pipe.scard(k.ids(plan.app_id(a), plan.slot_ms(s), "successes"))
-        replies = iter(pipe.execute())
+
+        def fill(pipe: Any, chunk: list[tuple[int, int]] = slots[start : start + 5_000]) -> None:
+            for a, s in chunk:
+                k = d.keys_of(plan.app_id(a))
+                pipe.scard(k.ids(plan.app_id(a), plan.slot_ms(s), "requests"))
+                pipe.scard(k.ids(plan.app_id(a), plan.slot_ms(s), "successes"))
+
+        replies = iter(d.read(fill))
         for a, s in slots[start : start + 5_000]:
             expected = plan.expected(a, s)
             requests, successes = next(replies), next(replies)
@@ -931,7 +1216,7 @@ def release_phase(d: Deployment, run: Run, memory: dict[str, Any], sample: int) 
     plan = d.plan
     flushed_at = time.monotonic()
     flush_stream_time(d.settings, plan, plan.release_ms)
-    released = d.wait("every id set released", lambda: d.r.zcard(d.keys.idsheld) == 0, every_s=0.2)
+    released = d.wait("every id set released", lambda: d.ids_held() == 0, every_s=0.2)
     memory["release_s"] = released - flushed_at
     memory["slots_released_per_s"] = run.apps * plan.slots / (released - flushed_at)
     d.wait("the closer idle", d.closer_idle)
@@ -958,23 +1243,32 @@ def release_phase(d: Deployment, run: Run, memory: dict[str, Any], sample: int) 
 
 
 def measure_run(
-    shape: str, workers: int, apps: int, args: argparse.Namespace, ctx: Context, raw: dict[str, float]
+    shape: str,
+    workers: int,
+    apps: int,
+    target: RedisTarget,
+    args: argparse.Namespace,
+    ctx: Context,
+    raw: dict[str, float],
 ) -> Run:
-    """One run: the plan's events to topics of its own, counted by ``workers`` workers, ..., cleaned up.
+    """One run: the plan's events to topics of its own, counted by ``workers`` workers on ``target``, ...,
+    cleaned up.
 
     The raw reader reads the first run's topics of each shape (``raw``).
     """
-    plan, target = ctx.plan, ctx.target
-    tag = f"{ctx.tag}-{shape}-{workers}w"
-    run = Run(shape, workers, apps, plan.events(apps), 0)
+    plan = ctx.plan
+    tag = f"{ctx.tag}-{shape}-{workers}w-{target.name}"
+    run = Run(shape, workers, apps, plan.events(apps), 0, target.name, target.shards)
     print(f"{run.name}: {run.events:,} events of {apps:,} apps; topics, group and key prefix {tag}", flush=True)
     config = write_config(ctx.directory, tag, tag, plan, target)
     d = Deployment(config, target, plan, args.timeout)
     profile_dir = None
     if args.profile:
-        profile_dir = OUT_DIR / f"profile-{ctx.stamp}-{shape}-{workers}w"
+        profile_dir = OUT_DIR / f"profile-{ctx.stamp}-{shape}-{workers}w-{target.name}"
         profile_dir.mkdir(parents=True)
     full = shape == "array"
+    retries_before = len(REDIS_RETRIES)
+    identity = target.identity()
     try:
         produced_at = time.monotonic()
         run.records = sum(produce_plan(d.settings, plan, shape, apps).values())
@@ -1001,7 +1295,7 @@ def measure_run(
         run.error = f"{type(error).__name__}: {error}"
         print(f"    FAILED: {run.error}", flush=True)
         for index, worker in enumerate(d.workers):
-            kept = OUT_DIR / f"{ctx.stamp}-{shape}-{workers}w-w{index}.log"
+            kept = OUT_DIR / f"{ctx.stamp}-{shape}-{workers}w-{target.name}-w{index}.log"
             kept.write_bytes(worker.log.read_bytes())
             print(f"    worker log kept: {kept.relative_to(REPO)}", flush=True)
     finally:
@@ -1013,9 +1307,31 @@ def measure_run(
                     print_profile(path)
                     print_busy_profile(path)
         if not args.keep:
-            target.delete_prefix(d.keys.prefix)
+            try:
+                target.delete_prefix(d.prefix)
+            except Exception as error:  # noqa: BLE001 - leftovers are harmless; say so and go on
+                print(f"    (Redis keys {d.prefix}* not all removed: {type(error).__name__}: {error})", flush=True)
             delete_topics(d.settings, tag, [tag])
+        disturbed(run, target, identity, REDIS_RETRIES[retries_before:])
     return run
+
+
+def disturbed(run: Run, target: RedisTarget, identity: list[str], retries: list[str]) -> None:
+    """Record whether the run's Redis failed meanwhile (a read retried) or a master changed (restarted, failed
+    over): the run's timed figures are then disturbed (its checks still hold)."""
+    try:
+        after = target.identity()
+    except Exception as error:  # noqa: BLE001 - Redis down at the end: that is the news
+        after = [f"unknown: {type(error).__name__}: {error}"]
+    run.figures["redis_retries"] = retries
+    if after != identity:
+        run.figures["redis_masters_changed"] = {"before": identity, "after": after}
+    if run.disturbed:
+        print(
+            f"    note: Redis disturbed during the run ({len(retries)} reads retried, masters "
+            f"{'changed' if after != identity else 'the same'}): its timed figures are not comparable",
+            flush=True,
+        )
 
 
 # --------------------------------------------------------------------------- output
@@ -1138,6 +1454,12 @@ def print_run(run: Run, raw_rate: float | None) -> None:
             print(f"  CHECK {name}: {result}")
     if run.error:
         print(f"  FAILED: {run.error}")
+    if run.disturbed:
+        print(
+            f"  Redis disturbed meanwhile: {len(f['redis_retries'])} reads retried"
+            + (", a master restarted or failed over" if f.get("redis_masters_changed") else "")
+            + " (timed figures not comparable)"
+        )
 
 
 HEADLINE = (
@@ -1152,21 +1474,77 @@ HEADLINE = (
 
 
 def print_summary(runs: list[Run]) -> None:
-    print(f"\n{'run':<22}" + "".join(f"{label:>15}" for _, _, label in HEADLINE))
+    """Every run's headline figures, then issue 19's figures side by side on each Redis."""
+    print(f"\n{'run':<24}" + "".join(f"{label:>15}" for _, _, label in HEADLINE))
     for run in runs:
         cells = []
         for phase, key, _ in HEADLINE:
             value = run.figures.get(phase, {}).get(key)
             cells.append(fmt(value, ".3f" if key == "scrape_s_max_median" else ",.1f" if "cpu" in key else ",.0f"))
-        print(f"{run.name:<22}" + "".join(f"{cell:>15}" for cell in cells))
-    by_shape: dict[str, dict[int, Run]] = {}
+        print(f"{run.name + (' *' if run.disturbed else ''):<24}" + "".join(f"{cell:>15}" for cell in cells))
+    if any(run.disturbed for run in runs):
+        print("* Redis failed or a master changed during the run: its timed figures are disturbed")
+    runs_of: dict[tuple[str, str], dict[int, Run]] = {}
     for run in runs:
-        by_shape.setdefault(run.shape, {})[run.workers] = run
-    for shape, by_workers in by_shape.items():
+        runs_of.setdefault((run.shape, run.redis_label), {})[run.workers] = run
+    for (shape, label), by_workers in runs_of.items():
         if 1 in by_workers and 2 in by_workers:
             one, two = (by_workers[n].figures.get("count", {}).get("events_per_s") for n in (1, 2))
             if one and two:
-                print(f"{shape}: 2 workers / 1 worker events/s x{two / one:.2f}")
+                print(f"{shape} on {label}: 2 workers / 1 worker events/s x{two / one:.2f}")
+    labels = list(dict.fromkeys(run.redis_label for run in runs))
+    arrays = [run for run in runs if run.shape == "array"]
+    print(
+        f"\nissue 19 at {max((run.apps for run in arrays), default=0):,} apps "
+        f"(this machine: {os.cpu_count()} cores, shared with whatever else runs; see the load average above):"
+    )
+
+    def figure(phase: str, key: str, spec: str) -> str:
+        cells = []
+        for label in labels:
+            found = [
+                f"{run.workers}w {fmt(run.figures[phase][key], spec)}"
+                for run in arrays
+                if run.redis_label == label and key in run.figures.get(phase, {})
+            ]
+            if found:
+                cells.append(f"{label} " + ", ".join(found))
+        return "; ".join(cells) or "-"
+
+    print(f"  idle worker CPU (% of a core, each worker): {figure('idle', 'worker_cpu_pct', '.1f')}")
+    print(f"  slots closed/s: {figure('close', 'slots_per_s', ',.0f')}")
+    two = [run for run in arrays if run.workers == 2 and "metrics" in run.figures]
+    print(
+        "  /metrics series per scrape, 2 workers summed: "
+        + (
+            "; ".join(
+                f"{run.redis_label} {run.figures['metrics']['series_summed']:,} (app series "
+                f"{run.figures['metrics']['app_series_summed']:,} = {run.apps:,} apps x "
+                f"{run.figures['metrics']['app_series_summed'] / max(1, run.apps):.1f})"
+                for run in two
+            )
+            or "- (no 2-worker array run)"
+        )
+    )
+    print(f"  Redis bytes per held event id: {figure('memory', 'bytes_per_held_id', ',.0f')}")
+    print(f"  Redis bytes per closed slot: {figure('memory', 'bytes_per_closed_slot', ',.0f')}")
+    single = {run.shape: run for run in runs if run.redis == "single" and run.workers == 1}
+    for run in runs:
+        if run.redis != "cluster" or run.workers != 1 or run.shape not in single:
+            continue
+        counts = [r.figures.get("count", {}) for r in (run, single[run.shape])]
+        mine, theirs = (c.get("events_per_s") for c in counts)
+        if mine and theirs:
+            ratio = mine / theirs
+            short = any(c.get("note") or c["seconds"] < MIN_COUNT_S for c in counts)
+            verdict = "met" if ratio >= 1 - CLUSTER_RATIO_TOLERANCE else "NOT met"
+            print(
+                f"  counting, 1 worker, {run.shape}: {run.redis_label} / {single[run.shape].redis_label} "
+                f"x{ratio:.2f} ({mine:,.0f} / {theirs:,.0f} events/s)   "
+                f"[{verdict} (>= {1 - CLUSTER_RATIO_TOLERANCE:.2f})"
+                + (f"; counted in under {MIN_COUNT_S:.0f} s: too short to compare, use more apps" if short else "")
+                + "]"
+            )
 
 
 def compare(runs: list[Run], path: Path) -> None:
@@ -1195,6 +1573,22 @@ def git(where: Path, *args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
+def parse_shards(spec: str) -> dict[str, int]:
+    """``--shards``: ``N`` for every Redis, or ``single=N,cluster=M`` (each missing one: its default)."""
+    shards = {"single": 1, "cluster": 12}
+    if spec.strip().isdigit():
+        shards = dict.fromkeys(shards, int(spec))
+    else:
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            kind, _, count = part.partition("=")
+            if kind.strip() not in shards or not count.strip().isdigit():
+                raise ValueError(f"want N or single=N,cluster=M, got {spec!r}")
+            shards[kind.strip()] = int(count)
+    if not all(1 <= n <= 1024 for n in shards.values()):
+        raise ValueError(f"shards between 1 and 1024, got {spec!r}")
+    return shards
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", type=int, default=10_000, help="apps in the plan (default 10,000)")
@@ -1211,7 +1605,14 @@ def main() -> int:
         "--memory-sample", type=int, default=2_000, help="keys weighed per kind with MEMORY USAGE (default 2,000)"
     )
     parser.add_argument(
-        "--redis", choices=("single", "cluster"), default="single", help="single Redis (cluster: later)"
+        "--redis",
+        default="single,cluster",
+        help="the Redis of the runs, of single,cluster (default both: every shape and worker count on each)",
+    )
+    parser.add_argument(
+        "--shards",
+        default="single=1,cluster=12",
+        help="[redis] shards of the workers: N (every Redis) or single=N,cluster=M (default single=1,cluster=12)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy on every worker while closing and idle")
     parser.add_argument("--compare", type=Path, help="an earlier .run/bench-scale/*.json to compare with")
@@ -1221,6 +1622,13 @@ def main() -> int:
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     if not shapes or set(shapes) - {"array", "single"}:
         parser.error("--shapes takes array, single or both")
+    kinds = [k.strip() for k in args.redis.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"single", "cluster"} or len(set(kinds)) < len(kinds):
+        parser.error("--redis takes single, cluster or both")
+    try:
+        shards = parse_shards(args.shards)
+    except ValueError as error:
+        parser.error(f"--shards: {error}")
     if args.profile and not PY_SPY.exists():
         sys.exit(f"bench-scale: {PY_SPY} not found; run `make bench-venv` (or leave out --profile)")
     worker_counts = args.workers or [1, 2]
@@ -1231,11 +1639,12 @@ def main() -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     tag = f"bscale-{uuid.uuid4().hex[:8]}"
-    ctx = Context(plan, redis_target(args.redis, base), Path(tempfile.mkdtemp(prefix="sla-bench-scale-")), stamp, tag)
+    targets = [redis_target(kind, base, shards[kind]) for kind in kinds]
+    ctx = Context(plan, targets, Path(tempfile.mkdtemp(prefix="sla-bench-scale-")), stamp, tag)
     started = time.monotonic()
     print(
         f"bench-scale {tag}: {args.apps:,} apps x {plan.slots} slots x {plan.requests} requests, shapes {shapes}, "
-        f"workers {worker_counts}, Redis {ctx.target.name} ({ctx.target.url}); code {STREAM_DIR} "
+        f"workers {worker_counts}, Redis {'; '.join(t.describe() for t in targets)}; code {STREAM_DIR} "
         f"({git(STREAM_DIR, 'rev-parse', '--short', 'HEAD') or 'not in git'}); {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
@@ -1251,7 +1660,7 @@ def main() -> int:
         "single_apps": args.single_apps,
         "shapes": shapes,
         "workers": worker_counts,
-        "redis": ctx.target.name,
+        "redis": [{"redis": t.name, "shards": t.shards, "url": t.url} for t in targets],
         "cores": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
         "plan": plan.__dict__,
@@ -1263,9 +1672,15 @@ def main() -> int:
     try:
         for shape in shapes:
             apps = args.apps if shape == "array" or not args.single_apps else min(args.apps, args.single_apps)
-            for workers in worker_counts:
-                runs.append(measure_run(shape, workers, apps, args, ctx, raw))
-                print_run(runs[-1], raw.get(shape))
+            for target in targets:
+                for workers in worker_counts:
+                    try:
+                        runs.append(measure_run(shape, workers, apps, target, args, ctx, raw))
+                    except Exception as error:  # noqa: BLE001 - a run that could not even start; go on
+                        failed = Run(shape, workers, apps, plan.events(apps), 0, target.name, target.shards)
+                        failed.error = f"{type(error).__name__}: {error}"
+                        runs.append(failed)
+                    print_run(runs[-1], raw.get(shape))
     finally:
         meta["seconds"] = time.monotonic() - started
         meta["loadavg_end"] = os.getloadavg()
@@ -1273,7 +1688,8 @@ def main() -> int:
         out = OUT_DIR / f"{stamp}-{args.apps}apps.json"
         out.write_text(json.dumps(result, indent=2, default=str))
         (OUT_DIR / "latest.json").write_text(out.read_text())
-        ctx.target.close()
+        for target in targets:
+            target.close()
     print_summary(runs)
     if args.compare:
         compare(runs, args.compare)
