@@ -1495,7 +1495,7 @@ def print_summary(runs: list[Run]) -> None:
     labels = list(dict.fromkeys(run.redis_label for run in runs))
     arrays = [run for run in runs if run.shape == "array"]
     print(
-        f"\nissue 19 at {max((run.apps for run in arrays), default=0):,} apps "
+        f"\nissue 19 at {max((run.apps for run in arrays or runs), default=0):,} apps "
         f"(this machine: {os.cpu_count()} cores, shared with whatever else runs; see the load average above):"
     )
 
