@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -149,12 +150,17 @@ class Closer:
         dirty = await store.dirty_slots(limit)
         await self._judge(fence, due, exemptions, hold_from, result)
         await self._judge(fence, dirty, exemptions, hold_from, result)
-        result.more = len(due) >= limit or len(dirty) >= limit
+        result.more = self._met_limit(due) or self._met_limit(dirty)
         result.published = await self.publish()
         result.months = await self._refresh_months(exemptions)
         if watermark is not None:
             await store.release_ids(watermark - self._limits.dedup_hold_ms, limit)
         return result
+
+    def _met_limit(self, slots: Sequence[tuple[str, int]]) -> bool:
+        """Whether some shard gave as many slots as a query takes (the store's queries take ``limit`` a shard)."""
+        per_shard = Counter(self._store.shard_of(app_id).index for app_id, _ in slots)
+        return any(count >= self._limits.slots for count in per_shard.values())
 
     async def _judge(
         self,
