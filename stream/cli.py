@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from stream import report
-from stream.arguments import calendar_month_argument
+from stream.arguments import calendar_month_argument, part_argument, run_name_argument
 from stream.config import ConfigError, Settings, load_settings
 from stream.formats import statement_to_json
 from stream.kafka_security import redact
 from stream.live import metrics, rebuild, worker
 from stream.live.store import LayoutMismatch
-from stream.monthend import exempt, progress, replay
+from stream.monthend import exempt, parts, progress, replay
 from stream.offline import counting as offline_counting
 from stream.offline.files import EventFilesError, event_files
 from stream.sla.coverage import month_label
@@ -138,17 +138,34 @@ def _check_output(args: argparse.Namespace) -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     _check_output(args)
+    part = _replay_part(args)
     settings = load_settings(args.config)
     year, month = args.month
-    request = replay.ReplayRequest(year, month, tuple(dict.fromkeys(args.app or ())), keep=args.keep)
+    request = replay.ReplayRequest(year, month, tuple(dict.fromkeys(args.app or ())), keep=args.keep, part=part)
 
     def shown(label: str, total: int) -> progress.ReadProgress:
         return progress.progress_for(label, total, sys.stderr)
 
-    result = asyncio.run(replay.replay(settings, request, shown, processes=args.processes))
+    result = asyncio.run(replay.replay(settings, request, shown, _say, processes=args.processes))
+    if not result.judged:  # another part of the split replay prints the month
+        _say(result.line(request.name))
+        return 0
     _print_months(result.statements, settings, year, month, args)
     _say(result.line(request.name))
     return _strict_status(result.statements, args, f"the topics leave silent periods in {request.name}")
+
+
+def _replay_part(args: argparse.Namespace) -> parts.Part | None:
+    """``--part K/N --run NAME [--part-timeout S]``: this host's part of a replay split across hosts, or None."""
+    if args.part is None:
+        if args.run_name is not None or args.part_timeout is not None:
+            raise UsageError("--run and --part-timeout go with --part K/N (a replay split across hosts)")
+        return None
+    if args.run_name is None:
+        raise UsageError("--part needs --run NAME: the same name on every part of the split replay")
+    index, count = args.part
+    timeout_s = parts.DEFAULT_TIMEOUT_S if args.part_timeout is None else args.part_timeout
+    return parts.Part(args.run_name, index, count, timeout_s)
 
 
 def run_exempt_add(args: argparse.Namespace) -> int:
@@ -350,6 +367,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.cpu_count() or 1,
         metavar="N",
         help="count the partitions in N processes (default: one per core, here %(default)s)",
+    )
+    rpl.add_argument(
+        "--part",
+        type=part_argument,
+        metavar="K/N",
+        help="count only part K (0 to N-1) of the month's partitions, to split the replay across N hosts sharing "
+        "one Redis: run every part, each with the same --run, --month and settings; part 0 prints the report "
+        "once all are counted, the others print one line and exit",
+    )
+    rpl.add_argument(
+        "--run",
+        dest="run_name",  # "run" is the subcommand's function
+        type=run_name_argument,
+        metavar="NAME",
+        help="with --part: the name of the split replay (a-z, 0-9, '-'; up to 32), the same on every part; "
+        "a part run again with it goes on from what it had counted",
+    )
+    rpl.add_argument(
+        "--part-timeout",
+        type=_positive_int,
+        metavar="SECONDS",
+        help=f"with --part: how long part 0 waits for a part that makes no progress before it stops "
+        f"(default {parts.DEFAULT_TIMEOUT_S:.0f})",
     )
     rpl.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (the workers' own)")
     _add_strict_argument(rpl)

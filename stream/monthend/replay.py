@@ -24,6 +24,11 @@ every month's figures must be reproducible from the raw events. A replay:
    live pages do (:func:`stream.live.ledger.statements_from_store`), and removes its namespace
    (``--keep`` leaves it for inspection).
 
+Split across hosts (``--part K/N --run NAME``), each part counts its share of
+the partitions into the run's namespace, named by the run, not a random
+token; part 0 also closes, waits for the other parts and does step 4
+(:mod:`stream.monthend.parts`).
+
 Nothing is sent anywhere: the verdicts and dead letters the replay makes
 are counted, not published (the live workers published them already).
 """
@@ -38,7 +43,7 @@ import queue
 import secrets
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -67,6 +72,7 @@ from stream.live.recount import (
 )
 from stream.live.store import Fence, Fenced, RolledBack, Store, redis_client
 from stream.monthend.apps import UnknownApp, check_apps_known
+from stream.monthend.parts import Part, PartDone, Run, RunRefused, RunTerms, joined, part_plans, resumed, wait_for_parts
 from stream.monthend.progress import ReadProgress
 from stream.monthend.share import IDLE_EVERY_S, Share, ShareOutcome, merged, run_share, split
 from stream.sla.months import begun_by, calendar_month, service_months_in
@@ -89,10 +95,17 @@ class ReplayRequest:
     """Only these apps (empty: every app with events in the month or terms on record)."""
     keep: bool = False
     """Leave the replay's namespace in Redis afterwards (for inspection)."""
+    part: Part | None = None
+    """Count only this part of a replay split across hosts (None: the whole month here)."""
 
     @property
     def name(self) -> str:
         return f"{self.year}-{self.month:02d}"
+
+    @property
+    def label(self) -> str:
+        """What the progress lines call this replay."""
+        return f"replay {self.name}" + ("" if self.part is None else f" {self.part.label}")
 
 
 @dataclass
@@ -107,16 +120,40 @@ class ReplayResult:
     prefix: str
     kept: bool
     slots_closed: int = 0
+    part: Part | None = None
+    """The part of a split replay this was (None: the whole month here)."""
+    resumed: tuple[int, ...] = ()
+    """The parts run again after they stopped: what they counted before is in the figures, not in ``stats``."""
+
+    @property
+    def judged(self) -> bool:
+        """Whether this replay judged the month (``statements``); the other parts of a split replay only count."""
+        return self.part is None or self.part.index == 0
 
     def line(self, name: str) -> str:
         s = self.stats
+        if not self.judged:
+            assert self.part is not None
+            return (
+                f"replay {name} {self.part.label} of run {self.part.name}: its share counted "
+                f"({self.offsets:,} offsets, {s.records:,} records, {s.counted:,} events counted); part 0 prints the "
+                "month's statements once every part is counted"
+            )
         rate = s.counted / self.seconds if self.seconds else 0.0
         kept = f"; its state is kept under key prefix {self.prefix!r}" if self.kept else ""
+        split = ""
+        if self.part is not None:
+            split = f"; counted in {self.part.parts} part{'s' if self.part.parts > 1 else ''} (run {self.part.name})"
+        if self.resumed:
+            split += (
+                f", part{'s' if len(self.resumed) > 1 else ''} {', '.join(map(str, self.resumed))} run again after "
+                "stopping: what was counted before is in the figures, not in these totals"
+            )
         return (
             f"replayed {name} in {self.seconds:.1f} s: {self.offsets:,} offsets, {s.records:,} records, "
             f"{s.counted:,} events counted ({rate:,.0f}/s), {s.duplicates:,} duplicates counted once, "
             f"{s.skipped:,} events outside the month or apps, {s.dead_letters:,} refused (dead-lettered when live), "
-            f"{self.exemptions} exemptions from the topic, {self.slots_closed:,} slots closed{kept}"
+            f"{self.exemptions} exemptions from the topic, {self.slots_closed:,} slots closed{split}{kept}"
         )
 
 
@@ -128,10 +165,17 @@ async def replay(
     settings: Settings,
     request: ReplayRequest,
     progress: ProgressFactory,
+    say: Callable[[str], None],
     processes: int = 1,
     clock: Callable[[], float] = time.time,
 ) -> ReplayResult:
-    """Count ``request``'s month again from the topics; see the module docstring."""
+    """Count ``request``'s month again from the topics; see the module docstring.
+
+    With ``request.part``, only that part of the partitions is counted, into
+    the run's namespace; part 0 then waits for the others (``say`` tells
+    which) and judges the month, and the others return once they counted
+    (their result is not :attr:`ReplayResult.judged`).
+    """
     started = time.monotonic()
     tz = settings.policy.timezone
     month_start, month_end = calendar_month(request.year, request.month).span_ms(tz)
@@ -143,8 +187,17 @@ async def replay(
         counts = topic_partitions(settings)
     except RecountError as error:
         raise ReplayError(str(error)) from None
+    part = request.part
     redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
-    store = Store.of(redis, settings, replay_prefix(settings.key_prefix, request, secrets.token_hex(4)))
+    prefix = (
+        replay_prefix(settings.key_prefix, request, secrets.token_hex(4))
+        if part is None
+        else run_prefix(settings.key_prefix, request, part.name)
+    )
+    store = Store.of(redis, settings, prefix)
+    run = None if part is None else Run(redis, run_record_key(settings.key_prefix, part.name), part)
+    # A split run's namespace goes only once every part counted: until then, a part run again goes on from it.
+    removable = run is None
     try:
         try:
             await redis.ping()
@@ -156,22 +209,48 @@ async def replay(
         consumer = await open_consumer(settings, aiokafka_options(settings.kafka_security))
         try:
             reading_from = month_start - settings.replay_margin_ms - settings.max_future_ms
-            plan = await _month_plan(consumer, partitions, reading_from, now_ms, settings, request)
-            latest = await read_exemptions_topic(consumer, settings, counts[topics.exemptions])
+
+            def month_plan() -> Awaitable[ReadPlan]:
+                return _month_plan(consumer, partitions, reading_from, now_ms, settings, request)
+
+            if run is None:
+                plan, fence = await month_plan(), Fence(now_ms, "rebuilding")
+            else:
+                record = await joined(run, store, _terms(settings, request, run.part), now_ms, month_plan)
+                plan, fence = record.plan, Fence(record.generation, "rebuilding")
+            judges = run is None or run.part.index == 0
+            latest = await read_exemptions_topic(consumer, settings, counts[topics.exemptions]) if judges else {}
         finally:
             await consumer.stop()
-        fence = Fence(now_ms, "rebuilding")
-        await store.begin_rebuild(fence.generation)
+        if run is None:
+            await store.begin_rebuild(fence.generation)
         exemptions = await load_exemptions(store, latest)
-        stats, closed = await _count(
-            settings, request, store, fence, plan, progress, (month_start, month_end), processes
-        )
+        closer = Closer(store, settings, [tp_name(tp) for tp in plan.partitions], _not_published) if judges else None
+        month = (month_start, month_end)
+
+        def count(share: ReadPlan) -> Awaitable[tuple[IngestStats, int]]:
+            return _count(settings, request, store, fence, share, progress, month, processes, closer)
+
+        resumed_parts: tuple[int, ...] = ()
+        if run is None:
+            stats, closed = await count(plan)
+        else:
+            plans = part_plans(plan, run.part.parts)
+            done, closed = await _count_part(run, plans, store, fence, closer, count, say, request.label)
+            stats = merged([d.stats for d in done.values()])
+            resumed_parts = tuple(k for k, d in sorted(done.items()) if d.resumed)
+            if closer is None:
+                seconds = time.monotonic() - started
+                return ReplayResult([], stats, plans[run.part.index].total, seconds, 0, store.prefix, True, part=part)
+        assert closer is not None
+        closed += await close_all(closer, fence, store, plan)
+        removable = True
         covered = await store.coverage(request.name, month_start, month_end)
         if next(covered.minutes(), None) is None:  # no data must not pass for a clean month (no traffic)
             read = _nothing_of_the(request.name, stats, plan, _when(reading_from, settings))
             kept = f"; its state is kept under key prefix {store.prefix!r}" if request.keep else ""
             raise ReplayError(_no_records(settings, request, read) + kept)
-        await _check_month_closed(store, (month_start, month_end), settings, now_ms)
+        await _check_month_closed(store, month, settings, now_ms)
         counted_apps = await store.apps()
         await check_apps_known(settings, live, request.apps, seen=counted_apps)
         app_ids = list(request.apps) or sorted(counted_apps | set(settings.apps))
@@ -194,7 +273,9 @@ async def replay(
             )
         ]
         seconds = time.monotonic() - started
-        return ReplayResult(statements, stats, plan.total, seconds, exemptions, store.prefix, request.keep, closed)
+        return ReplayResult(
+            statements, stats, plan.total, seconds, exemptions, store.prefix, request.keep, closed, part, resumed_parts
+        )
     except KafkaError as error:
         raise ReplayError(redact(f"Kafka at {settings.kafka_bootstrap} failed during the replay: {error}")) from None
     except RedisError as error:
@@ -203,15 +284,67 @@ async def replay(
         raise ReplayError(
             "a reset of Redis (or another replay) took the replay's namespace over; run it again"
         ) from None
-    except (RecountError, UnknownApp) as error:
+    except (RecountError, UnknownApp, RunRefused) as error:
         raise ReplayError(str(error)) from None
     finally:
         try:
-            if not request.keep:
+            if removable and not request.keep:
                 with contextlib.suppress(RedisError, OSError):  # Redis gone: the error above says so already
-                    await store.remove_all()
+                    if run is None:
+                        await store.remove_all()
+                    else:
+                        await run.remove(store)
         finally:
             await redis.aclose()
+
+
+def _terms(settings: Settings, request: ReplayRequest, part: Part) -> RunTerms:
+    """What every part of ``part``'s run must agree on (:class:`stream.monthend.parts.RunTerms`)."""
+    return RunTerms(
+        request.name,
+        part.parts,
+        tuple(sorted(request.apps)),
+        settings.policy.timezone.key,
+        tuple(settings.topics.input_kinds),
+        settings.redis_shards,
+    )
+
+
+async def _count_part(
+    run: Run,
+    plans: Sequence[ReadPlan],
+    store: Store,
+    fence: Fence,
+    closer: Closer | None,
+    count: Callable[[ReadPlan], Awaitable[tuple[IngestStats, int]]],
+    say: Callable[[str], None],
+    label: str,
+) -> tuple[dict[int, PartDone], int]:
+    """Count this part's share (``plans``: every part's) with ``count``, unless it was counted already; record it done.
+
+    A part run again after it stopped reads on from the offsets Redis applied.
+    Part 0 (``closer`` given) then waits for every other part, closing meanwhile.
+    Returns the parts' records (this part's alone when it is not part 0) and how many slots were closed.
+    """
+    index = run.part.index
+    state = await run.state()
+    closed = 0
+    if index in state.done:
+        mine = state.done[index]
+    else:
+        whole = plans[index]
+        share = await resumed(store, whole)
+        stats, closed = await count(share)
+        mine = PartDone(stats, resumed=share.starts != whole.starts)
+        await run.mark_done(mine)
+    if closer is None:
+        return {index: mine}, closed
+
+    async def tick() -> None:
+        nonlocal closed
+        closed += (await closer.tick(fence, ledgers=False)).closed
+
+    return await wait_for_parts(run, store, plans, tick, say, label), closed
 
 
 def replay_prefix(live_prefix: str, request: ReplayRequest, token: str) -> str:
@@ -225,7 +358,36 @@ def replay_prefix(live_prefix: str, request: ReplayRequest, token: str) -> str:
         >>> replay_prefix("~", ReplayRequest(2026, 10), "ab12")
         '^~-replay-2026-10-ab12:'
     """
-    prefix = f"{live_prefix.rstrip(':')}-replay-{request.name}-{token}:"
+    return _beside_live(live_prefix, f"{request.name}-{token}:")
+
+
+def run_prefix(live_prefix: str, request: ReplayRequest, name: str) -> str:
+    """The key prefix of the split replay ``name`` of ``request``'s month: shared by its parts, and never a
+    one-host replay's (a hex token), which the run's first part would otherwise empty when it begins.
+
+    Example:
+        >>> run_prefix("sla:", ReplayRequest(2026, 10), "oct-close")
+        'sla-replay-2026-10-run-oct-close:'
+    """
+    return replay_prefix(live_prefix, request, f"run-{name}")
+
+
+def run_record_key(live_prefix: str, name: str) -> str:
+    """The key of the record of the replay split across hosts named ``name`` (:mod:`stream.monthend.parts`).
+
+    Named by the run alone, whatever the month (a part given another month is
+    refused), and outside the run's namespace, which its first part empties.
+
+    Example:
+        >>> run_record_key("sla:", "nov-close")
+        'sla-replay-run-nov-close'
+    """
+    return _beside_live(live_prefix, f"run-{name}")
+
+
+def _beside_live(live_prefix: str, rest: str) -> str:
+    """``<live prefix>-replay-<rest>``, never inside the live namespace, so nothing live can read or delete it."""
+    prefix = f"{live_prefix.rstrip(':')}-replay-{rest}"
     if prefix.startswith(live_prefix):  # a live prefix without a separator ("sla"): lead with another character
         prefix = ("~" if live_prefix[0] != "~" else "^") + prefix
     return prefix
@@ -297,24 +459,20 @@ async def _count(
     progress: ProgressFactory,
     month: tuple[int, int],
     processes: int,
+    closer: Closer | None,
 ) -> tuple[IngestStats, int]:
-    """Count the plan's records of the month in ``processes`` processes, closing as event time passes.
+    """Count the plan's records of the month in ``processes`` processes, running ``closer`` as event time passes.
 
     The processes count; this one shows their progress, notices one that
-    failed or died, and runs the closer meanwhile, then closes every slot.
-    Returns the merged ingest totals and how many slots were closed.
+    failed or died, and runs the closer meanwhile (None: another part of a
+    split replay closes). Returns the merged ingest totals and how many slots were closed.
     """
-
-    async def not_published(messages: Sequence[tuple[str, str]]) -> None:
-        """Verdicts of a replay are its own: the live workers publish theirs."""
-
     context = multiprocessing.get_context("spawn")  # no fork of a process holding event loops and sockets
     outcomes: multiprocessing.queues.Queue[ShareOutcome] = context.Queue()
     groups = split(plan, processes)
     counters = [(context.Value("q", 0, lock=False), context.Value("q", 0, lock=False)) for _ in groups]
     apps = frozenset(request.apps)
-    closer = Closer(store, settings, [tp_name(tp) for tp in plan.partitions], not_published)
-    shown = progress(f"replay {request.name}", plan.total)
+    shown = progress(request.label, plan.total)
     idle_reports = Every(IDLE_EVERY_S)
     finished: dict[int, IngestStats] = {}
     closed = 0
@@ -343,15 +501,19 @@ async def _count(
                     await mark_read_partitions_idle(store, groups[index], None)
             # The closer keeps up with the reading: slots close, and their ids are released, as event time
             # passes, so Redis holds about an hour of ids (dedup_hold) however large the month.
-            closed += (await closer.tick(fence)).closed
+            if closer is not None:
+                closed += (await closer.tick(fence, ledgers=False)).closed
     finally:
         shown.close()
         for worker in workers:
             if worker.is_alive():
                 worker.terminate()
             worker.join()
-    closed += await close_all(closer, fence, store, plan)
     return merged(list(finished.values())), closed
+
+
+async def _not_published(messages: Sequence[tuple[str, str]]) -> None:
+    """Verdicts of a replay are its own: the live workers publish theirs."""
 
 
 def _lost_process(code: int | None) -> str:
