@@ -115,6 +115,21 @@ bench-scale: venv
 	@$(MAKE) --no-print-directory up
 	$(PY) bench/bench_scale.py $(SCALE_ARGS)
 
+# bench-monthend: issue 19's month-end figures (bench/bench_monthend.py): a sparse
+# month of 10,000 apps (about 50 million events, both record shapes) replayed with
+# `sla-stream replay` and rebuilt with `sla-stream rebuild`, each timed (seconds,
+# events/s, where the time goes) with its peak RSS and Redis's, every app's figures
+# checked against a truth computed from the plan and the live month ledgers against
+# the replay's statements (exit 1 when one differs). Figures on stdout and in
+# .run/bench-monthend/*.json. Starts Kafka and Redis if they are not running (`make
+# up`) and leaves them running; each shape's topics and Redis keys are removed after.
+# MONTHEND_ARGS go to bench/bench_monthend.py, e.g. --apps 300 --events 1000000 (a
+# quick check), --shapes array, --redis cluster, --profile, --keep.
+.PHONY: bench-monthend
+bench-monthend: venv
+	@$(MAKE) --no-print-directory up
+	$(PY) bench/bench_monthend.py $(MONTHEND_ARGS)
+
 # bench-report: only bench/bench_report.py: `sla-stream report` over a month of
 # 5 and 50 million events (files generated once into .cache/report-bench/,
 # some 6 GB) against a plain read of them; needs no Kafka or Redis.

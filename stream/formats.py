@@ -35,8 +35,11 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from stream.events import Rejected
 from stream.sla.assessment import MonthAssessment, Period
@@ -78,7 +81,7 @@ def verdict_message(app_id: str, judged: JudgedSlot, revision: int, generation: 
     value = {
         "schema": VERDICT_SCHEMA,
         "app_id": app_id,
-        "slot_start": local_time(judged.slot_ms, tz).isoformat(),
+        "slot_start": _local_text(judged.slot_ms, tz),
         "slot_start_ms": judged.slot_ms,
         "generation": generation,
         "revision": revision,
@@ -90,7 +93,13 @@ def verdict_message(app_id: str, judged: JudgedSlot, revision: int, generation: 
         "clause": judged.exemption.clause if judged.exemption else None,
         "data_quality": verdict.data_quality_issue,
     }
-    return f"{app_id}:{judged.slot_ms}", json.dumps(value, separators=(",", ":"))
+    return f"{app_id}:{judged.slot_ms}", msgspec.json.encode(value).decode()
+
+
+@lru_cache(maxsize=1 << 16)
+def _local_text(ts_ms: int, tz: ZoneInfo) -> str:
+    """A time as local ISO 8601 text; cached, since every app's verdict at a slot boundary names the same start."""
+    return local_time(ts_ms, tz).isoformat()
 
 
 # --- dead letters -----------------------------------------------------------------------------------------------

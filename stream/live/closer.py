@@ -32,9 +32,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
+from typing import TypeVar
 
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
@@ -46,18 +48,34 @@ from stream.live.exemptions import current_exemptions
 from stream.live.health import Health
 from stream.live.ledger import assess_live_months
 from stream.live.namespace import NamespaceGuard
-from stream.live.store import Fence, Fenced, LedgerDue, RolledBack, Store, StoredVerdict, VerdictCommit
+from stream.live.store import (
+    COMMIT_BATCH,
+    Fence,
+    Fenced,
+    LedgerDue,
+    RolledBack,
+    Store,
+    StoredVerdict,
+    VerdictCommit,
+)
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import judge
 from stream.sla.slots import local_date
+from stream.sla.verdict import SlotCounts
 
 log = logging.getLogger(__name__)
 
 SendVerdicts = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
 """Sends ``(key, value)`` records to the verdicts topic; returns once Kafka has acknowledged them all."""
 
-LEDGER_CHUNK = 2_000
+LEDGER_CHUNK = 500
 """Month ledgers recomputed per round of reads and saves."""
+
+IN_FLIGHT = 3
+"""Chunks of slots or ledgers worked on at once (:func:`in_flight`)."""
+
+T = TypeVar("T")
+Item = TypeVar("Item")
 
 TICK_BUDGET_S = 10.0
 """How long a leader's tick goes on closing while rounds meet their limits (a slot boundary of 10,000 apps):
@@ -133,8 +151,13 @@ class Closer:
         self._limits = limits or CloserLimits.of(settings)
         self._clock = clock
 
-    async def tick(self, fence: Fence) -> TickResult:
+    async def tick(self, fence: Fence, ledgers: bool = True) -> TickResult:
         """One round of closing, re-judging, publishing and ledgers, writing to ``fence``'s namespace.
+
+        Without ``ledgers``, the month ledgers the round marked due wait for a
+        later tick (or :meth:`refresh_ledgers`): a catch-up closing many
+        rounds of slots recomputes each app's ledger once, after the last round,
+        not once a round.
 
         Raises :class:`stream.live.store.Fenced` when the namespace stopped
         being ``fence``'s (state lost, rebuild): nothing was committed past that.
@@ -151,8 +174,10 @@ class Closer:
         await self._judge(fence, due, exemptions, hold_from, result)
         await self._judge(fence, dirty, exemptions, hold_from, result)
         result.more = self._met_limit(due) or self._met_limit(dirty)
-        result.published = await self.publish()
-        result.months = await self._refresh_months(exemptions)
+        if ledgers:
+            result.published, result.months = await together(self.publish(), self._refresh_months(exemptions))
+        else:
+            result.published = await self.publish()
         if watermark is not None:
             await store.release_ids(watermark - self._limits.dedup_hold_ms, limit)
         return result
@@ -170,13 +195,35 @@ class Closer:
         hold_from: int,
         result: TickResult,
     ) -> None:
-        """Judge ``slots`` and commit their verdicts in batches: one Redis step per batch."""
-        if not slots:
-            return
-        store, policy = self._store, self._settings.policy
-        states = await store.slot_states(slots)
-        stored = [previous for _, previous in states]
+        """Judge ``slots`` and commit their verdicts in batches of :data:`COMMIT_BATCH`, one Redis step each,
+        several batches in flight (:func:`in_flight`)."""
+
+        async def judge_batch(batch: Sequence[tuple[str, int]]) -> None:
+            states = await self._store.slot_states(batch)
+            commits = self._commits(fence, batch, states, exemptions, hold_from)
+            revisions = await self._store.commit_verdicts(fence, commits)
+            for commit, (_, previous), revision in zip(commits, states, revisions, strict=True):
+                if revision is None:
+                    result.retried += 1
+                elif previous is None:
+                    result.closed += 1
+                elif commit.verdict is not None:
+                    result.revised += 1
+
+        await in_flight(self._shard_batches(slots, [app_id for app_id, _ in slots], COMMIT_BATCH), judge_batch)
+
+    def _commits(
+        self,
+        fence: Fence,
+        slots: Sequence[tuple[str, int]],
+        states: Sequence[tuple[SlotCounts, StoredVerdict | None]],
+        exemptions: Sequence[Exemption],
+        hold_from: int,
+    ) -> list[VerdictCommit]:
+        """Each slot judged on the counts read, as a commit: a new verdict and its message only if it changed."""
+        policy = self._settings.policy
         commits = []
+        days: dict[int, date] = {}  # a batch holds few distinct slots (a boundary: one), each day computed once
         for (app_id, slot_ms), (slot_counts, previous) in zip(slots, states, strict=True):
             judged = judge(app_id, slot_ms, slot_counts, exemptions, policy)
             verdict = StoredVerdict.of(judged)
@@ -185,7 +232,7 @@ class Closer:
             message = (
                 verdict_message(app_id, judged, revision + 1, fence.generation, policy.timezone) if changed else None
             )
-            day = local_date(slot_ms, policy.timezone)
+            day = days.get(slot_ms) or days.setdefault(slot_ms, local_date(slot_ms, policy.timezone))
             commits.append(
                 VerdictCommit(
                     app_id=app_id,
@@ -198,14 +245,7 @@ class Closer:
                     hold_from_ms=hold_from,
                 )
             )
-        revisions = await store.commit_verdicts(fence, commits)
-        for commit, previous, revision in zip(commits, stored, revisions, strict=True):
-            if revision is None:
-                result.retried += 1
-            elif previous is None:
-                result.closed += 1
-            elif commit.verdict is not None:
-                result.revised += 1
+        return commits
 
     async def publish(self) -> int:
         """Send each shard's outbox to the verdicts topic; entries leave an outbox only once acknowledged."""
@@ -217,15 +257,19 @@ class Closer:
                 sent += len(messages)
         return sent
 
+    async def refresh_ledgers(self) -> list[LedgerDue]:
+        """Recompute every month ledger marked due (after ticks without ``ledgers``); those recomputed."""
+        return await self._refresh_months(await current_exemptions(self._store, self._settings))
+
     async def _refresh_months(self, exemptions: Sequence[Exemption]) -> list[LedgerDue]:
         """Recompute every month ledger a judged slot marked due; unmark each only once it is saved.
 
-        In chunks of :data:`LEDGER_CHUNK`, each read, saved and unmarked in a few round trips a shard.
+        In chunks of :data:`LEDGER_CHUNK`, each read, saved and unmarked in a few round trips a shard,
+        several chunks in flight (:func:`in_flight`).
         """
         tz = self._settings.policy.timezone
-        due = await self._store.ledgers_due()
-        for start in range(0, len(due), LEDGER_CHUNK):
-            chunk = due[start : start + LEDGER_CHUNK]
+
+        async def refresh(chunk: Sequence[LedgerDue]) -> None:
             assessed = await assess_live_months(
                 self._store, self._settings, [(d.app_id, d.year, d.month) for d in chunk], tuple(exemptions)
             )
@@ -237,7 +281,45 @@ class Closer:
                 ]
             )
             await self._store.ledgers_done(chunk)
+
+        due = await self._store.ledgers_due()
+        await in_flight(self._shard_batches(due, [d.app_id for d in due], LEDGER_CHUNK), refresh)
         return due
+
+    def _shard_batches(self, items: Sequence[Item], app_ids: Sequence[str], size: int) -> list[Sequence[Item]]:
+        """``items`` (of the apps ``app_ids``) in batches of at most ``size`` of one shard each: a batch is then
+        one Redis step, not one a shard."""
+        by_shard: dict[int, list[Item]] = defaultdict(list)
+        for item, app_id in zip(items, app_ids, strict=True):
+            by_shard[self._store.shard_of(app_id).index].append(item)
+        return [group[start : start + size] for group in by_shard.values() for start in range(0, len(group), size)]
+
+
+async def together(*works: Awaitable[T]) -> list[T]:
+    """Run ``works`` concurrently, their results in order; the first failure cancels the others and is raised
+    as it is (not in an exception group: callers catch :class:`Fenced` as from one step)."""
+    tasks = [asyncio.ensure_future(work) for work in works]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def in_flight(batches: Sequence[Sequence[Item]], work: Callable[[Sequence[Item]], Awaitable[None]]) -> None:
+    """``work`` on each batch, :data:`IN_FLIGHT` batches at a time.
+
+    Why: a batch is Python work (judging, assessing) between Redis steps; with
+    several in flight, Redis runs one batch's step while Python works on
+    another, so the two processes' cores are busy at once instead of in turn.
+    """
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(batch: Sequence[Item]) -> None:
+        async with gate:
+            await work(batch)
+
+    await together(*(one(batch) for batch in batches))
 
 
 @contextlib.asynccontextmanager
@@ -285,9 +367,10 @@ class ClosingLeader:
                 return None
             async with renewed(lease, LEASE_S / 3):
                 started = time.monotonic()
-                result = await self._closer.tick(fence)
+                result = await self._closer.tick(fence, ledgers=False)
                 while result.more and time.monotonic() - started < TICK_BUDGET_S:  # a slot boundary of a fleet
-                    result = result.then(await self._closer.tick(fence))
+                    result = result.then(await self._closer.tick(fence, ledgers=False))
+                result.months = await self._closer.refresh_ledgers()  # once, for every round of the tick
         except Fenced:
             self._guard.stale()
             return None

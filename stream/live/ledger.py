@@ -23,7 +23,6 @@ from stream.sla.assessment import MonthAssessment, assess_month
 from stream.sla.coverage import MinuteMap, month_label
 from stream.sla.exemptions import Exemption
 from stream.sla.months import ServiceMonth, calendar_month, service_months_in
-from stream.sla.slots import slots_between
 from stream.statements.statement import Source, Statement, build_statement
 
 
@@ -42,7 +41,9 @@ async def assess_live_months(
         for i, (app_id, year, month) in enumerate(months)
         for service_month in service_months_in(year, month, settings.terms(app_id).subscriptions)
     ]
-    spans = [MonthSpan(app_id, *service_month.span_ms(tz), _days(service_month)) for _, app_id, service_month in wanted]
+    spans = [
+        MonthSpan(app_id, *service_month.span_ms(tz), *_days(service_month)) for _, app_id, service_month in wanted
+    ]
     assessments: list[list[MonthAssessment]] = [[] for _ in months]
     for (i, app_id, service_month), read in zip(wanted, await store.month_inputs(spans), strict=True):
         terms = settings.terms(app_id)
@@ -62,9 +63,13 @@ async def assess_live_months(
 
 
 @functools.cache
-def _days(service_month: ServiceMonth) -> tuple[str, ...]:
-    """The service month's local days, as the daily totals' keys name them (the same for every app's month)."""
-    return tuple((service_month.first_day + timedelta(days=d)).isoformat() for d in range(service_month.days))
+def _days(service_month: ServiceMonth) -> tuple[str, tuple[str, ...]]:
+    """The service month's calendar month and local days, as the daily totals' key and fields name them
+    (``YYYY-MM``, ``DD``; no days for a whole calendar month, whose total the key holds; the same for every app)."""
+    first = service_month.first_day
+    if service_month == calendar_month(first.year, first.month):
+        return f"{first:%Y-%m}", ()
+    return f"{first:%Y-%m}", tuple(f"{first + timedelta(days=d):%d}" for d in range(service_month.days))
 
 
 async def statements_from_store(
@@ -97,7 +102,7 @@ async def statements_from_store(
         label = month_label(day.year, day.month)
         if label not in covered:
             covered[label] = await store.coverage(label, *calendar_month(day.year, day.month).span_ms(tz))
-        listing = await store.slot_listing(app_id, list(slots_between(*service_month.span_ms(tz), tz)))
+        listing = await store.slot_listing(app_id, label, service_month.span_ms(tz))
         closed = {slot_ms: (counts, r) for slot_ms, (counts, r) in listing.items() if r is not None or source != "live"}
         statements.append(
             build_statement(

@@ -58,9 +58,11 @@ from stream.live.recount import (
     tp_name,
     whole_topic_plan,
 )
-from stream.live.store import Fence, Store, redis_client
+from stream.live.store import Fence, LayoutMismatch, Store, redis_client
 
 PROGRESS_EVERY_S = 5.0
+CLOSE_EVERY_S = 1.0
+"""How often the closer runs while the rebuild counts: slots close, and their ids go, as stream time passes."""
 
 
 class RebuildError(RecountError):
@@ -96,7 +98,10 @@ async def rebuild(settings: Settings, say: Callable[[str], None], force: bool = 
     redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
     store = Store.of(redis, settings)
     try:
-        meta = await store.meta()
+        try:
+            meta = await store.meta()
+        except LayoutMismatch:
+            meta = None  # laid out by another version, or in another number of shards: unusable as it is
         if meta is not None and meta.state == "live" and not force:
             raise RebuildError(
                 f"the live state under key prefix {settings.key_prefix!r} is in place (generation "
@@ -110,8 +115,13 @@ async def rebuild(settings: Settings, say: Callable[[str], None], force: bool = 
         await producer.start()
         try:
             summary.exemptions = await _read_exemptions(settings, store, kafka_options, counts)
-            input_tps = await _count_inputs(settings, store, fence, producer, summary, say, kafka_options, counts)
-            summary.closed = await _close(settings, store, fence, producer, input_tps)
+            kinds = settings.topics.input_kinds
+            partitions = [TopicPartition(topic, p) for topic in kinds for p in range(counts[topic])]
+            closer = _closer(settings, store, producer, [tp_name(tp) for tp in partitions])
+            summary.closed = await _count_inputs(
+                settings, store, fence, producer, closer, partitions, summary, say, kafka_options
+            )
+            summary.closed += await close_due(closer, fence)
         finally:
             await producer.stop()
         if not await store.finish_rebuild(fence.generation):
@@ -145,20 +155,22 @@ async def _count_inputs(
     store: Store,
     fence: Fence,
     producer: AIOKafkaProducer,
+    closer: Closer,
+    partitions: Sequence[TopicPartition],
     summary: RebuildSummary,
     say: Callable[[str], None],
     kafka_options: Mapping[str, object],
-    counts: Mapping[str, int],
-) -> list[str]:
-    """Count every input partition up to its end offset as of now; the partitions' ``topic:partition`` names."""
+) -> int:
+    """Count every input partition up to its end offset as of now, closing slots as their stream time passes
+    (so Redis holds about ``dedup_hold`` of event ids, not the whole topics'); how many slots were closed."""
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         await (await producer.send(settings.topics.dead_letter, key=letter.key, value=letter.value()))
 
     kinds = settings.topics.input_kinds
-    partitions = [TopicPartition(topic, p) for topic in kinds for p in range(counts[topic])]
     input_tps = [tp_name(tp) for tp in partitions]
     ingester = recount_ingester(settings, store, fence, input_tps, send_dead_letter, "rebuild")
+    closed = 0
     consumer = await open_consumer(settings, kafka_options)
     try:
         plan = await whole_topic_plan(consumer, partitions)
@@ -167,27 +179,28 @@ async def _count_inputs(
             deleted = sum(plan.starts.values())
             held = f"all {deleted:,} offsets they held were deleted, by retention or deleteRecords" if deleted else None
             say(f"the input topics hold no records ({held or 'never written to'}): the rebuilt state is empty")
-        every = Every(PROGRESS_EVERY_S)
+        every, closing = Every(PROGRESS_EVERY_S), Every(CLOSE_EVERY_S)
 
         async def progress(done: int) -> None:
+            nonlocal closed
             if every.due():
                 say(f"counted {done:,} of {plan.total:,} offsets ({ingester.stats.counted:,} events)")
+            if closing.due():
+                closed += (await closer.tick(fence, ledgers=False)).closed
 
         await read_plan(consumer, plan, ingest_handle(ingester, kinds), progress)
     finally:
         await consumer.stop()
     stats = ingester.stats
     summary.records, summary.counted, summary.dead_letters = stats.records, stats.counted, stats.dead_letters
-    return input_tps
+    return closed
 
 
-async def _close(
-    settings: Settings, store: Store, fence: Fence, producer: AIOKafkaProducer, input_tps: Sequence[str]
-) -> int:
-    """Close every slot the rebuilt stream time allows, publishing the verdicts; how many were closed."""
+def _closer(settings: Settings, store: Store, producer: AIOKafkaProducer, input_tps: Sequence[str]) -> Closer:
+    """The rebuild's closer over every input partition, publishing its verdicts to the verdicts topic."""
 
     async def send_verdicts(messages: Sequence[tuple[str, str]]) -> None:
         sent = [await producer.send(settings.topics.verdicts, key=k.encode(), value=v.encode()) for k, v in messages]
         await asyncio.gather(*sent)
 
-    return await close_due(Closer(store, settings, input_tps, send_verdicts), fence)
+    return Closer(store, settings, input_tps, send_verdicts)

@@ -324,19 +324,22 @@ async def close_all(closer: Closer, fence: Fence, store: Store, plan: ReadPlan) 
     closed = 0
     while True:
         await mark_read_partitions_idle(store, plan, None)
-        result = await closer.tick(fence)
+        result = await closer.tick(fence, ledgers=False)
         closed += result.closed
         if not (result.closed or result.revised or result.published):
+            await closer.refresh_ledgers()
             return closed
 
 
 async def close_due(closer: Closer, fence: Fence) -> int:
-    """Tick ``closer`` until a tick finds nothing to close, judge again or publish; how many slots it closed."""
+    """Tick ``closer`` until a tick finds nothing to close, judge again or publish, then recompute the month
+    ledgers once; how many slots it closed."""
     closed = 0
     while True:
-        result = await closer.tick(fence)
+        result = await closer.tick(fence, ledgers=False)
         closed += result.closed
         if not (result.closed or result.revised or result.published):
+            await closer.refresh_ledgers()
             return closed
 
 

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import zlib
 from functools import cache
 
@@ -63,3 +64,17 @@ def shard_prefixes(prefix: str, shards: int, cluster: bool) -> list[str]:
     if shards == 1 and not cluster:
         return [prefix]
     return [f"{prefix}{{{_tag(i, shards)}}}:" for i in range(shards)]
+
+
+_SHARD_TAG = re.compile(r"\{s\d+\.\d+\}:")
+
+
+def in_some_shard(prefix: str, key: str) -> bool:
+    """Whether ``key`` belongs to a shard of the namespace ``prefix`` in any number of shards: what a rebuild
+    with another number than before must delete.
+
+    Example:
+        >>> [in_some_shard("sla:", key) for key in ("sla:{s1.1}:open", "sla:{s7.20}:meta", "sla:eu:open")]
+        [True, True, False]
+    """
+    return key.startswith(prefix) and _SHARD_TAG.match(key, len(prefix)) is not None

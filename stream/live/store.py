@@ -38,7 +38,9 @@ Keys, all under one prefix (``sla:`` by default; tests use their own):
 ``apps``                       SET of app ids seen
 ``slot:{app}:{slot}``          HASH requests, successes, late_requests, late_successes
 ``ids:{app}:{slot}:{field}``   SET of event ids counted (dropped ``dedup_hold`` after the slot closes)
-``day:{app}:{YYYY-MM-DD}``     HASH requests, successes of one local day
+``days:{app}:{YYYY-MM}``       HASH requests, successes of a calendar month, and ``DD:requests``, ``DD:successes``
+                               of each of its local days
+``slots:{app}:{YYYY-MM}``      SET starts of the app's slots with traffic in a calendar month (what a statement lists)
 ``open``                       ZSET ``app:slot`` → slot start, slots counted but not closed
 ``dirty``                      SET ``app:slot`` of closed slots to judge again (late event, exemption)
 ``verdict:{app}:{slot}``       HASH the latest verdict (see :class:`StoredVerdict`)
@@ -83,6 +85,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.lock import Lock
@@ -95,7 +98,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from stream.formats import exemption_from_json
 from stream.live.clock import PartitionState
 from stream.live.hiredis_packing import use_hiredis_packing
-from stream.live.shards import shard_of, shard_prefixes
+from stream.live.shards import in_some_shard, shard_of, shard_prefixes
 from stream.sla.coverage import MinuteMap
 from stream.sla.exemptions import Exemption
 from stream.sla.judge import JudgedSlot
@@ -179,7 +182,9 @@ while i <= #ARGV do
   if added > 0 then
     counted = counted + added
     redis.call('HINCRBY', p .. 'slot:' .. sk, field, added)
-    redis.call('HINCRBY', p .. 'day:' .. app .. ':' .. day, field, added)
+    local month = app .. ':' .. string.sub(day, 1, 7)
+    redis.call('HINCRBY', p .. 'days:' .. month, string.sub(day, 9) .. ':' .. field, added)
+    redis.call('HINCRBY', p .. 'days:' .. month, field, added)
     redis.call('HINCRBY', p .. 'calls:' .. app, field, added)
     if redis.call('EXISTS', p .. 'verdict:' .. sk) == 1 then
       late = late + added
@@ -187,6 +192,7 @@ while i <= #ARGV do
       redis.call('SADD', p .. 'dirty', sk)
     elseif redis.call('ZADD', p .. 'open', 'NX', slot, sk) == 1 then
       redis.call('SADD', p .. 'apps', app)
+      redis.call('SADD', p .. 'slots:' .. month, slot)
     end
   end
 end
@@ -257,17 +263,18 @@ for i = 0, n - 1 do
         redis.call('HINCRBY', p .. 'outcomes:' .. app, outcome, 1)
         redis.call('HINCRBY', p .. 'outcomes:' .. app, 'failed_calls', failed)
       end
+      local revised = revision > 0  -- a first verdict has no flag to take back
       revision = revision + 1
       redis.call('HSET', vkey, 'revision', revision, 'requests', requests, 'successes', successes,
                  'unavailable', unavailable, 'exempt', exempt, 'data_quality', data_quality, 'clause', clause)
       if unavailable == '1' then
         redis.call('ZADD', p .. 'unavailable:' .. app, slot, slot)
-      else
+      elseif revised then
         redis.call('ZREM', p .. 'unavailable:' .. app, slot)
       end
       if data_quality == '1' then
         redis.call('ZADD', p .. 'dataquality:' .. app, slot, slot)
-      else
+      elseif revised then
         redis.call('ZREM', p .. 'dataquality:' .. app, slot)
       end
       redis.call('RPUSH', p .. 'outbox', message_key, message_value)
@@ -347,13 +354,21 @@ local flat = {}
 local i = 2
 while i <= #ARGV do
   local app, first, after, days = ARGV[i], ARGV[i + 1], '(' .. ARGV[i + 2], tonumber(ARGV[i + 3])
-  local requests, successes = 0, 0
-  for d = i + 4, i + 3 + days do
-    local totals = redis.call('HMGET', p .. 'day:' .. app .. ':' .. ARGV[d], 'requests', 'successes')
-    requests = requests + tonumber(totals[1] or '0')
-    successes = successes + tonumber(totals[2] or '0')
+  local fields = {'requests', 'successes'}
+  if days > 0 then
+    fields = {}
+    for d = i + 4, i + 3 + days do
+      fields[#fields + 1] = ARGV[d] .. ':requests'
+      fields[#fields + 1] = ARGV[d] .. ':successes'
+    end
   end
-  i = i + 4 + days
+  local totals = redis.call('HMGET', p .. 'days:' .. app .. ':' .. ARGV[i + 4 + days], unpack(fields))
+  local requests, successes = 0, 0
+  for f = 1, #totals, 2 do
+    requests = requests + tonumber(totals[f] or '0')
+    successes = successes + tonumber(totals[f + 1] or '0')
+  end
+  i = i + 5 + days
   local flagged, seen = {}, {}
   for _, kind in ipairs({'unavailable:', 'dataquality:'}) do
     for _, slot in ipairs(redis.call('ZRANGEBYSCORE', p .. kind .. app, first, after)) do
@@ -375,9 +390,10 @@ while i <= #ARGV do
 end
 return flat
 """
-"""What a month ledger is computed from, for each given ``app, start, end, n, day 1..n``: the requests and
-successes of the days, then the count and ``slot, requests, successes`` of the slots in ``[start, end)``
-whose verdict is unavailable or data-quality; all flat, in one reply."""
+"""What a month ledger is computed from, for each given ``app, start, end, n, day 1..n, YYYY-MM`` (days as
+``DD``; none for the whole calendar month): the requests and successes of the days, then the count and
+``slot, requests, successes`` of the slots in ``[start, end)`` whose verdict is unavailable or data-quality;
+all flat, in one reply."""
 
 _SLOT_STATES = """
 local p = ARGV[1]
@@ -401,20 +417,23 @@ _STATE_FIELDS = 9
 
 _SLOT_LISTING = """
 local p, app = ARGV[1], ARGV[2]
+local first, after = tonumber(ARGV[4]), tonumber(ARGV[5])
 local flat = {}
-for i = 3, #ARGV do
-  local counts = redis.call('HMGET', p .. 'slot:' .. app .. ':' .. ARGV[i], 'requests', 'successes')
-  if counts[1] or counts[2] then
-    flat[#flat + 1] = ARGV[i]
+for _, slot in ipairs(redis.call('SMEMBERS', p .. 'slots:' .. app .. ':' .. ARGV[3])) do
+  local start = tonumber(slot)
+  if first <= start and start < after then
+    local counts = redis.call('HMGET', p .. 'slot:' .. app .. ':' .. slot, 'requests', 'successes')
+    flat[#flat + 1] = slot
     flat[#flat + 1] = counts[1] or '0'
     flat[#flat + 1] = counts[2] or '0'
-    flat[#flat + 1] = redis.call('HGET', p .. 'verdict:' .. app .. ':' .. ARGV[i], 'revision') or ''
+    flat[#flat + 1] = redis.call('HGET', p .. 'verdict:' .. app .. ':' .. slot, 'revision') or ''
   end
 end
 return flat
 """
-"""For each given slot start of the app that has counts: ``slot, requests, successes, revision`` (empty: not
-closed), flat, in one reply; one step, so a batch counted meanwhile is in it whole or not at all."""
+"""For each slot of the app with traffic in calendar month ARGV[3] (``YYYY-MM``) starting in ``[ARGV[4], ARGV[5])``:
+``slot, requests, successes, revision`` (empty: not closed), flat, in one reply; one step, so a batch counted
+meanwhile is in it whole or not at all."""
 
 _RELEASE_IDS = """
 local p = ARGV[1]
@@ -587,11 +606,13 @@ class AppCounters:
 
 @dataclass(frozen=True)
 class MonthSpan:
-    """A service month of an app to read the ledger's inputs of: ``[start_ms, end_ms)``, its local days."""
+    """A service month of an app to read the ledger's inputs of: ``[start_ms, end_ms)``, its calendar month
+    (``YYYY-MM``) and its local days in it (``DD``; none when it is the whole calendar month)."""
 
     app_id: str
     start_ms: int
     end_ms: int
+    month: str
     days: Sequence[str]
 
 
@@ -700,8 +721,8 @@ class Keys:
     def ids(self, app_id: str, slot_ms: int, field: str) -> str:
         return self._name("ids", app_id, slot_ms, field)
 
-    def day(self, app_id: str, day: str) -> str:
-        return self._name("day", app_id, day)
+    def days(self, app_id: str, month: str) -> str:
+        return self._name("days", app_id, month)
 
     def verdict(self, app_id: str, slot_ms: int) -> str:
         return self._name("verdict", app_id, slot_ms)
@@ -899,18 +920,18 @@ class Store:
         Shards whose markers disagree are a move to a new generation, or a
         rebuild, cut short: a namespace being rebuilt anywhere reads as
         rebuilding; live shards of an older generation are moved to the newest.
-        Raises :class:`LayoutMismatch` when the namespace was made with another number of shards.
+        Raises :class:`LayoutMismatch` when the namespace was made with another number of shards, or by a
+        version of sla-stream with another key layout (:data:`LAYOUT_VERSION`).
         """
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self._layout)
         for shard in self.shards:
             pipe.hgetall(shard.keys.meta)
         layout, *raws = await pipe.execute()
-        if layout is not None and int(layout) != len(self.shards):
-            raise LayoutMismatch(
-                f"the live state under key prefix {self.prefix!r} is in {layout} shards, not the {len(self.shards)} "
-                "the settings give ([redis] shards): set them back, or `sla-stream rebuild` it with the new number"
-            )
+        if layout is None and any(raws):
+            layout = "1"  # made before the layout was recorded: one shard, version 1
+        if layout is not None:
+            self._check_layout(layout)
         if not all(raws):
             return None
         metas = [Meta(int(raw["generation"]), raw["state"], int(raw["initialised_ms"])) for raw in raws]
@@ -923,9 +944,27 @@ class Store:
                 await self._new_generation(keys=[shard.keys.meta], args=[meta.generation, newest.generation])
         return newest
 
+    def _check_layout(self, layout: str) -> None:
+        """Refuse a namespace laid out by another version of sla-stream, or in another number of shards."""
+        version, _, shards = layout.rpartition(":")
+        if int(version or "1") != LAYOUT_VERSION:
+            raise LayoutMismatch(
+                f"the live state under key prefix {self.prefix!r} is laid out as version {version or 1} of "
+                f"sla-stream's keys, not {LAYOUT_VERSION}: `sla-stream rebuild` it (it counts the topics again)"
+            )
+        if int(shards) != len(self.shards):
+            raise LayoutMismatch(
+                f"the live state under key prefix {self.prefix!r} is in {shards} shards, not the {len(self.shards)} "
+                "the settings give ([redis] shards): set them back, or `sla-stream rebuild` it with the new number"
+            )
+
+    @property
+    def _layout_value(self) -> str:
+        return f"{LAYOUT_VERSION}:{len(self.shards)}"
+
     async def initialise(self, generation: int) -> bool:
         """Write the marker of a new, live namespace; False (nothing written) when it has one already."""
-        await self.redis.set(self._layout, len(self.shards), nx=True)
+        await self.redis.set(self._layout, self._layout_value, nx=True)
         written = [await self._initialise(keys=[shard.keys.meta], args=[generation]) for shard in self.shards]
         return any(written)
 
@@ -953,28 +992,31 @@ class Store:
         instant on. Returns how many keys were deleted.
         """
         marker = {"generation": generation, "state": "rebuilding", "initialised_ms": generation}
+        await self.redis.set(self._layout, self._layout_value)  # first: a marker without it reads as version 1
         for shard in self.shards:
             await self.redis.hset(shard.keys.meta, mapping=marker)
-        await self.redis.set(self._layout, len(self.shards))
         return await self.remove_all(keep={shard.keys.meta for shard in self.shards} | {self._layout})
 
     async def remove_all(self, keep: Collection[str] = ()) -> int:
-        """Delete every key of the namespace (but those in ``keep``); how many were deleted."""
+        """Delete every key of the namespace (but those in ``keep``), in this or any other number of shards;
+        how many were deleted."""
         prefixes = tuple(shard.prefix for shard in self.shards)
         deleted = 0
         batch: list[str] = []
-        async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=1000):
-            if key not in keep and (key.startswith(prefixes) or key == self._layout):
+        async for key in self.redis.scan_iter(match=_glob_escape(self.prefix) + "*", count=10_000):
+            ours = key.startswith(prefixes) or key == self._layout or in_some_shard(self.prefix, key)
+            if key not in keep and ours:
                 batch.append(key)
-            if len(batch) >= 1000:
+            if len(batch) >= 10_000:
                 deleted += await self._delete(batch)
                 batch = []
         return deleted + await self._delete(batch)
 
     async def _delete(self, keys: Sequence[str]) -> int:
+        """UNLINK, not DEL: Redis frees large sets off its main thread, which goes on serving the workers."""
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
-            pipe.delete(key)
+            pipe.execute_command("UNLINK", key)  # the cluster pipeline's unlink() is not a plain command
         return sum(await pipe.execute()) if keys else 0
 
     async def finish_rebuild(self, generation: int) -> bool:
@@ -1095,23 +1137,25 @@ class Store:
                     states[position] = (SlotCounts(int(requests), int(successes)), verdict)
         return states
 
-    async def slot_listing(self, app_id: str, slot_starts: Sequence[int]) -> dict[int, tuple[SlotCounts, int | None]]:
-        """The counts and latest verdict revision (None: not closed) of each of the app's slots with traffic.
+    async def slot_listing(
+        self, app_id: str, month: str, span_ms: tuple[int, int]
+    ) -> dict[int, tuple[SlotCounts, int | None]]:
+        """The counts and latest verdict revision (None: not closed) of each of the app's slots with traffic in
+        calendar month ``month`` (``YYYY-MM``) starting in ``span_ms``, by slot start.
 
-        One script for a month's 8,928 slots, read by their key names (no SCAN)
-        in one step in the app's shard, so a batch counted meanwhile is in it
-        whole or not at all; slots without traffic are absent from the result.
+        One script in the app's shard, reading only the slots the month's index
+        (``slots:``) lists, so a quiet app's month costs nothing however long;
+        one step, so a batch counted meanwhile is in it whole or not at all.
         (Not a MULTI pipeline: redis-py 8.2 runs a cluster transaction's every
         command on a thread of its own, 0.7 ms each.)
         """
-        if not slot_starts:
-            return {}
         shard = self.shard_of(app_id)
-        flat = await self._slot_listing(keys=[shard.keys.meta], args=[shard.prefix, app_id, *slot_starts])
-        return {
+        flat = await self._slot_listing(keys=[shard.keys.meta], args=[shard.prefix, app_id, month, *span_ms])
+        listing = {
             int(flat[i]): (SlotCounts(int(flat[i + 1]), int(flat[i + 2])), _int_or_none(flat[i + 3] or None))
             for i in range(0, len(flat), 4)
         }
+        return dict(sorted(listing.items()))
 
     async def verdicts(self, slots: Sequence[tuple[str, int]]) -> list[StoredVerdict | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -1254,7 +1298,7 @@ class Store:
                 args: list[object] = [shard.prefix]
                 for position in chunk:
                     span = spans[position]
-                    args += [span.app_id, span.start_ms, span.end_ms, len(span.days), *span.days]
+                    args += [span.app_id, span.start_ms, span.end_ms, len(span.days), *span.days, span.month]
                 flat = await self._month_inputs(keys=[shard.keys.meta], args=args)
                 at = 0
                 for position in chunk:
@@ -1297,7 +1341,7 @@ class Store:
             for start in range(0, len(saved), _SAVE_CHUNK):
                 args: list[object] = [shard.prefix]
                 for app_id, first_day, figures in saved[start : start + _SAVE_CHUNK]:
-                    args += [f"{app_id}:{first_day.isoformat()}", json.dumps(figures)]
+                    args += [f"{app_id}:{first_day.isoformat()}", msgspec.json.encode(figures)]
                 await self._save_months(keys=[shard.keys.meta], args=args)
 
     async def months_changed(self, after: Sequence[int]) -> tuple[tuple[int, ...], list[tuple[str, date]]]:
@@ -1409,8 +1453,14 @@ class Fenced(Exception):
     """A step was refused: the namespace lost its marker, or has another generation or state."""
 
 
+LAYOUT_VERSION = 2
+"""The version of the key layout, recorded in ``layout`` with the number of shards (``2:N``): 2 keeps a calendar
+month's daily totals in one hash (``days:``), where 1 had a key a day, and indexes each month's slots with traffic
+(``slots:``)."""
+
+
 class LayoutMismatch(Exception):
-    """The namespace was made with another number of shards than the settings give."""
+    """The namespace was made with another number of shards than the settings give, or by another key layout."""
 
 
 class RolledBack(Exception):

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from functools import lru_cache
 
 from stream.sla.availability import ErrorBudget, availability, display_percent, error_budget, meets_target
 from stream.sla.claims import ClaimWindow, WorkingDayCalendar, claim_window
@@ -132,8 +133,7 @@ def assess_month(
         data_quality += judged.verdict.data_quality_issue
         if judged.verdict.unavailable:
             (exempt if judged.exempt else unavailable).append(judged)
-    value = availability(month, len(unavailable))
-    percent = compensation_percent(value, policy)
+    value, meets, budget, percent = _month_figures(month, len(unavailable), policy)
     if totals is not None:
         requests, successes = totals.requests, totals.successes
     return MonthAssessment(
@@ -145,10 +145,26 @@ def assess_month(
         exempt=tuple(sorted(exempt, key=lambda s: s.slot_ms)),
         data_quality_slots=data_quality,
         availability=value,
-        meets_sla=meets_target(value, policy),
-        budget=error_budget(month, len(unavailable), policy),
+        meets_sla=meets,
+        budget=budget,
         compensation_percent=percent,
         monthly_fee=monthly_fee,
         voucher=None if monthly_fee is None else voucher(monthly_fee, percent),
         claim=claim_window(month, calendar, policy),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _month_figures(
+    month: ServiceMonth, unavailable_slots: int, policy: SlaPolicy
+) -> tuple[Fraction, bool, ErrorBudget, int]:
+    """Availability, whether it meets the target, the error budget and the voucher percent of a month with
+    ``unavailable_slots``: the same for every app with as many, so cached (the live closer asks it for every
+    app's month at each slot boundary)."""
+    value = availability(month, unavailable_slots)
+    return (
+        value,
+        meets_target(value, policy),
+        error_budget(month, unavailable_slots, policy),
+        compensation_percent(value, policy),
     )

@@ -7,7 +7,7 @@ file (an agreement with other thresholds), never in code. Thresholds are
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -53,6 +53,19 @@ class SlaPolicy:
     silent_after_minutes: int = 15
     """A run of this many minutes without any event read is a silent period: "no data", not "no traffic"
     (:mod:`stream.sla.coverage`)."""
+
+    def __hash__(self) -> int:
+        """Computed once a policy: it keys the caches every app's month asks at each slot boundary, and hashing
+        its fractions each time cost more than the work those caches keep."""
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict[str, object]:
+        """The fields alone: the cached hash is the process's own (a time zone hashes by identity)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __post_init__(self) -> None:
         if not 0 < self.slot_success_min <= 1:

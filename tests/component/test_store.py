@@ -215,6 +215,33 @@ def test_a_sharded_namespace_moves_as_one(redis_url, redis_prefix):
         assert (await store.meta()) == Meta(300, "rebuilding", 300)
         assert await store.finish_rebuild(300)
         assert (await store.meta()) == Meta(300, "live", 300)
-        await store.remove_all()
+
+        # Rebuilt in another number of shards: the old shards' keys go too.
+        applied = await store.apply_batch(Fence(300), TP, -1, [0], slots, "requests", SLOT, 0)
+        assert applied.status is ApplyStatus.APPLIED
+        two = Store(one.redis, one.prefix, shards=2)
+        await two.begin_rebuild(400)
+        assert await two.finish_rebuild(400)
+        assert (await two.meta()) == Meta(400, "live", 400)
+        left = [key async for key in one.redis.scan_iter(match=one.prefix + "*")]
+        assert all(key.startswith(tuple(s.prefix for s in two.shards)) or key.endswith("layout") for key in left)
+        await two.remove_all()
+
+    run(with_store(redis_url, redis_prefix, steps))
+
+
+@pytest.mark.parametrize("layout", [None, "1", "3", "1:1"])
+def test_a_namespace_laid_out_by_an_older_version_is_refused(redis_url, redis_prefix, layout):
+    """A namespace written by version 1 of the key layout (daily totals a key a day; no ``layout`` key before
+    sharding, then the number of shards alone) is refused in one line that says to rebuild it."""
+
+    async def steps(store: Store) -> None:
+        assert await store.initialise(100)
+        if layout is None:
+            await store.redis.delete(store.prefix + "layout")
+        else:
+            await store.redis.set(store.prefix + "layout", layout)
+        with pytest.raises(LayoutMismatch, match=r"laid out as version 1 .* `sla-stream rebuild` it"):
+            await store.meta()
 
     run(with_store(redis_url, redis_prefix, steps))

@@ -27,6 +27,7 @@ from stream_harness import (
     slot_traffic,
 )
 
+from stream.live.store import LAYOUT_VERSION
 from stream.sla.slots import to_epoch_ms
 
 pytest_plugins = ["stream_harness"]
@@ -71,13 +72,13 @@ def slot_records(d: Deployment, month: int) -> list[OutRecord]:
 
 def rebuilt_empty(d: Deployment, *more: str) -> str:
     """``rebuild`` on topics without records: exit 0, the namespace live and holding nothing but its marker and
-    layout (its number of shards); its output."""
+    layout (its version and number of shards); its output."""
     done = d.cli("rebuild", *more)
     assert done.returncode == 0 and "Traceback" not in done.stderr and done.stdout == "", done.stderr
     assert "rebuilt generation" in done.stderr and " 0 records, 0 events counted" in done.stderr, done.stderr
     assert d.redis_client.hget(d.prefix + "meta", "state") == "live"
     assert sorted(d.redis_client.scan_iter(match=d.prefix + "*")) == [d.prefix + "layout", d.prefix + "meta"]
-    assert d.redis_client.get(d.prefix + "layout") == "1"
+    assert d.redis_client.get(d.prefix + "layout") == f"{LAYOUT_VERSION}:1"
     return done.stderr
 
 
