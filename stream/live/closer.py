@@ -1,7 +1,7 @@
 """Closing slots by stream time, re-judging late ones, and publishing verdicts (docs/design.md, verdicts and revisions).
 
 One closer runs at a time: the Faust leader's timer (:class:`ClosingLeader`),
-holding a Redis lease renewed while a tick runs. Each tick it:
+holding a Redis lease renewed while a tick runs. Each round of a tick it:
 
 1. computes the job's watermark (:mod:`stream.live.clock`);
 2. closes every open slot that is due (its end plus the grace period at or
@@ -13,8 +13,12 @@ holding a Redis lease renewed while a tick runs. Each tick it:
    and queues the others' messages in the outbox;
 3. publishes the outbox to the slot-verdicts topic, removing entries only
    once Kafka has acknowledged them;
-4. recomputes the month ledger of every app whose verdicts changed;
-5. releases the duplicate-detection id sets of slots closed long enough ago.
+4. releases the duplicate-detection id sets of slots closed long enough ago;
+
+and goes on to another round while one met its limit (a slot boundary of a
+fleet), then recomputes the month ledger of every app whose verdicts changed,
+once however many rounds touched it. Batches of slots and of ledgers are
+several in flight (:func:`in_flight`), so Redis and Python work at once.
 
 A verdict is emitted once per revision, and any change to a closed slot's
 verdict or counts (a late event, an exemption) makes the next revision, so
