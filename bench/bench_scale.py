@@ -652,6 +652,18 @@ def machine_busy() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+def broker_cpu_s() -> float | None:
+    """utime + stime of the local Kafka broker (the JVM running ``kafka.Kafka``), None when none runs here."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"kafka.Kafka" in (proc / "cmdline").read_bytes():
+                fields = (proc / "stat").read_text().rpartition(")")[2].split()
+                return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except OSError:
+            continue
+    return None
+
+
 def py_spy(pid: int, out: Path, seconds: float | None = None) -> subprocess.Popen[bytes]:
     command = [str(PY_SPY), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw"]
     command += ["-o", str(out)] + (["--duration", str(int(seconds))] if seconds else [])
@@ -887,17 +899,19 @@ def count_phase(d: Deployment, run: Run, total_records: int, workers: int) -> No
     """Start the workers on the backlog; time them until Redis holds every partition's last offset."""
     admin = admin_client(d.settings)
     cpu_before: list[float] = []
+    others_before: tuple[tuple[int, int], float, float | None] = (machine_busy(), d.redis.cpu_seconds(), broker_cpu_s())
     try:
         started = time.monotonic()
         d.start(workers)
         formed: tuple[float, int] | None = None
 
         def counted() -> bool:
-            nonlocal formed, cpu_before
+            nonlocal formed, cpu_before, others_before
             applied = d.applied_records()
             if formed is None and applied > 0 and group_formed(admin, d.settings.group, workers):
                 formed = (time.monotonic(), applied)
                 cpu_before = [w.cpu_s() for w in d.workers]
+                others_before = (machine_busy(), d.redis.cpu_seconds(), broker_cpu_s())
             return applied >= total_records
 
         done = d.wait("every record counted", counted, every_s=0.05)
@@ -911,6 +925,8 @@ def count_phase(d: Deployment, run: Run, total_records: int, workers: int) -> No
     at, applied_then = formed
     events = round(run.events * (total_records - applied_then) / total_records)  # records carry alike counts
     cpu = [w.cpu_s() - c for w, c in zip(d.workers, cpu_before, strict=True)]
+    (busy0, total0), redis0, broker0 = others_before
+    (busy1, total1), redis1, broker1 = machine_busy(), d.redis.cpu_seconds(), broker_cpu_s()
     run.figures["count"] = {
         "seconds": done - at,
         "events_counted_in_it": events,
@@ -919,6 +935,9 @@ def count_phase(d: Deployment, run: Run, total_records: int, workers: int) -> No
         "events_per_s_from_start": run.events / (done - started),
         "worker_cpu_s": cpu,
         "cpu_us_per_event": 1e6 * sum(cpu) / max(1, events),
+        "machine_cpu_pct_of_all_cores": 100 * (busy1 - busy0) / max(1, total1 - total0),
+        "redis_cpu_s": redis1 - redis0,
+        "broker_cpu_s": None if broker0 is None or broker1 is None else broker1 - broker0,
         "peak_rss_mb": [w.peak_rss_mb for w in d.workers],
         "note": note,
     }
@@ -1019,12 +1038,16 @@ def close_phase(d: Deployment, run: Run, profile_dir: Path | None) -> None:
     if profile_dir is not None:
         samplers = [py_spy(w.proc.pid, profile_dir / f"close-w{i}.txt") for i, w in enumerate(d.workers)]
     cpu_before = [w.cpu_s() for w in d.workers]
+    busy0, total0 = machine_busy()
+    redis0, broker0 = d.redis.cpu_seconds(), broker_cpu_s()
     flushed_at = time.monotonic()
     flush_stream_time(d.settings, plan, plan.flush_ms)
     first_closed = d.wait("a first slot closed", lambda: d.data_open() < slots, every_s=0.05)
     published = d.wait("every verdict committed and published", lambda: d.data_open() == 0 and not d.outbox())
     idle = d.wait("the closer idle (ledgers done)", d.closer_idle, every_s=0.05)
     cpu = [w.cpu_s() - c for w, c in zip(d.workers, cpu_before, strict=True)]
+    busy1, total1 = machine_busy()
+    redis_cpu, broker1 = d.redis.cpu_seconds() - redis0, broker_cpu_s()
     for sampler in samplers:
         stop_py_spy(sampler)
     counted_at = d.counted_at
@@ -1042,6 +1065,9 @@ def close_phase(d: Deployment, run: Run, profile_dir: Path | None) -> None:
         "first_closed_after_flush_s": first_closed - flushed_at,
         "ledgers_after_published_s": idle - published,
         "worker_cpu_s": cpu,
+        "machine_cpu_pct_of_all_cores": 100 * (busy1 - busy0) / max(1, total1 - total0),
+        "redis_cpu_s": redis_cpu,
+        "broker_cpu_s": None if broker0 is None or broker1 is None else broker1 - broker0,
         "ticks_closing": len(ticks),
         "slots_per_tick_max": max((n for _, n in ticks), default=0),
         "tick_interval_s_mean": statistics.fmean(gaps) if gaps else None,
@@ -1345,6 +1371,15 @@ def fmt(value: Any, spec: str = ",.0f") -> str:
     return format(value, spec)
 
 
+def machine_rows(phase: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Where the rest of the machine's CPU went over a phase (none for figures saved before it was measured)."""
+    if "redis_cpu_s" not in phase:
+        return []
+    share = f"{phase['machine_cpu_pct_of_all_cores']:.0f}% of {os.cpu_count()} cores"
+    others = f"Redis {phase['redis_cpu_s']:.1f} s, Kafka broker {fmt(phase['broker_cpu_s'], '.1f')} s of CPU"
+    return [("  machine meanwhile", f"{share}; {others}", "")]
+
+
 def target_note(key: str, value: float | None) -> str:
     if value is None or key not in TARGETS:
         return ""
@@ -1364,6 +1399,7 @@ def print_run(run: Run, raw_rate: float | None) -> None:
             ("events/s counted", fmt(c["events_per_s"]) + ratio, ""),
             ("  from the workers' start", f"{fmt(c['events_per_s_from_start'])} ({c['seconds_from_start']:.1f} s)", ""),
             ("  worker CPU per event (µs)", fmt(c["cpu_us_per_event"], ".1f"), ""),
+            *machine_rows(c),
             *([("  note", c["note"], "")] if c.get("note") else []),
             ("  peak RSS per worker (MB)", fmt(c["peak_rss_mb"]), ""),
         ]
@@ -1388,6 +1424,7 @@ def print_run(run: Run, raw_rate: float | None) -> None:
                 "",
             ),
             ("  worker CPU while closing (s)", fmt(c["worker_cpu_s"], ".1f"), ""),
+            *machine_rows(c),
         ]
     if "idle" in f:
         i = f["idle"]

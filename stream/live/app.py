@@ -59,11 +59,12 @@ from stream.live.cursors import Cursors
 from stream.live.exemptions import ExemptionFollower
 from stream.live.health import Health, until_done
 from stream.live.ingest import Ingester, TotalsLog
-from stream.live.metrics import REFRESH_INTERVAL_S, SnapshotReader, WorkerMetrics
+from stream.live.metrics import REFRESH_INTERVAL_S, SnapshotReader, WorkerMetrics, refresh_due
 from stream.live.namespace import NamespaceGuard
 from stream.live.pages import LivePages
 from stream.live.partitions import InputPartitions
 from stream.live.store import Store, redis_client
+from stream.live.verdict_batches import send_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +132,11 @@ def create_app(
         await delivery
 
     async def send_verdicts(messages: Sequence[tuple[str, str]]) -> None:
-        """Straight to the producer, not through a Faust topic: a slot boundary of a fleet is thousands of
-        messages, and a topic's send (its callbacks, its monitor's sensors) cost more than the judging."""
-        producer = app.producer
-        deliveries = [
-            await producer.send(topics.verdicts, key.encode(), value.encode(), None, None, None)
-            for key, value in messages
-        ]
-        await asyncio.gather(*deliveries)
+        """Straight to the producer's record batches, not through a Faust topic: a slot boundary of a fleet is
+        thousands of messages, and a topic's send (its callbacks, its monitor's sensors) cost more than the
+        judging (:mod:`stream.live.verdict_batches`). ``_ensure_producer`` is the aiokafka producer inside Faust's
+        (faust-streaming's aiokafka driver; the version is checked at start, :mod:`stream.live.faust_batches`)."""
+        await send_in_batches(app.producer._ensure_producer(), topics.verdicts, messages)  # type: ignore[attr-defined]
 
     def bounds() -> TimeBounds:
         return settings.event_bounds(int(time.time() * 1000))
@@ -209,12 +207,13 @@ def create_app(
     async def refresh_metrics() -> None:
         """Read the app series from Redis; not while the state is lost or rebuilt (they would fall, then climb)."""
         metrics.pipeline.consumer_lag = partitions.lag
+        now_ms = int(time.time() * 1000)
         if metrics_at is None or health.state in ("refusing", "rebuilding"):
             return
+        if not refresh_due(metrics.collector.snapshot, now_ms, leader.ticking):
+            return
         try:
-            metrics.collector.snapshot = await snapshots.read(
-                store, settings, partitions.names, int(time.time() * 1000)
-            )
+            metrics.collector.snapshot = await snapshots.read(store, settings, partitions.names, now_ms)
         except (RedisError, OSError) as error:
             health.redis_failed(error)
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from stream.sla.policy import SlaPolicy
 
@@ -54,4 +55,11 @@ def judge_slot(counts: SlotCounts, policy: SlaPolicy = _DEFAULT_POLICY) -> SlotV
         return SlotVerdict(counts, Fraction(1), unavailable=False, data_quality_issue=True)
     threshold = policy.slot_success_min
     unavailable = successes * threshold.denominator < requests * threshold.numerator
-    return SlotVerdict(counts, Fraction(successes, requests), unavailable, data_quality_issue=False)
+    return SlotVerdict(counts, _rate(successes, requests), unavailable, data_quality_issue=False)
+
+
+@lru_cache(maxsize=65_536)
+def _rate(successes: int, requests: int) -> Fraction:
+    """``successes / requests`` exactly. Cached: a fleet's slots repeat a few count pairs, and reducing a
+    :class:`Fraction` was a third of judging a slot at a fleet's boundary (a Fraction is immutable: shared safely)."""
+    return Fraction(successes, requests)

@@ -88,6 +88,14 @@ def test_a_verdict_computed_from_counts_that_moved_is_refused_and_judged_again(l
     live(steps, grace_ms=0)
 
 
+async def slots_due(kit: LiveKit, apps: int, slot_count: int) -> None:
+    """A request in each of ``slot_count`` slots of ``apps`` apps, and stream time past them all."""
+    for n in range(slot_count):
+        slot_ms = SLOT + n * SLOT_MS
+        await kit.count("request", [kit.request(0, f"r-{a}-{n}", f"app-{a}", slot_ms) for a in range(apps)])
+    await kit.move_stream_time(SLOT + slot_count * SLOT_MS)
+
+
 class CountedScript:
     """Stands between the store and its commit script, counting the calls (each one Redis round trip)."""
 
@@ -105,16 +113,44 @@ def test_a_ticks_verdicts_are_committed_in_batches(live) -> None:
     apps, slot_count = 40, 30
 
     async def steps(kit: LiveKit) -> None:
-        for n in range(slot_count):
-            slot_ms = SLOT + n * SLOT_MS
-            await kit.count("request", [kit.request(0, f"r-{a}-{n}", f"app-{a}", slot_ms) for a in range(apps)])
-        await kit.move_stream_time(SLOT + slot_count * SLOT_MS)
+        await slots_due(kit, apps, slot_count)
         commits = kit.store._commit = CountedScript(kit.store._commit)
         result = await kit.tick()
         assert result.closed == apps * slot_count
         by_shard = Counter(kit.store.shard_of(f"app-{a}").index for a in range(apps))
         assert commits.calls == sum(-(-n * slot_count // COMMIT_BATCH) for n in by_shard.values())  # 3 on one shard
         assert len({key for key, _ in kit.verdict_messages}) == result.closed
+
+    live(steps, grace_ms=0)
+
+
+def test_verdicts_are_published_while_later_batches_are_judged(live) -> None:
+    """1,200 slots due at once: the first verdicts go to Kafka before the last batch is committed, not after every
+    batch, and each message goes out once, in commit order per slot, with every outbox empty at the end."""
+    apps, slot_count = 40, 30
+
+    async def steps(kit: LiveKit) -> None:
+        await slots_due(kit, apps, slot_count)
+        events: list[str] = []
+        commit, send = kit.store._commit, kit.closer._send
+
+        async def committing(*args, **kwargs):
+            result = await commit(*args, **kwargs)
+            events.append("commit")
+            return result
+
+        async def sending(messages):
+            events.append("send")
+            await send(messages)
+
+        kit.store._commit, kit.closer._send = committing, sending
+        result = await kit.tick()
+        assert result.closed == result.published == apps * slot_count
+        assert events.index("send") < len(events) - 1 - events[::-1].index("commit")  # a send before the last commit
+        assert len(kit.verdict_messages) == len({key for key, _ in kit.verdict_messages}) == result.closed
+        assert [await kit.store.outbox(shard, 10) for shard in range(len(kit.store.shards))] == [[]] * len(
+            kit.store.shards
+        )
 
     live(steps, grace_ms=0)
 
