@@ -210,9 +210,9 @@ def create_app(
         now_ms = int(time.time() * 1000)
         if metrics_at is None or health.state in ("refusing", "rebuilding"):
             return
-        if not refresh_due(metrics.collector.snapshot, now_ms, leader.ticking):
-            return
         try:
+            if not refresh_due(metrics.collector.snapshot, now_ms, await store.closer_ticking()):
+                return
             metrics.collector.snapshot = await snapshots.read(store, settings, partitions.names, now_ms)
         except (RedisError, OSError) as error:
             health.redis_failed(error)

@@ -68,20 +68,22 @@ workers takes only fresh figures (an exemption's effect is not held back by a wo
 ``sla_snapshot_timestamp_seconds`` is always exported, to say how old the figures are."""
 
 HELD_WHILE_CLOSING_S = 30.0
-"""How old a snapshot may grow while this worker's closer is mid-tick before it is read again anyway.
+"""How old a snapshot may grow while a closer is mid-tick (whichever worker's: it holds the lease) before it is
+read again anyway.
 
 Why wait at all: a tick that lasts (a slot boundary of a fleet, a catch-up) changes
 every app's figures as it goes, so a snapshot read halfway is thrown away at the
-next refresh, and reading 10,000 apps' figures took a fifth of the worker's CPU
-and much of Redis's while closing. Half of :data:`STALE_AFTER_S`, so the app
-series never drop out meanwhile; ``sla_snapshot_timestamp_seconds`` says their age."""
+next refresh, and reading 10,000 apps' figures took a fifth of the leader's CPU
+and much of Redis's while closing (and, from a second worker, slowed the leader's
+closer by a tenth). Half of :data:`STALE_AFTER_S`, so the app series never drop
+out meanwhile; ``sla_snapshot_timestamp_seconds`` says their age."""
 
 DEFAULT_ADDRESS = "127.0.0.1:9464"
 
 
 def refresh_due(snapshot: Snapshot | None, now_ms: int, closing: bool) -> bool:
-    """Whether to read the app series again now: always, unless this worker's closer is mid-tick and the last
-    snapshot is younger than :data:`HELD_WHILE_CLOSING_S`.
+    """Whether to read the app series again now: always, unless a closer is mid-tick and the last snapshot is
+    younger than :data:`HELD_WHILE_CLOSING_S`.
 
     Example:
         >>> taken = Snapshot(taken_ms=100_000, apps={}, watermark_ms=None)

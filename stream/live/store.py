@@ -724,6 +724,9 @@ class Keys:
     def days(self, app_id: str, month: str) -> str:
         return self._name("days", app_id, month)
 
+    def slots(self, app_id: str, month: str) -> str:
+        return self._name("slots", app_id, month)
+
     def verdict(self, app_id: str, slot_ms: int) -> str:
         return self._name("verdict", app_id, slot_ms)
 
@@ -1400,6 +1403,10 @@ class Store:
     def closer_lease(self, timeout_s: float) -> Lock:
         """The closer's lease: one closer tick at a time, whichever worker leads (not acquired yet)."""
         return self.redis.lock(self.keys.closer_lease, timeout=timeout_s)
+
+    async def closer_ticking(self) -> bool:
+        """Whether some worker's closer is mid-tick now (it holds the lease only while a tick runs)."""
+        return bool(await self.redis.exists(self.keys.closer_lease))
 
 
 def redis_client(url: str, socket_timeout_s: float = 10.0, cluster: bool = False) -> Redis | RedisCluster:

@@ -59,14 +59,12 @@ from redis.asyncio.cluster import RedisCluster
 from stream.live.ingest import IngestStats
 from stream.live.recount import Every, ReadPlan, mark_read_partitions_idle, tp_name
 from stream.live.store import Store
-from stream.monthend.share import IDLE_EVERY_S, split
+from stream.monthend.share import IDLE_EVERY_S, POLL_S, split
 
 DEFAULT_TIMEOUT_S = 600.0
 """How long part 0 waits for a part whose partitions make no progress before it stops (``--part-timeout``)."""
 WAITING_LINE_EVERY_S = 30.0
 """How often part 0 says which parts it is waiting for, when that has not changed."""
-POLL_S = 0.2
-"""How often part 0 runs the closer while it waits, and a part looks whether the run's namespace is ready."""
 
 
 class RunRefused(Exception):

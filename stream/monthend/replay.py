@@ -74,13 +74,10 @@ from stream.live.store import Fence, Fenced, RolledBack, Store, redis_client
 from stream.monthend.apps import UnknownApp, check_apps_known
 from stream.monthend.parts import Part, PartDone, Run, RunRefused, RunTerms, joined, part_plans, resumed, wait_for_parts
 from stream.monthend.progress import ReadProgress
-from stream.monthend.share import IDLE_EVERY_S, Share, ShareOutcome, merged, run_share, split
+from stream.monthend.share import IDLE_EVERY_S, POLL_S, Share, ShareOutcome, merged, run_share, split
 from stream.sla.months import begun_by, calendar_month, service_months_in
 from stream.sla.slots import local_time
 from stream.statements.statement import Statement
-
-POLL_S = 0.2
-"""How often the parent looks at its processes' progress and outcomes, and runs the closer."""
 
 
 class ReplayError(Exception):

@@ -47,6 +47,9 @@ from stream.live.store import Fence, Store, redis_client
 
 IDLE_EVERY_S = 1.0
 """How often a process reports its partitions read to the end as idle (a report is trusted for a few seconds)."""
+POLL_S = 0.2
+"""How often a replay's parent looks at its processes' progress and outcomes (part 0 of a split replay: at the
+other parts') and runs the closer meanwhile, and a part looks whether the run's namespace is ready."""
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,28 @@ def test_the_month_ledger_follows_the_verdicts(live) -> None:
     live(steps, grace_ms=0)
 
 
+def test_every_worker_sees_when_a_closer_is_mid_tick(live) -> None:
+    """The lease is held only while a tick runs, so any worker can tell (its metrics refresh waits then)."""
+
+    async def steps(kit: LiveKit) -> None:
+        await traffic(kit, SLOT, 10, 10)
+        await kit.move_stream_time(SLOT + 2 * SLOT_MS)
+        seen: list[bool] = []
+        tick = kit.closer.tick
+
+        async def watched(fence, ledgers=True):
+            seen.append(await kit.store.closer_ticking())
+            return await tick(fence, ledgers)
+
+        kit.closer.tick = watched  # type: ignore[method-assign]
+        assert not await kit.store.closer_ticking()
+        result = await ClosingLeader(kit.closer, kit.store, kit.guard, kit.health).tick()
+        assert result is not None and result.closed == 1
+        assert seen == [True] and not await kit.store.closer_ticking()
+
+    live(steps, grace_ms=0)
+
+
 def test_a_leader_tick_closes_a_whole_slot_boundary_in_rounds(live) -> None:
     """More slots due than one round takes (a fleet's slot boundary): the leader's tick goes on round after round
     until none is left, instead of waiting for its next timer between rounds."""

@@ -109,6 +109,31 @@ def test_a_batch_records_the_minutes_of_its_events_only_when_it_is_applied(redis
     run(with_store(redis_url, redis_prefix, steps))
 
 
+def test_a_month_keeps_its_daily_totals_and_an_index_of_its_slots(redis_url, redis_prefix):
+    """What a month ledger and a statement read instead of every slot key: the month's and each local day's
+    totals in one hash, and the starts of the slots with traffic; a duplicate id adds to neither."""
+    second = SLOT + 86_400_000
+
+    async def steps(store: Store) -> None:
+        fence = Fence(100)
+        assert await store.initialise(100)
+        day_one, day_two = (
+            SlotBatch("app", SLOT, "2026-11-26", ["a", "b"]),
+            SlotBatch("app", second, "2026-11-27", ["c"]),
+        )
+        await store.apply_batch(fence, TP, -1, [0, 1], [day_one, day_two], "requests", second, 0)
+        await store.apply_batch(fence, TP, 1, [2], [SlotBatch("app", SLOT, "2026-11-26", ["a"])], "requests", second, 0)
+        await store.apply_batch(
+            fence, "successes:0", -1, [0], [SlotBatch("app", SLOT, "2026-11-26", ["s"])], "successes", SLOT, 0
+        )
+        days = await store.redis.hgetall(store.keys.days("app", "2026-11"))
+        assert days == {"requests": "3", "successes": "1", "26:requests": "2", "26:successes": "1", "27:requests": "1"}
+        assert await store.redis.smembers(store.keys.slots("app", "2026-11")) == {str(SLOT), str(second)}
+        assert not await store.redis.exists(store.keys.days("app", "2026-12"), store.keys.slots("app", "2026-12"))
+
+    run(with_store(redis_url, redis_prefix, steps))
+
+
 def test_a_rebuild_fences_the_live_generation_out(redis_url, redis_prefix):
     async def steps(store: Store) -> None:
         await store.initialise(100)
