@@ -254,7 +254,8 @@ def test_every_worker_sees_when_a_closer_is_mid_tick(live) -> None:
 
 def test_a_leader_tick_closes_a_whole_slot_boundary_in_rounds(live) -> None:
     """More slots due than one round takes (a fleet's slot boundary): the leader's tick goes on round after round
-    until none is left, instead of waiting for its next timer between rounds."""
+    until none is left, instead of waiting for its next timer between rounds, and recomputes the month ledgers
+    once at the end, not once a round."""
     apps = 30
 
     async def steps(kit: LiveKit) -> None:
@@ -262,11 +263,12 @@ def test_a_leader_tick_closes_a_whole_slot_boundary_in_rounds(live) -> None:
         for a in range(apps):
             await kit.count("request", [kit.request(0, f"r-{a}", f"app-{a}", SLOT + a)])
         await kit.move_stream_time(SLOT + 2 * SLOT_MS)
-        rounds = CountedScript(kit.closer.tick)
-        kit.closer.tick = rounds  # type: ignore[method-assign]
+        rounds, ledgers = CountedScript(kit.closer.tick), CountedScript(kit.closer._refresh_months)
+        kit.closer.tick, kit.closer._refresh_months = rounds, ledgers  # type: ignore[method-assign]
         result = await ClosingLeader(kit.closer, kit.store, kit.guard, kit.health).tick()
         assert result is not None and result.closed == apps
         assert rounds.calls > 1 and not result.more
+        assert ledgers.calls == 1 and len(result.months) == apps, "each app's ledger once, after every round"
         assert await kit.store.slots_to_close(SLOT + SLOT_MS, 100) == []
 
     live(steps, grace_ms=0)
