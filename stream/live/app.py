@@ -207,9 +207,9 @@ def create_app(
     async def refresh_metrics() -> None:
         """Read the app series from Redis; not while the state is lost or rebuilt (they would fall, then climb)."""
         metrics.pipeline.consumer_lag = partitions.lag
-        now_ms = int(time.time() * 1000)
         if metrics_at is None or health.state in ("refusing", "rebuilding"):
             return
+        now_ms = int(time.time() * 1000)
         try:
             if not refresh_due(metrics.collector.snapshot, now_ms, await store.closer_ticking()):
                 return
