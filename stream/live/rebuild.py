@@ -31,7 +31,6 @@ partitions) are closed by the workers' closer as usual.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from stream.live.recount import (
     whole_topic_plan,
 )
 from stream.live.store import Fence, LayoutMismatch, Store, redis_client
+from stream.live.verdict_batches import send_in_batches
 
 PROGRESS_EVERY_S = 5.0
 CLOSE_EVERY_S = 1.0
@@ -197,10 +197,10 @@ async def _count_inputs(
 
 
 def _closer(settings: Settings, store: Store, producer: AIOKafkaProducer, input_tps: Sequence[str]) -> Closer:
-    """The rebuild's closer over every input partition, publishing its verdicts to the verdicts topic."""
+    """The rebuild's closer over every input partition, publishing its verdicts to the verdicts topic in record
+    batches, as the workers do (:mod:`stream.live.verdict_batches`)."""
 
     async def send_verdicts(messages: Sequence[tuple[str, str]]) -> None:
-        sent = [await producer.send(settings.topics.verdicts, key=k.encode(), value=v.encode()) for k, v in messages]
-        await asyncio.gather(*sent)
+        await send_in_batches(producer, settings.topics.verdicts, messages)
 
     return Closer(store, settings, input_tps, send_verdicts)
