@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.stamp-pyproject
 BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.stamp-pyproject
 
-.PHONY: venv bench-venv up down cluster-up cluster-down test demo report-demo bench bench-report lint clean dashboard
+.PHONY: venv bench-venv up down cluster-up cluster-down test test-fast demo report-demo bench bench-report lint clean dashboard
 
 # venv: .venv with the package (editable) and its test extras; reinstalled
 # only when pyproject.toml is newer than the stamp.
@@ -64,6 +64,11 @@ test: venv lint
 	$(MAKE) --no-print-directory up && $(PY) -m pytest -q || status=$$?; \
 	$(MAKE) --no-print-directory down; \
 	exit $$status
+
+# test-fast: the edit-test loop: the tests that need no service (tests/unit and
+# the doctests of stream/), in about two minutes; `make test` runs them too.
+test-fast: venv
+	$(PY) -m pytest -q tests/unit stream
 
 # demo: the live stream: Kafka, Redis, one worker and accelerated simulated
 # traffic with an incident, watched in the terminal until Ctrl-C.

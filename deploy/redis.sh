@@ -2,7 +2,7 @@
 # Start a Redis server on 127.0.0.1:6379 and wait until it answers PING.
 # Idempotent, no prompts. It persists with the append-only file, fsynced
 # before each reply (appendfsync always): a crash or a restart loses no
-# write the stream was told had happened (README, "Your own Redis").
+# write the stream was told had happened (docs/reliability.md, "Your own Redis").
 #
 #   deploy/redis.sh              start (or reuse) and wait until ready;
 #                                installs Debian's redis-server when missing
