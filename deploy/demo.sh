@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The live demo (`make demo`): Kafka, Redis, one worker and the simulator, with
 # an incident a few minutes in, watched live in the terminal, and Prometheus
-# (http://127.0.0.1:9090/alerts) with Alertmanager (http://127.0.0.1:9095; Kafka's controller has 9093)
+# (http://127.0.0.1:9090/classic/alerts) with Alertmanager (127.0.0.1:9095, no web UI in Debian's package:
+# `amtool --alertmanager.url=http://127.0.0.1:9095 alert query`; Kafka's controller has 9093)
 # evaluating sla-stream's rules on the worker's metrics. Ctrl-C stops it all.
 # Time is accelerated: two hours of traffic for three apps are replayed 30
 # times faster than real time, ending at the present, so slots close every 10
@@ -39,7 +40,9 @@ stop_all() {
   fi
   log "stopped; logs in ${DEMO_DIR#"$ROOT"/}/"
 }
-trap stop_all INT TERM EXIT
+# Ctrl-C is how a demo ends: a clean exit, not `make: *** [demo] Error 130`.
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
 
 {
   cat "$ROOT/config/demo.toml"
@@ -66,10 +69,10 @@ pids+=($!)
 "$SLA" simulate --kafka --config "$CONFIG" --apps 3 --duration 2h --speed 30 --batch 20 \
   --peak-per-minute 120 --seed 7 --incident "+40m,25m,0.8,1400000002" >"$DEMO_DIR/simulate.log" 2>&1 &
 pids+=($!)
-log "alerts: http://127.0.0.1:9090/alerts (Prometheus), http://127.0.0.1:9095 (Alertmanager); metrics: http://127.0.0.1:9464/metrics; month pages: http://127.0.0.1:9464/"
+log "month pages: http://127.0.0.1:9464/; metrics: http://127.0.0.1:9464/metrics; alerts: http://127.0.0.1:9090/classic/alerts (Prometheus), \`amtool --alertmanager.url=http://127.0.0.1:9095 alert query\` (Alertmanager)"
 
 if [[ -n "${DEMO_SECONDS:-}" ]]; then
-  timeout "$DEMO_SECONDS" "$SLA" watch --config "$CONFIG" || true
+  timeout --foreground "$DEMO_SECONDS" "$SLA" watch --config "$CONFIG" || true
 else
   "$SLA" watch --config "$CONFIG"
 fi

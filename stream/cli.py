@@ -1,4 +1,9 @@
-"""The ``sla-stream`` command: one subcommand per job, one-line errors, no tracebacks for bad input."""
+"""The ``sla-stream`` command: one subcommand per job, one-line errors, no tracebacks for bad input.
+
+The texts of :func:`build_parser` are the user's guide on the command line
+(``--help`` on each command); ``tests/unit/test_cli_help.py`` checks that every
+command and option has one.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from stream import report
+from stream import __version__, report
 from stream.arguments import calendar_month_argument, part_argument, run_name_argument
 from stream.config import ConfigError, Settings, load_settings
 from stream.formats import statement_to_json
@@ -291,11 +296,70 @@ def _add_format_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR", help="directory for --format html's pages")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sla-stream", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+DESCRIPTION = """\
+Tells whether a room-entry service level agreement is kept: the call success
+rate in 5-minute slots (a slot under 99% is unavailable), each service month's
+availability against 99.9%, and the voucher owed below it. Counts events
+exactly once from Kafka into Redis (worker), or from files (report), and gives
+statements a customer can audit slot by slot."""
 
-    rep = commands.add_parser("report", help="month report from JSON Lines event files")
+EPILOG = f"""\
+exit status:
+  0    done
+  1    done, but something needs attention (topics: a topic to fix; simulate: events not delivered)
+  2    refused: bad arguments, settings or input, or Kafka or Redis not answering (one line says why)
+  {INCOMPLETE_DATA}    --strict: the data leaves a silent period in the month (incomplete data)
+  130  interrupted (Ctrl-C)
+
+Settings: config/sla-stream.toml, with --config FILE laid over it; KAFKA_BOOTSTRAP
+and REDIS_URL override the addresses. Guide: docs/usage.md; each command's --help."""
+
+
+def _add_config_argument(parser: argparse.ArgumentParser, used_for: str = "") -> None:
+    """``--config FILE``, the same on every command (``used_for``: what this command reads from it)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings and customer terms laid over config/sla-stream.toml" + (f" ({used_for})" if used_for else ""),
+    )
+
+
+def _subcommands(
+    parser: argparse.ArgumentParser, dest: str, help_line: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The commands under ``parser``, one required, named in upper case in the usage line (``dest``)."""
+    return parser.add_subparsers(
+        title=f"{dest}s", dest=dest, required=True, parser_class=_Parser, metavar=dest.upper(), help=help_line
+    )
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, guide: str
+) -> argparse.ArgumentParser:
+    """A subcommand: ``summary`` is its line in ``sla-stream --help``, ``guide`` the head of its own ``--help``."""
+    return commands.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {guide}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sla-stream",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the exit status table keeps its lines
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = _subcommands(parser, "command", "`sla-stream COMMAND --help` tells more")
+
+    rep = _command(
+        commands,
+        "report",
+        "a month's statements from event files",
+        "Reads JSON Lines event files of any size (bounded memory) and prints, per app, every service month in the "
+        "calendar month: availability, unavailable slots, the error budget, the voucher and the claim window. "
+        "Lines that break the event contract are listed on stderr and skipped. A month without data is refused, "
+        "never reported as 100%.",
+    )
     rep.add_argument(
         "--events",
         type=str,
@@ -307,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--month", type=calendar_month_argument, required=True, metavar="YYYY-MM", help="calendar month to report"
     )
-    rep.add_argument("--app", help="report only this app_id")
-    rep.add_argument("--config", type=Path, help="settings and customer terms laid over config/sla-stream.toml")
+    rep.add_argument("--app", metavar="APP_ID", help="report only this app")
+    _add_config_argument(rep)
     _add_format_arguments(rep)
     rep.add_argument(
         "--exemptions",
@@ -319,20 +383,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_strict_argument(rep)
     rep.set_defaults(run=run_report)
 
-    sim = commands.add_parser("simulate", help="realistic room-entry events, to a JSON Lines file or to Kafka")
+    sim = _command(
+        commands,
+        "simulate",
+        "realistic room-entry events, to a JSON Lines file or to Kafka",
+        "Apps 1400000001 upwards with a daily peak and a quiet night, incidents at chosen times, duplicates, late "
+        "successes and a few events without request_ts. The same --seed gives the same events.",
+    )
     simulate.add_arguments(sim)
     producer.add_arguments(sim)
-    sim.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (for the time zone)")
+    _add_config_argument(sim, "the time zone; with --kafka, the topics")
     sim.set_defaults(run=run_simulate)
 
-    top = commands.add_parser("topics", help="create the Kafka topics, or check them (--check)")
-    top.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (names, partitions)")
+    top = _command(
+        commands,
+        "topics",
+        "create the Kafka topics, or check them (--check)",
+        "Creates the topics the settings name that do not exist yet and checks every one (partitions, cleanup "
+        "policy, retention), a line each. Existing topics are never altered.",
+    )
+    _add_config_argument(top, "topic names, partitions, retention")
     top.add_argument("--check", action="store_true", help="only check: create nothing")
     top.set_defaults(run=run_topics)
 
-    wrk = commands.add_parser("worker", help="run a stream worker (run more in the same group to scale out)")
-    wrk.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
-    wrk.add_argument("--loglevel", choices=("debug", "info", "warning", "error"), default="info")
+    wrk = _command(
+        commands,
+        "worker",
+        "run a stream worker (run more in the same group to scale out)",
+        "Counts the input topics exactly once into 5-minute slots in Redis, closes each slot as event time passes, "
+        "publishes its verdict, keeps each app's running month, and serves /metrics and the live month pages. "
+        "Runs until stopped (SIGTERM or Ctrl-C).",
+    )
+    _add_config_argument(wrk)
+    wrk.add_argument(
+        "--loglevel",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="the least important log lines shown (default info)",
+    )
     wrk.add_argument(
         "--metrics-port",
         type=_metrics_address,
@@ -343,20 +431,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wrk.set_defaults(run=run_worker)
 
-    reb = commands.add_parser(
-        "rebuild", help="recount the live state in Redis from the topics (after Redis lost it); workers resume after"
+    reb = _command(
+        commands,
+        "rebuild",
+        "recount the live state in Redis from the topics (after Redis lost it)",
+        "Counts every retained event again into the live namespace, closes the slots and publishes their verdicts "
+        "under a new generation; the workers wait meanwhile and resume from the rebuilt positions.",
     )
-    reb.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (the workers' own)")
+    _add_config_argument(reb, "the workers' own")
     reb.add_argument("--force", action="store_true", help="recount even though the live state is in place")
     reb.set_defaults(run=run_rebuild)
 
-    rpl = commands.add_parser(
-        "replay", help="a month's report counted again from the Kafka topics, as the live workers count"
+    rpl = _command(
+        commands,
+        "replay",
+        "a month's report counted again from the Kafka topics, as the live workers count",
+        "Counts the month's events again with the workers' own code into a Redis namespace of its own (removed "
+        "afterwards; the live state is never touched) and prints what `report` prints. See docs/month-end.md.",
     )
     rpl.add_argument(
         "--month", type=calendar_month_argument, required=True, metavar="YYYY-MM", help="calendar month to replay"
     )
-    rpl.add_argument("--app", action="append", metavar="APP", help="only this app_id; repeat for several")
+    rpl.add_argument("--app", action="append", metavar="APP_ID", help="only this app; repeat for several")
     _add_format_arguments(rpl)
     rpl.add_argument(
         "--keep", action="store_true", help="leave the replay's state in Redis (its key prefix is printed)"
@@ -391,33 +487,65 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"with --part: how long part 0 waits for a part that makes no progress before it stops "
         f"(default {parts.DEFAULT_TIMEOUT_S:.0f})",
     )
-    rpl.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml (the workers' own)")
+    _add_config_argument(rpl, "the workers' own")
     _add_strict_argument(rpl)
     rpl.set_defaults(run=run_replay)
 
-    exm = commands.add_parser("exempt", help="add, list or remove exemptions on the exemptions topic")
-    exempt_commands = exm.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    add = exempt_commands.add_parser("add", help="record an exemption window; prints its id")
+    exm = _command(
+        commands,
+        "exempt",
+        "add, list or remove exemptions on the exemptions topic",
+        "An exemption sets aside the unavailable slots it touches under a clause of the agreement (an announced "
+        "maintenance, a customer's fault); the workers judge those slots again within seconds.",
+    )
+    exempt_commands = _subcommands(exm, "action", "`sla-stream exempt ACTION --help` tells more")
+    add = _command(
+        exempt_commands,
+        "add",
+        "record an exemption window; prints its id",
+        "The window is checked (a known app, a clause of the agreement, the order of the times, its length) "
+        "before it is written.",
+    )
     whose = add.add_mutually_exclusive_group(required=True)
-    whose.add_argument("--app", help="the app_id it exempts")
+    whose.add_argument("--app", metavar="APP_ID", help="the app it exempts")
     whose.add_argument("--all-apps", action="store_true", help="exempt every app")
     add.add_argument("--start", required=True, help="window start, ISO 8601 (no offset: the SLA's time zone)")
     add.add_argument("--end", required=True, help="window end, ISO 8601 (no offset: the SLA's time zone)")
     add.add_argument("--clause", required=True, metavar="CLAUSE", help=f"the agreement's ground: {', '.join(CLAUSES)}")
     add.add_argument("--note", default="", help="why, for the report (e.g. the announcement's reference)")
-    add.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
+    _add_config_argument(add)
     add.set_defaults(run=run_exempt_add)
-    lst = exempt_commands.add_parser("list", help="exemptions in force, with the live slots each exempts")
-    lst.add_argument("--format", choices=("json", "text"), default="text")
-    lst.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
+    lst = _command(
+        exempt_commands,
+        "list",
+        "exemptions in force, with the live slots each exempts",
+        "Reads the exemptions topic; --format json writes what `report --exemptions FILE` reads.",
+    )
+    lst.add_argument(
+        "--format",
+        choices=("json", "text"),
+        default="text",
+        help="text (default), or json for `sla-stream report --exemptions FILE`",
+    )
+    _add_config_argument(lst)
     lst.set_defaults(run=run_exempt_list)
-    rem = exempt_commands.add_parser("remove", help="withdraw an exemption (a tombstone on the topic)")
+    rem = _command(
+        exempt_commands,
+        "remove",
+        "withdraw an exemption (a tombstone on the topic)",
+        "The slots it exempted are judged again within seconds.",
+    )
     rem.add_argument("id", help="the exemption id (exempt list shows them)")
-    rem.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
+    _add_config_argument(rem)
     rem.set_defaults(run=run_exempt_remove)
 
-    wat = commands.add_parser("watch", help="live view of every app's slots and running month, from Redis")
-    wat.add_argument("--config", type=Path, help="settings laid over config/sla-stream.toml")
+    wat = _command(
+        commands,
+        "watch",
+        "live view of every app's slots and running month, from Redis",
+        "Refreshes every --interval seconds until Ctrl-C; times are in the SLA's time zone.",
+    )
+    _add_config_argument(wat)
     wat.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     wat.add_argument("--once", action="store_true", help="print one view and exit")
     wat.set_defaults(run=run_watch)
@@ -446,9 +574,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error) if str(error).startswith("sla-stream") else f"sla-stream: {error}"
         print(redact(message), file=sys.stderr)
         return 2
-    except OSError as error:
+    except OSError as error:  # a file that cannot be read or written: refused, as bad input is
         print(redact(f"sla-stream: {error.strerror or error}: {error.filename or ''}".rstrip(": ")), file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -225,10 +225,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=12.0,
         help="requests a minute at the daily peak of the first app (default 12)",
     )
-    parser.add_argument("--base-failure-rate", type=float, default=0.00001)
-    parser.add_argument("--duplicate-rate", type=float, default=0.002)
+    parser.add_argument(
+        "--base-failure-rate",
+        type=float,
+        default=0.00001,
+        help="share of requests without a success outside incidents (default 0.00001)",
+    )
+    parser.add_argument(
+        "--duplicate-rate", type=float, default=0.002, help="share of events delivered twice (default 0.002)"
+    )
     parser.add_argument("--late-rate", type=float, default=0.003, help="share of successes reported minutes late")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="the same seed gives the same events (default 1)")
     output = parser.add_mutually_exclusive_group(required=True)
     output.add_argument("--out", type=Path, help="JSON Lines file to write, or - for stdout")
     output.add_argument("--kafka", action="store_true", help="send to the input topics instead (see --speed, --batch)")

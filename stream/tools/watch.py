@@ -93,7 +93,8 @@ def _verdict_cell(verdict: StoredVerdict | None, closed: bool) -> str:
 def render(views: Sequence[AppView], settings: Settings, now: float) -> str:
     """The screen for one refresh, as text."""
     tz = settings.policy.timezone
-    lines = [f"sla-stream live  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}   (Ctrl-C to stop)", ""]
+    clock = local_time(int(now * 1000), tz).strftime("%Y-%m-%d %H:%M:%S")
+    lines = [f"sla-stream live  {clock} {tz.key}, the SLA's time zone, as every time below   (Ctrl-C to stop)", ""]
     lines.append(
         f"{'app':<12} {'open slot':<12} {'rate so far':>11}   "
         f"{'last closed slots (oldest → newest)':<54} {'month to date':>13} {'budget left':>12}"

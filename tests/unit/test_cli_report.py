@@ -427,7 +427,7 @@ def test_text_report_names_the_app_availability_and_periods(
         (["report", "--events", "{events}", "--month", "2019-03", "--format", "html"], "--out"),
         (["report", "--events", "{events}", "--month", "2019-03", "--out", "{tmp}"], "--out"),
         (["report", "--events", "{events}", "--month", "2019-03", "--format", "html", "--out", "{events}"], "{events}"),
-        ([], "command"),
+        ([], "COMMAND"),
         pytest.param(["report", "--events", "{events}", "--month", "0000-01"], "0000-01"),
         pytest.param(["report", "--events", "{events}", "--month", "9999-12"], "9999-12"),
     ],
