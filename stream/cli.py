@@ -29,7 +29,7 @@ from stream.monthend import exempt, parts, progress, replay
 from stream.offline import counting as offline_counting
 from stream.offline.files import EventFilesError, event_files
 from stream.sla.coverage import month_label
-from stream.sla.exemptions import CLAUSES
+from stream.sla.exemptions import CLAUSES, MAX_NOTE_CHARS
 from stream.sla.months import calendar_month
 from stream.sla.slots import local_time, to_epoch_ms
 from stream.statements import page_files, slot_csv
@@ -512,7 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--start", required=True, help="window start, ISO 8601 (no offset: the SLA's time zone)")
     add.add_argument("--end", required=True, help="window end, ISO 8601 (no offset: the SLA's time zone)")
     add.add_argument("--clause", required=True, metavar="CLAUSE", help=f"the agreement's ground: {', '.join(CLAUSES)}")
-    add.add_argument("--note", default="", help="why, for the report (e.g. the announcement's reference)")
+    add.add_argument(
+        "--note",
+        default="",
+        help=f"why, for the report (e.g. the announcement's reference; at most {MAX_NOTE_CHARS} characters)",
+    )
     _add_config_argument(add)
     add.set_defaults(run=run_exempt_add)
     lst = _command(

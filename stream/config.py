@@ -33,6 +33,8 @@ from stream.sla.slots import instant_ms, to_epoch_ms
 
 MAX_SHARDS = 1024
 """More shards of the live state than this buy nothing (a cluster of 1,024 masters) and cost a step each per batch."""
+HOUR_S, DAY_S, WEEK_MIN = 3_600, 86_400, 7 * 1_440
+"""The units of the settings' bounds (:meth:`_Table.bounded`)."""
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sla-stream.toml"
 
@@ -160,6 +162,17 @@ class _Table:
             raise ConfigError(f"{self.where}.{key} must be {names}, got {value!r}")
         return value
 
+    def bounded(self, key: str, low: int, high: int, what: str, kind: type | tuple[type, ...] = int) -> Any:
+        """A number from ``low`` to ``high`` (``what``: the range in words, for the refusal).
+
+        A value outside a sane range is a typo or a misunderstanding (a grace
+        of years would never close a slot), refused naming the key and the range.
+        """
+        value = self.take(key, kind)
+        if not low <= value <= high:
+            raise ConfigError(f"{self.where}.{key} must be from {low:,} to {high:,} ({what}), got {value!r}")
+        return value
+
     def table(self, key: str) -> _Table:
         return _Table(self._raw.pop(key, {}), f"{self.where}.{key}")
 
@@ -217,9 +230,9 @@ def _policy(sla: _Table) -> SlaPolicy:
     numbers = {
         "slot_success_min": _fraction(sla, "slot_success_min"),
         "availability_target": _fraction(sla, "availability_target"),
-        "claim_after_working_days": sla.take("claim_after_working_days", int),
-        "claim_window_days": sla.take("claim_window_days", int),
-        "silent_after_minutes": sla.take("silent_after_minutes", int),
+        "claim_after_working_days": sla.bounded("claim_after_working_days", 1, 60, "up to 60 working days"),
+        "claim_window_days": sla.bounded("claim_window_days", 1, 10 * 366, "up to ten years"),
+        "silent_after_minutes": sla.bounded("silent_after_minutes", 1, DAY_S // 60, "up to a day"),
     }
     sla.done()
     try:
@@ -417,6 +430,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}): "
+            "save it as UTF-8"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -439,15 +459,15 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     earliest = events.take("earliest", datetime)
     if earliest.tzinfo is None:
         raise ConfigError(f"{events.where}.earliest needs a UTC offset")
-    max_future_s = events.take("max_future_seconds", int)
+    max_future_s = events.bounded("max_future_seconds", 0, DAY_S, "up to a day")
     events.done()
 
     stream = root.table("stream")
-    grace_s = stream.take("grace_seconds", int)
+    grace_s = stream.bounded("grace_seconds", 0, DAY_S, "up to a day: later events still count, as revisions")
     group = stream.take("group", str)
-    idle_lag_s = stream.take("idle_lag_seconds", int)
-    dedup_hold_min = stream.take("dedup_hold_minutes", int)
-    session_timeout_s = stream.take("session_timeout_seconds", (int, float))
+    idle_lag_s = stream.bounded("idle_lag_seconds", 0, HOUR_S, "up to an hour")
+    dedup_hold_min = stream.bounded("dedup_hold_minutes", 0, WEEK_MIN, "up to a week: Redis holds every id that long")
+    session_timeout_s = stream.bounded("session_timeout_seconds", 1, HOUR_S, "up to an hour", (int, float))
     heartbeat_s = stream.take("heartbeat_seconds", (int, float))
     if not 0 < heartbeat_s * 3 <= session_timeout_s:
         raise ConfigError(
@@ -457,12 +477,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
 
     kafka = root.table("kafka")
     bootstrap = kafka.take("bootstrap", str)
-    partitions = kafka.take("partitions", int)
-    if partitions < 1:
-        raise ConfigError(f"{kafka.where}.partitions must be at least 1")
-    retention_days = kafka.take("retention_days", int)
-    if retention_days < 1:
-        raise ConfigError(f"{kafka.where}.retention_days must be at least 1")
+    partitions = kafka.bounded("partitions", 1, 10_000, "Kafka's own limits are near")
+    retention_days = kafka.bounded("retention_days", 1, 10 * 366, "up to ten years")
     topic_table = kafka.table("topics")
     topics = Topics(**{name: topic_table.take(name, str) for name in Topics.__dataclass_fields__})
     topic_table.done()
@@ -471,13 +487,11 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     kafka.done()
 
     replay = root.table("replay")
-    replay_margin_min = replay.take("margin_minutes", int)
+    replay_margin_min = replay.bounded("margin_minutes", 0, DAY_S // 60, "up to a day")
     replay.done()
 
     exempt = root.table("exempt")
-    exemption_max_days = exempt.take("max_window_days", int)
-    if exemption_max_days < 1:
-        raise ConfigError(f"{exempt.where}.max_window_days must be at least 1")
+    exemption_max_days = exempt.bounded("max_window_days", 1, 366, "up to a year")
     exempt.done()
 
     redis = root.table("redis")
@@ -503,8 +517,6 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
         exemption.done()
     root.done()
 
-    if min(grace_s, max_future_s, idle_lag_s, dedup_hold_min, replay_margin_min) < 0:
-        raise ConfigError(f"{where}: [stream], [events] and [replay] durations cannot be negative")
     if not group or not key_prefix:
         raise ConfigError(f"{where}: stream.group and redis.key_prefix cannot be empty")
     return Settings(

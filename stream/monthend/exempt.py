@@ -42,7 +42,7 @@ from stream.live.recount import exemptions_in_force, open_consumer, read_exempti
 from stream.live.store import Store, redis_client
 from stream.live.worker import WorkerStartError, partition_counts
 from stream.monthend.apps import UnknownApp, check_apps_known
-from stream.sla.exemptions import CLAUSES, Exemption, exemption_for, in_lookup_order
+from stream.sla.exemptions import CLAUSES, Exemption, check_note, exemption_for, in_lookup_order
 from stream.sla.slots import SLOT_MS, instant_ms, local_time
 
 
@@ -93,6 +93,10 @@ def parse_new_exemption(
         )
     if app_id is not None and not app_id:
         raise ExemptError("--app cannot be empty (leave it out, with --all-apps, to exempt every app)")
+    try:
+        check_note(note)
+    except ValueError as error:
+        raise ExemptError(f"--note: {error}") from None
     return NewExemption(app_id, start_ms, end_ms, clause, note)
 
 

@@ -37,6 +37,10 @@ CLAUSES: dict[str, str] = {
 """The grounds for exemption the agreement lists, in its order, by short key; an exemption names one key."""
 
 
+MAX_NOTE_CHARS = 500
+"""The longest note an exemption carries: a reason and a reference, shown on every statement and page it touches."""
+
+
 @dataclass(frozen=True)
 class Exemption:
     """Unavailability in ``[start_ms, end_ms)`` does not count for ``app_id`` (``None``: every app)."""
@@ -52,12 +56,19 @@ class Exemption:
             raise ValueError("an exemption window must end after it starts")
         if self.clause not in CLAUSES:
             raise ValueError(f"unknown exemption clause {self.clause!r}; known clauses: {', '.join(CLAUSES)}")
+        check_note(self.note)
 
     def exempts(self, app_id: str, slot_ms: int) -> bool:
         """Whether this window covers any part of the app's slot starting at ``slot_ms``."""
         if self.app_id is not None and self.app_id != app_id:
             return False
         return slot_ms < self.end_ms and self.start_ms < slot_end_ms(slot_ms)
+
+
+def check_note(note: str) -> None:
+    """Refuse a note longer than :data:`MAX_NOTE_CHARS` (``ValueError`` saying how long it is)."""
+    if len(note) > MAX_NOTE_CHARS:
+        raise ValueError(f"an exemption's note is {len(note):,} characters; at most {MAX_NOTE_CHARS} are allowed")
 
 
 def exemption_for(app_id: str, slot_ms: int, exemptions: Sequence[Exemption]) -> Exemption | None:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from stream.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+from stream.sla.exemptions import MAX_NOTE_CHARS
 from stream.sla.months import Subscription
 
 CONFIG_DIR = DEFAULT_CONFIG.parent
@@ -293,6 +294,50 @@ def test_an_exemption_with_a_date_instead_of_a_time_is_refused(refusal: Callable
 )
 def test_a_value_of_the_wrong_kind_is_refused_by_key(refusal: Callable[[str], str], text: str, key: str) -> None:
     assert key in refusal(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "allowed"),
+    [
+        ("[stream]\ngrace_seconds = 99999999999999999999\n", "stream.grace_seconds", "from 0 to 86,400"),
+        ("[stream]\ngrace_seconds = -1\n", "stream.grace_seconds", "from 0 to 86,400"),
+        ("[stream]\ndedup_hold_minutes = 20000\n", "stream.dedup_hold_minutes", "from 0 to 10,080"),
+        ("[stream]\nidle_lag_seconds = 3601\n", "stream.idle_lag_seconds", "from 0 to 3,600"),
+        ("[stream]\nsession_timeout_seconds = 0\n", "stream.session_timeout_seconds", "from 1 to 3,600"),
+        ("[events]\nmax_future_seconds = 86401\n", "events.max_future_seconds", "from 0 to 86,400"),
+        ("[kafka]\npartitions = 0\n", "kafka.partitions", "from 1 to 10,000"),
+        ("[kafka]\nretention_days = 0\n", "kafka.retention_days", "from 1 to 3,660"),
+        ("[replay]\nmargin_minutes = 1441\n", "replay.margin_minutes", "from 0 to 1,440"),
+        ("[exempt]\nmax_window_days = 400\n", "exempt.max_window_days", "from 1 to 366"),
+        ("[sla]\nclaim_window_days = 0\n", "sla.claim_window_days", "from 1 to 3,660"),
+        ("[sla]\nsilent_after_minutes = 0\n", "sla.silent_after_minutes", "from 1 to 1,440"),
+    ],
+)
+def test_a_duration_or_count_outside_its_range_is_refused_naming_key_and_range(
+    refusal: Callable[[str], str], text: str, key: str, allowed: str
+) -> None:
+    message = refusal(text)
+    assert key in message and allowed in message
+
+
+def test_the_edges_of_a_range_are_accepted(load: Callable[[str], Settings]) -> None:
+    settings = load("[stream]\ngrace_seconds = 86400\ndedup_hold_minutes = 0\n[kafka]\npartitions = 10000\n")
+    assert (settings.grace_ms, settings.dedup_hold_ms, settings.partitions) == (86_400_000, 0, 10_000)
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('[[apps]]\napp_id = "1400000001"\n# café\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(latin1, environ=NO_ENV)
+    message = str(raised.value)
+    assert str(latin1) in message and "not UTF-8" in message and "0xe9" in message and "\n" not in message
+
+
+def test_an_exemption_note_longer_than_the_limit_is_refused(refusal: Callable[[str], str]) -> None:
+    long_note = "x" * (MAX_NOTE_CHARS + 1)
+    message = refusal(exemption("2026-10-01T00:00:00+08:00", "2026-10-01T01:00:00+08:00") + f'note = "{long_note}"\n')
+    assert f"at most {MAX_NOTE_CHARS}" in message and long_note not in message
 
 
 def test_bad_toml_is_refused(refusal: Callable[[str], str]) -> None:

@@ -19,6 +19,7 @@ from stream.config import load_settings
 from stream.events import RequestEvent, SuccessEvent
 from stream.formats import exemption_from_json
 from stream.monthend.exempt import ExemptError, exemption_record, parse_new_exemption
+from stream.sla.exemptions import MAX_NOTE_CHARS
 from stream.sla.slots import to_epoch_ms
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -70,6 +71,16 @@ def test_mistakes_are_refused_naming_what_is_wrong(start, end, clause, expected)
     with pytest.raises(ExemptError) as refused:
         parse(start, end, clause)
     assert expected in str(refused.value)
+
+
+def test_a_note_longer_than_the_limit_is_refused_before_anything_is_written():
+    with pytest.raises(ExemptError) as refused:
+        parse_new_exemption(
+            SETTINGS, "1400000001", "2026-11-27T02:00", "2026-11-27T03:00", "attack", "x" * 1_000_000, NOW
+        )
+    assert str(refused.value) == (
+        f"--note: an exemption's note is 1,000,000 characters; at most {MAX_NOTE_CHARS} are allowed"
+    )
 
 
 def test_exactly_seven_days_is_allowed():

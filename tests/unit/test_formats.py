@@ -33,7 +33,7 @@ from stream.formats import (
 )
 from stream.sla.assessment import assess_month
 from stream.sla.claims import WorkingDayCalendar
-from stream.sla.exemptions import CLAUSES, Exemption
+from stream.sla.exemptions import CLAUSES, MAX_NOTE_CHARS, Exemption
 from stream.sla.judge import judge
 from stream.sla.months import Subscription, calendar_month, service_months_in
 from stream.sla.slots import SLOT_MS, day_start_ms
@@ -146,8 +146,15 @@ EXEMPTIONS_ACCEPTED = [
         "note": "upgrade",
         "schema": "sla-stream/exemption/1",
     },
+    {"start": "2026-10-27T02:00:00Z", "end": "2026-10-27T03:00:00Z", "clause": "attack", "note": "n" * MAX_NOTE_CHARS},
 ]
 EXEMPTIONS_REFUSED = [
+    {
+        "start": "2026-10-27T02:00:00Z",
+        "end": "2026-10-27T03:00:00Z",
+        "clause": "attack",
+        "note": "n" * (MAX_NOTE_CHARS + 1),
+    },
     {"start": "2026-10-27T02:00:00", "end": "2026-10-27T03:00:00+08:00", "clause": "force-majeure"},
     {"start": "2026-10-27T02:00:00+08:00", "end": "2026-10-27T03:00:00+08:00", "clause": "weather"},
     {"start": "2026-10-27T02:00:00+08:00", "clause": "force-majeure"},
