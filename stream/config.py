@@ -118,6 +118,7 @@ class Settings:
     kafka_security: KafkaSecurity
     partitions: int
     retention_ms: int
+    replication_factor: int
     """How long the input and dead-letter topics keep records (at least 100 days: a month is rebuilt by replay)."""
     topics: Topics
     redis_url: str
@@ -479,6 +480,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     bootstrap = kafka.take("bootstrap", str)
     partitions = kafka.bounded("partitions", 1, 10_000, "Kafka's own limits are near")
     retention_days = kafka.bounded("retention_days", 1, 10 * 366, "up to ten years")
+    replication_factor = kafka.bounded("replication_factor", 1, 7, "replicas of each partition")
     topic_table = kafka.table("topics")
     topics = Topics(**{name: topic_table.take(name, str) for name in Topics.__dataclass_fields__})
     topic_table.done()
@@ -534,6 +536,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
         kafka_security=security,
         partitions=partitions,
         retention_ms=retention_days * 86_400_000,
+        replication_factor=replication_factor,
         topics=topics,
         redis_url=_redis_url(environ.get("REDIS_URL") or redis_url, "REDIS_URL" if environ.get("REDIS_URL") else where),
         key_prefix=key_prefix,

@@ -12,13 +12,18 @@ The plan (:func:`plan_topics`):
 An existing topic is fine when it has at least the planned partitions, the
 same ``cleanup.policy``, and, where retention matters, a ``retention.ms`` at
 least the plan's and no ``retention.bytes`` cap (a size cap would delete
-records before their time, and replay needs them all). Topics are created
-with the broker's default replication factor. Existing topics are never
-altered: a problem is reported, in one line naming the topic and the setting.
+records before their time, and replay needs them all). Every topic is
+created with ``kafka.replication_factor`` replicas of each partition and
+``min.insync.replicas`` one less (at least 1: with 3 replicas, a write is
+acknowledged by 2, so one broker can be lost without losing an acknowledged
+event); an existing topic with fewer replicas or a lower
+``min.insync.replicas`` is a problem. Existing topics are never altered: a
+problem is reported, in one line naming the topic and the setting.
 
 Example:
     >>> spec = TopicSpec("requests", "requests-topic", partitions=4, compacted=False, retention_ms=100 * DAY_MS)
-    >>> topic_problems(spec, 4, {"cleanup.policy": "delete", "retention.ms": "86400000", "retention.bytes": "-1"})
+    >>> found = {"cleanup.policy": "delete", "retention.ms": "86400000", "retention.bytes": "-1"}
+    >>> topic_problems(spec, Layout(partitions=4, replicas=1), found | {"min.insync.replicas": "1"})
     ['topic requests-topic keeps records 1 day (retention.ms=86400000); needs at least 100 days (kafka.retention_days)']
 """
 
@@ -38,7 +43,7 @@ DAY_MS = 86_400_000
 TIMEOUT_MS = 10_000
 """How long to wait for the broker to answer at all, and for each request."""
 UNLIMITED = "-1"
-_CHECKED_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes")
+_CHECKED_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes", "min.insync.replicas")
 
 
 class KafkaUnavailable(Exception):
@@ -55,21 +60,38 @@ class TopicSpec:
     compacted: bool
     retention_ms: int | None = None
     """The least retention a ``delete`` topic needs; ``None`` for compacted topics (they keep the latest per key)."""
+    replication_factor: int = 1
 
     @property
     def cleanup_policy(self) -> str:
         return "compact" if self.compacted else "delete"
 
+    @property
+    def min_insync_replicas(self) -> int:
+        """Replicas that must have a write before it is acknowledged: all but one, at least one."""
+        return max(1, self.replication_factor - 1)
+
     def configs(self) -> dict[str, str]:
         """The topic configs to create it with."""
-        configs = {"cleanup.policy": self.cleanup_policy}
+        configs = {"cleanup.policy": self.cleanup_policy, "min.insync.replicas": str(self.min_insync_replicas)}
         if self.retention_ms is not None:
             configs |= {"retention.ms": str(self.retention_ms), "retention.bytes": UNLIMITED}
         return configs
 
     def describe(self) -> str:
         retention = f", retention {_span(self.retention_ms)}" if self.retention_ms is not None else ""
-        return f"{_count(self.partitions, 'partition')}, cleanup.policy={self.cleanup_policy}{retention}"
+        return (
+            f"{_count(self.partitions, 'partition')} of {_count(self.replication_factor, 'replica')}, "
+            f"cleanup.policy={self.cleanup_policy}{retention}"
+        )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What an existing topic has: its partitions, and the fewest replicas any of them has."""
+
+    partitions: int
+    replicas: int
 
 
 @dataclass(frozen=True)
@@ -97,13 +119,14 @@ def plan_topics(settings: Settings) -> list[TopicSpec]:
         if name in seen:
             raise ConfigError(f"kafka.topics.{seen[name]} and kafka.topics.{setting} both name topic {name!r}")
         seen[name] = setting
+    rf = settings.replication_factor
     retained = {"partitions": settings.partitions, "compacted": False, "retention_ms": settings.retention_ms}
     return [
-        TopicSpec("requests", names.requests, **retained),
-        TopicSpec("successes", names.successes, **retained),
-        TopicSpec("exemptions", names.exemptions, partitions=1, compacted=True),
-        TopicSpec("verdicts", names.verdicts, partitions=settings.partitions, compacted=True),
-        TopicSpec("dead_letter", names.dead_letter, **retained),
+        TopicSpec("requests", names.requests, **retained, replication_factor=rf),
+        TopicSpec("successes", names.successes, **retained, replication_factor=rf),
+        TopicSpec("exemptions", names.exemptions, partitions=1, compacted=True, replication_factor=rf),
+        TopicSpec("verdicts", names.verdicts, partitions=settings.partitions, compacted=True, replication_factor=rf),
+        TopicSpec("dead_letter", names.dead_letter, **retained, replication_factor=rf),
     ]
 
 
@@ -127,13 +150,24 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def topic_problems(spec: TopicSpec, partitions: int, configs: Mapping[str, str]) -> list[str]:
-    """How a topic with ``partitions`` and these config values falls short of ``spec`` (empty: it does not)."""
+def topic_problems(spec: TopicSpec, layout: Layout, configs: Mapping[str, str]) -> list[str]:
+    """How a topic of ``layout`` with these config values falls short of ``spec`` (empty: it does not)."""
     topic = f"topic {spec.name}"
     problems = []
-    if partitions < spec.partitions:
+    if layout.partitions < spec.partitions:
         problems.append(
-            f"{topic} has {_count(partitions, 'partition')}; needs at least {spec.partitions} (kafka.partitions)"
+            f"{topic} has {_count(layout.partitions, 'partition')}; needs at least {spec.partitions} (kafka.partitions)"
+        )
+    if layout.replicas < spec.replication_factor:
+        problems.append(
+            f"{topic} has {_count(layout.replicas, 'replica')} of a partition; needs at least "
+            f"{spec.replication_factor} (kafka.replication_factor)"
+        )
+    min_insync = _int(configs.get("min.insync.replicas"))
+    if min_insync is None or min_insync < spec.min_insync_replicas:
+        problems.append(
+            f"{topic} has min.insync.replicas={configs.get('min.insync.replicas')}; needs at least "
+            f"{spec.min_insync_replicas} (kafka.replication_factor less one)"
         )
     policy = configs.get("cleanup.policy")
     if policy != spec.cleanup_policy:
@@ -195,20 +229,31 @@ def unavailable(settings: Settings, error: Exception | str) -> KafkaUnavailable:
     return KafkaUnavailable(redact(f"Kafka at {settings.kafka_bootstrap} is not reachable{how} ({detail}); {advice}"))
 
 
-def _partition_counts(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> dict[str, int | str]:
-    """Each topic's partition count, or the name of the error describing it (a missing topic: absent)."""
-    found: dict[str, int | str] = {}
+def _layouts(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> dict[str, Layout | str]:
+    """Each topic's layout, or the name of the error describing it (a missing topic: absent)."""
+    found: dict[str, Layout | str] = {}
     for topic in admin.describe_topics([spec.name for spec in specs]):
         error = for_code(topic["error_code"])
         if error is UnknownTopicOrPartitionError:
             continue
-        found[topic["name"]] = len(topic["partitions"]) if topic["error_code"] == 0 else error.__name__
+        if topic["error_code"] != 0:
+            found[topic["name"]] = error.__name__
+            continue
+        partitions = topic["partitions"]
+        found[topic["name"]] = Layout(len(partitions), min((len(p["replica_nodes"]) for p in partitions), default=0))
     return found
 
 
 def _create(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> dict[str, str]:
     """Create the topics; the error message of each one the broker refused (already existing is no error)."""
-    request = {spec.name: {"num_partitions": spec.partitions, "configs": spec.configs()} for spec in specs}
+    request = {
+        spec.name: {
+            "num_partitions": spec.partitions,
+            "replication_factor": spec.replication_factor,
+            "configs": spec.configs(),
+        }
+        for spec in specs
+    }
     response = admin.create_topics(request, timeout_ms=TIMEOUT_MS, raise_errors=False)
     refused = {}
     for topic in response["topics"]:
@@ -220,29 +265,29 @@ def _create(admin: KafkaAdminClient, specs: Sequence[TopicSpec]) -> dict[str, st
 
 
 def _inspect(admin: KafkaAdminClient, specs: Sequence[TopicSpec], create: bool) -> list[TopicStatus]:
-    counts = _partition_counts(admin, specs)
-    missing = [spec for spec in specs if spec.name not in counts]
+    layouts = _layouts(admin, specs)
+    missing = [spec for spec in specs if spec.name not in layouts]
     refused = _create(admin, missing) if create and missing else {}
     if create and missing:
-        counts = _partition_counts(admin, specs)
-    existing = [spec.name for spec in specs if isinstance(counts.get(spec.name), int)]
+        layouts = _layouts(admin, specs)
+    existing = [spec.name for spec in specs if isinstance(layouts.get(spec.name), Layout)]
     resources = [ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(_CHECKED_CONFIGS)) for name in existing]
     described = admin.describe_configs(resources, config_filter="all").get("topic", {}) if resources else {}
     statuses = []
     for spec in specs:
-        count = counts.get(spec.name)
+        layout = layouts.get(spec.name)
         if spec.name in refused:
             problems = [f"topic {spec.name} could not be created: {refused[spec.name]}"]
-        elif count is None:
+        elif layout is None:
             problems = [f"topic {spec.name} (kafka.topics.{spec.setting}) does not exist; sla-stream topics creates it"]
-        elif isinstance(count, str):
-            problems = [f"topic {spec.name} (kafka.topics.{spec.setting}) cannot be described: {count}"]
+        elif isinstance(layout, str):
+            problems = [f"topic {spec.name} (kafka.topics.{spec.setting}) cannot be described: {layout}"]
         else:
             values = {key: entry["value"] for key, entry in described.get(spec.name, {}).items()}
-            problems = topic_problems(spec, count, values)
+            problems = topic_problems(spec, layout, values)
         created = spec in missing and spec.name not in refused
         state = "problem" if problems else "created" if created else "ok"
-        statuses.append(TopicStatus(spec, state, tuple(problems), exists=count is not None))
+        statuses.append(TopicStatus(spec, state, tuple(problems), exists=layout is not None))
     return statuses
 
 

@@ -20,7 +20,7 @@ from stream.config import Topics, load_settings
 from stream.tools import topics
 
 DAY_MS = 86_400_000
-CHECKED = ("cleanup.policy", "retention.ms", "retention.bytes")
+CHECKED = ("cleanup.policy", "retention.ms", "retention.bytes", "min.insync.replicas")
 Run = Callable[..., tuple[int, list[str], list[str]]]
 
 
@@ -66,7 +66,12 @@ def test_topics_are_created_as_planned_and_a_second_run_finds_them_ok(
     assert (code, err) == (0, [])
     assert [line.split()[:2] for line in out] == [["created", f"{name}:"] for name in names.values()]
 
-    retained = {"cleanup.policy": "delete", "retention.ms": str(100 * DAY_MS), "retention.bytes": "-1"}
+    retained = {
+        "cleanup.policy": "delete",
+        "retention.ms": str(100 * DAY_MS),
+        "retention.bytes": "-1",
+        "min.insync.replicas": "1",
+    }
     found = read_back(kafka_admin, list(names.values()))
     assert found[names["requests"]] == (3, retained)
     assert found[names["successes"]] == (3, retained)
@@ -118,6 +123,20 @@ def test_misconfigured_and_missing_topics_are_reported_and_never_altered(
     assert {problem.split()[1] for problem in problems} == {names["requests"], names["verdicts"]}
     assert all("\n" not in problem for problem in problems)
     assert read_back(kafka_admin, [names["requests"], names["verdicts"]]) == before
+
+
+def test_a_replication_factor_the_cluster_cannot_hold_is_refused_per_topic_in_one_line(
+    run: Run, topic_settings: tuple[Path, dict[str, str]], kafka_admin: KafkaAdminClient
+) -> None:
+    """The test broker is a single node: 3 replicas cannot be placed, and `topics` says so, creating nothing."""
+    path, names = topic_settings
+    path.write_text(path.read_text(encoding="utf-8").replace("[kafka]\n", "[kafka]\nreplication_factor = 3\n", 1))
+    code, out, err = run("topics", "--config", path)
+    assert code == 1
+    assert len(out) == 5 and all(line.startswith("problem  topic ") for line in out)
+    assert all("could not be created" in line and "replication factor" in line.lower() for line in out), out
+    assert len(err) == 1 and "5 of 5 topics need attention" in err[0]
+    assert not set(kafka_admin.list_topics()) & set(names.values())
 
 
 def test_an_unreachable_broker_is_a_one_line_error_naming_the_address(

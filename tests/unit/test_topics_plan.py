@@ -8,10 +8,21 @@ from pathlib import Path
 import pytest
 
 from stream.config import ConfigError, load_settings
-from stream.tools.topics import DAY_MS, TopicSpec, TopicStatus, plan_topics, topic_problems
+from stream.tools.topics import DAY_MS, Layout, TopicSpec, TopicStatus, plan_topics, topic_problems
 
-RETAINED = {"cleanup.policy": "delete", "retention.ms": str(100 * DAY_MS), "retention.bytes": "-1"}
-COMPACTED = {"cleanup.policy": "compact", "retention.ms": "604800000", "retention.bytes": "-1"}
+RETAINED = {
+    "cleanup.policy": "delete",
+    "retention.ms": str(100 * DAY_MS),
+    "retention.bytes": "-1",
+    "min.insync.replicas": "1",
+}
+COMPACTED = {
+    "cleanup.policy": "compact",
+    "retention.ms": "604800000",
+    "retention.bytes": "-1",
+    "min.insync.replicas": "1",
+}
+FOUR = Layout(partitions=4, replicas=1)
 
 
 @pytest.fixture
@@ -31,13 +42,33 @@ def test_the_default_plan() -> None:
     ]
     for setting in ("requests", "successes", "dead_letter"):
         assert plan[setting].partitions == 4
-        assert plan[setting].configs() == {
-            "cleanup.policy": "delete",
-            "retention.ms": str(100 * DAY_MS),
-            "retention.bytes": "-1",
-        }
-    assert (plan["exemptions"].partitions, plan["exemptions"].configs()) == (1, {"cleanup.policy": "compact"})
-    assert (plan["verdicts"].partitions, plan["verdicts"].configs()) == (4, {"cleanup.policy": "compact"})
+        assert plan[setting].configs() == RETAINED
+    compacted = {"cleanup.policy": "compact", "min.insync.replicas": "1"}
+    assert (plan["exemptions"].partitions, plan["exemptions"].configs()) == (1, compacted)
+    assert (plan["verdicts"].partitions, plan["verdicts"].configs()) == (4, compacted)
+    assert {spec.replication_factor for spec in plan.values()} == {1}
+
+
+@pytest.mark.parametrize(("replicas", "min_insync"), [(1, 1), (2, 1), (3, 2), (5, 4)])
+def test_replicas_and_min_insync_follow_the_replication_factor(
+    write_config: Callable[..., Path], replicas: int, min_insync: int
+) -> None:
+    plan = plan_topics(load_settings(write_config(f"[kafka]\nreplication_factor = {replicas}\n"), environ={}))
+    assert {(spec.replication_factor, spec.configs()["min.insync.replicas"]) for spec in plan} == {
+        (replicas, str(min_insync))
+    }
+
+
+def test_an_existing_topic_with_fewer_replicas_or_a_lower_min_insync_is_a_problem(
+    write_config: Callable[..., Path],
+) -> None:
+    spec = plan_topics(load_settings(write_config("[kafka]\nreplication_factor = 3\n"), environ={}))[0]
+    assert topic_problems(spec, Layout(4, 3), RETAINED | {"min.insync.replicas": "2"}) == []
+    assert topic_problems(spec, Layout(4, 1), RETAINED | {"min.insync.replicas": "1"}) == [
+        "topic trtc.room-entry.requests has 1 replica of a partition; needs at least 3 (kafka.replication_factor)",
+        "topic trtc.room-entry.requests has min.insync.replicas=1; needs at least 2 "
+        "(kafka.replication_factor less one)",
+    ]
 
 
 def test_partitions_retention_and_names_follow_the_settings(write_config: Callable[..., Path]) -> None:
@@ -56,7 +87,7 @@ def test_partitions_retention_and_names_follow_the_settings(write_config: Callab
 
 
 def test_retention_days_must_be_positive(write_config: Callable[..., Path]) -> None:
-    with pytest.raises(ConfigError, match="retention_days must be at least 1"):
+    with pytest.raises(ConfigError, match="retention_days must be from 1 to"):
         load_settings(write_config("[kafka]\nretention_days = 0\n"), environ={})
 
 
@@ -67,9 +98,9 @@ def test_two_settings_naming_one_topic_are_refused(write_config: Callable[..., P
 
 
 def test_a_topic_as_planned_or_better_has_no_problem(requests_spec: TopicSpec) -> None:
-    assert topic_problems(requests_spec, 4, RETAINED) == []
-    assert topic_problems(requests_spec, 16, RETAINED | {"retention.ms": str(400 * DAY_MS)}) == []
-    assert topic_problems(requests_spec, 4, RETAINED | {"retention.ms": "-1"}) == []
+    assert topic_problems(requests_spec, FOUR, RETAINED) == []
+    assert topic_problems(requests_spec, Layout(16, 3), RETAINED | {"retention.ms": str(400 * DAY_MS)}) == []
+    assert topic_problems(requests_spec, FOUR, RETAINED | {"retention.ms": "-1"}) == []
 
 
 @pytest.mark.parametrize(
@@ -94,27 +125,28 @@ def test_a_topic_as_planned_or_better_has_no_problem(requests_spec: TopicSpec) -
         ),
         (4, RETAINED | {"cleanup.policy": "compact"}, "cleanup.policy=compact; must be delete"),
         (4, {}, "cleanup.policy=None; must be delete"),
+        (4, RETAINED | {"min.insync.replicas": "0"}, "min.insync.replicas=0; needs at least 1"),
     ],
 )
 def test_each_shortfall_is_one_line_naming_topic_and_setting(
     requests_spec: TopicSpec, partitions: int, configs: dict[str, str], expected: str
 ) -> None:
-    problems = topic_problems(requests_spec, partitions, configs)
+    problems = topic_problems(requests_spec, Layout(partitions, 1), configs)
     assert any(expected in problem for problem in problems), problems
     assert all(problem.startswith("topic trtc.room-entry.requests ") and "\n" not in problem for problem in problems)
 
 
 def test_a_compacted_topic_is_judged_by_partitions_and_policy_only() -> None:
     verdicts = TopicSpec("verdicts", "v", partitions=4, compacted=True)
-    assert topic_problems(verdicts, 4, COMPACTED | {"retention.bytes": "1000"}) == []
-    assert topic_problems(verdicts, 4, COMPACTED | {"cleanup.policy": "compact,delete"}) == [
+    assert topic_problems(verdicts, FOUR, COMPACTED | {"retention.bytes": "1000"}) == []
+    assert topic_problems(verdicts, FOUR, COMPACTED | {"cleanup.policy": "compact,delete"}) == [
         "topic v has cleanup.policy=compact,delete; must be compact"
     ]
 
 
 def test_status_lines(requests_spec: TopicSpec) -> None:
     assert TopicStatus(requests_spec, "created").line() == (
-        "created  trtc.room-entry.requests: 4 partitions, cleanup.policy=delete, retention 100 days"
+        "created  trtc.room-entry.requests: 4 partitions of 1 replica, cleanup.policy=delete, retention 100 days"
     )
     problem = TopicStatus(requests_spec, "problem", ("topic x: a", "topic x: b"))
     assert problem.line() == "problem  topic x: a; topic x: b"
