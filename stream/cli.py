@@ -21,19 +21,17 @@ from typing import NoReturn
 from stream import __version__, report
 from stream.arguments import calendar_month_argument, part_argument, run_name_argument
 from stream.config import ConfigError, Settings, load_settings
-from stream.formats import statement_to_json
 from stream.kafka_security import redact
 from stream.live import metrics, rebuild, worker
 from stream.live.store import LayoutMismatch
 from stream.monthend import exempt, parts, progress, replay
+from stream.months_output import MonthsOutput
 from stream.offline import counting as offline_counting
 from stream.offline.files import EventFilesError, event_files
 from stream.sla.coverage import month_label
 from stream.sla.exemptions import CLAUSES, MAX_NOTE_CHARS
 from stream.sla.months import calendar_month
 from stream.sla.slots import local_time, to_epoch_ms
-from stream.statements import page_files, slot_csv
-from stream.statements.statement import Statement
 from stream.tools import producer, simulate, topics, watch
 
 INCOMPLETE_DATA = 3
@@ -102,33 +100,26 @@ def run_report(args: argparse.Namespace) -> int:
         if args.app and not result.statements:
             raise UsageError(f"app {args.app}: its service month in {label} has not begun: it starts {begins}")
         _say(f"app {app_id}: its service month from {begins} has not begun: left out")
-    _print_months(result.statements, settings, year, month, args)
-    return _strict_status(result.statements, args, f"the events leave silent periods in {label}")
+    output = _months_output(settings, year, month, args)
+    for statement in result.statements:
+        output.add(statement)
+    output.finish()
+    return _strict_status(output, args, f"the events leave silent periods in {label}")
 
 
-def _strict_status(statements: Sequence[Statement], args: argparse.Namespace, why: str) -> int:
+def _strict_status(output: MonthsOutput, args: argparse.Namespace, why: str) -> int:
     """``--strict``: :data:`INCOMPLETE_DATA` when a statement's data leaves a silent period (after printing it)."""
-    if args.strict and any(not s.coverage.complete for s in statements):
+    if args.strict and output.incomplete:
         _say(f"sla-stream: incomplete data: {why} (--strict)")
         return INCOMPLETE_DATA
     return 0
 
 
-def _print_months(
-    statements: Sequence[Statement], settings: Settings, year: int, month: int, args: argparse.Namespace
-) -> None:
-    """The month's statements as ``report`` and ``replay`` both give them (the same bytes for the same figures):
-    JSON, text or the slot CSV on stdout, or HTML pages into ``--out``."""
-    tz = settings.policy.timezone
-    if args.format == "json":
-        print(json.dumps([statement_to_json(s) for s in statements], indent=2))
-    elif args.format == "csv":
-        slot_csv.write_csv(statements, sys.stdout)
-    elif args.format == "html":
-        for path in page_files.write_pages(statements, args.out):
-            _say(f"wrote {path}")
-    else:
-        print(report.to_text(statements, tz, f"SLA month report {year}-{month:02d}"))
+def _months_output(settings: Settings, year: int, month: int, args: argparse.Namespace) -> MonthsOutput:
+    """Where ``report`` and ``replay`` write the month's statements (the same bytes for the same figures): JSON,
+    text or the slot CSV on stdout, or HTML pages into ``--out``."""
+    title = f"SLA month report {year}-{month:02d}"
+    return MonthsOutput(args.format, sys.stdout, settings.policy.timezone, title, args.out, _say)
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -151,13 +142,14 @@ def run_replay(args: argparse.Namespace) -> int:
     def shown(label: str, total: int) -> progress.ReadProgress:
         return progress.progress_for(label, total, sys.stderr)
 
-    result = asyncio.run(replay.replay(settings, request, shown, _say, processes=args.processes))
+    output = _months_output(settings, year, month, args)
+    result = asyncio.run(replay.replay(settings, request, shown, _say, output.add, processes=args.processes))
     if not result.judged:  # another part of the split replay prints the month
         _say(result.line(request.name))
         return 0
-    _print_months(result.statements, settings, year, month, args)
+    output.finish()
     _say(result.line(request.name))
-    return _strict_status(result.statements, args, f"the topics leave silent periods in {request.name}")
+    return _strict_status(output, args, f"the topics leave silent periods in {request.name}")
 
 
 def _replay_part(args: argparse.Namespace) -> parts.Part | None:

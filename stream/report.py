@@ -154,27 +154,41 @@ def to_text(statements: Sequence[Statement], tz: ZoneInfo, title: str) -> str:
     The first line says when the figures are "so far" (a month still running) and when the data leaves a silent
     period: a month with no data in part of it must never read as a clean one.
     """
-    assessments = [statement.assessment for statement in statements]
-    lines = [title + _title_notes(statements, tz), ""]
-    header = (
-        f"{'app':<12} {'service month':<24} {'availability':>12} {'SLA':>6} {'bad':>4} {'exempt':>6} "
-        f"{'budget left':>11}  compensation"
-    )
-    lines += [header, "-" * len(header)]
+    report = TextReport(tz, title)
     for statement in statements:
+        report.add(statement)
+    return report.text()
+
+
+class TextReport:
+    """The text report built one statement at a time: each adds its summary line and its block, and only those
+    lines are kept (not the statement's slots), so a month of many apps is written in bounded memory."""
+
+    def __init__(self, tz: ZoneInfo, title: str) -> None:
+        self._tz = tz
+        self._title = title
+        self._summary: list[str] = []
+        self._blocks: list[str] = []
+        self._as_of_ms: int | None = None
+        """The latest "as of" of a running month among the statements (None: none is running)."""
+        self._silent_minutes = 0
+
+    def add(self, statement: Statement) -> None:
+        tz = self._tz
         a = statement.assessment
+        if statement.running:
+            self._as_of_ms = max(self._as_of_ms or statement.coverage.as_of_ms, statement.coverage.as_of_ms)
+        self._silent_minutes = max(self._silent_minutes, statement.coverage.silent_minutes)
         notes = "".join(f"  ({note})" for note in _statement_notes(statement))
-        lines.append(
+        self._summary.append(
             f"{a.app_id:<12} {str(a.month):<24} {a.availability_display:>12} {'met' if a.meets_sla else 'MISSED':>6} "
             f"{len(a.unavailable):>4} {len(a.exempt):>6} {a.budget.slots_left:>4} of {a.budget.slots_allowed:<4}  "
             f"{_compensation_text(a)}{notes}"
         )
-    for statement in statements:
-        a = statement.assessment
         claim = f"{a.claim.opens} to {a.claim.closes}"
         if a.claim.estimated:
             claim += " (estimated: that year's holidays are not known yet, counted on weekdays)"
-        lines += [
+        lines = [
             "",
             f"{a.app_id}  {a.month} ({a.month.days} days, {a.month.total_minutes:,} minutes, {tz.key})",
             *_coverage_lines(statement, tz),
@@ -191,21 +205,29 @@ def to_text(statements: Sequence[Statement], tz: ZoneInfo, title: str) -> str:
             if periods:
                 lines.append(f"  {label} periods:")
                 lines += [f"    {_period_text(p, tz)}" for p in periods]
-    if not assessments:
-        lines.append("(no service month of any app falls in this month)")
-    return "\n".join(lines)
+        self._blocks.append("\n".join(lines))
 
+    def text(self) -> str:
+        lines = [self._title + self._title_notes(), ""]
+        header = (
+            f"{'app':<12} {'service month':<24} {'availability':>12} {'SLA':>6} {'bad':>4} {'exempt':>6} "
+            f"{'budget left':>11}  compensation"
+        )
+        lines += [header, "-" * len(header), *self._summary, *self._blocks]
+        if not self._summary:
+            lines.append("(no service month of any app falls in this month)")
+        return "\n".join(lines)
 
-def _title_notes(statements: Sequence[Statement], tz: ZoneInfo) -> str:
-    """What the first line adds: "so far, as of …" for a running month, "INCOMPLETE DATA" for silent periods."""
-    notes = []
-    running = [s.coverage.as_of_ms for s in statements if s.running]
-    if running:
-        notes.append(f"so far, as of {_clock(max(running), tz)} ({tz.key})")
-    silent = max((s.coverage.silent_minutes for s in statements), default=0)
-    if silent:
-        notes.append(f"INCOMPLETE DATA: no event at all in {silent:,} minutes of it (silent periods below)")
-    return "".join(f", {note}" for note in notes)
+    def _title_notes(self) -> str:
+        """What the first line adds: "so far, as of …" for a running month, "INCOMPLETE DATA" for silent periods."""
+        notes = []
+        if self._as_of_ms is not None:
+            notes.append(f"so far, as of {_clock(self._as_of_ms, self._tz)} ({self._tz.key})")
+        if self._silent_minutes:
+            notes.append(
+                f"INCOMPLETE DATA: no event at all in {self._silent_minutes:,} minutes of it (silent periods below)"
+            )
+        return "".join(f", {note}" for note in notes)
 
 
 def _statement_notes(statement: Statement) -> list[str]:

@@ -107,9 +107,9 @@ class ReplayRequest:
 
 @dataclass
 class ReplayResult:
-    """The month's statements and what the replay read."""
+    """What the replay read, and how many statements it gave (to ``emit``, as each was built)."""
 
-    statements: list[Statement]
+    statements: int
     stats: IngestStats
     offsets: int
     seconds: float
@@ -156,6 +156,8 @@ class ReplayResult:
 
 ProgressFactory = Callable[[str, int], ReadProgress]
 """Makes the display of a read: its label and total offsets."""
+Emit = Callable[[Statement], None]
+"""Takes each of the month's statements as it is built (and writes it out): one app's slots are held at a time."""
 
 
 async def replay(
@@ -163,6 +165,7 @@ async def replay(
     request: ReplayRequest,
     progress: ProgressFactory,
     say: Callable[[str], None],
+    emit: Emit,
     processes: int = 1,
     clock: Callable[[], float] = time.time,
 ) -> ReplayResult:
@@ -238,7 +241,7 @@ async def replay(
             resumed_parts = tuple(k for k, d in sorted(done.items()) if d.resumed)
             if closer is None:
                 seconds = time.monotonic() - started
-                return ReplayResult([], stats, plans[run.part.index].total, seconds, 0, store.prefix, True, part=part)
+                return ReplayResult(0, stats, plans[run.part.index].total, seconds, 0, store.prefix, True, part=part)
         assert closer is not None
         closed += await close_all(closer, fence, store, plan)
         removable = True
@@ -253,25 +256,17 @@ async def replay(
         app_ids = list(request.apps) or sorted(counted_apps | set(settings.apps))
         current = await current_exemptions(store, settings)
         maps = {request.name: covered}
-        statements = [
-            statement
-            for app_id in app_ids
+        emitted = 0
+        for app_id in app_ids:
+            months = service_months_in(request.year, request.month, settings.terms(app_id).subscriptions)
             for statement in await statements_from_store(
-                store,
-                settings,
-                app_id,
-                begun_by(
-                    service_months_in(request.year, request.month, settings.terms(app_id).subscriptions), tz, now_ms
-                ),
-                current,
-                source="replay",
-                as_of_ms=now_ms,
-                covered=maps,
-            )
-        ]
+                store, settings, app_id, begun_by(months, tz, now_ms), current, "replay", now_ms, maps
+            ):
+                emit(statement)
+                emitted += 1
         seconds = time.monotonic() - started
         return ReplayResult(
-            statements, stats, plan.total, seconds, exemptions, store.prefix, request.keep, closed, part, resumed_parts
+            emitted, stats, plan.total, seconds, exemptions, store.prefix, request.keep, closed, part, resumed_parts
         )
     except KafkaError as error:
         raise ReplayError(redact(f"Kafka at {settings.kafka_bootstrap} failed during the replay: {error}")) from None

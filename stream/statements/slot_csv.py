@@ -121,11 +121,25 @@ def coverage_lines(statement: Statement) -> list[str]:
 
 def write_csv(statements: Iterable[Statement], out: TextIO) -> None:
     """The slot CSV of ``statements`` (header, every slot row, then each statement's footer lines) to ``out``."""
-    listed = list(statements)
-    writer = csv.writer(out)
-    writer.writerow(COLUMNS)
-    for statement in listed:
-        writer.writerows(rows(statement))
-    for statement in listed:
-        for line in [digest_line(statement), *coverage_lines(statement)]:
-            out.write(line + "\r\n")
+    writer = SlotCsvWriter(out)
+    for statement in statements:
+        writer.add(statement)
+    writer.finish()
+
+
+class SlotCsvWriter:
+    """The slot CSV written one statement at a time: its rows at once, its footer lines kept for the end."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._rows = csv.writer(out)
+        self._rows.writerow(COLUMNS)
+        self._footers: list[str] = []
+
+    def add(self, statement: Statement) -> None:
+        self._rows.writerows(rows(statement))
+        self._footers += [digest_line(statement), *coverage_lines(statement)]
+
+    def finish(self) -> None:
+        for line in self._footers:
+            self._out.write(line + "\r\n")

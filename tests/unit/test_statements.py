@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import subprocess
 from datetime import date
 from decimal import Decimal
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from month_examples import covered_until
 
 from stream.formats import statement_to_json
+from stream.months_output import MonthsOutput
 from stream.report import to_text
 from stream.sla.claims import WorkingDayCalendar
 from stream.sla.exemptions import Exemption
@@ -185,3 +187,23 @@ def test_the_text_statement_prints_the_digest():
     statement = statement_of({START_MS: SlotCounts(10, 9)})
     text = to_text([statement], TZ, "title")
     assert f"digest sha256 {statement.digest} (1 slots with traffic" in text
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(month_counts, max_size=3))
+def test_statements_written_one_at_a_time_give_the_bytes_of_the_whole_list(months):
+    """MonthsOutput streams (a replay of 10,000 apps holds one app's slots at a time) yet writes what a list gave."""
+    statements = [statement_of(counts, app_id=f"14000000{i:02d}") for i, counts in enumerate(months)]
+    expected = {
+        "json": json.dumps([statement_to_json(s) for s in statements], indent=2) + "\n",
+        "csv": csv_text(*statements),
+        "text": to_text(statements, TZ, "SLA month report 2026-10") + "\n",
+    }
+    for fmt, whole in expected.items():
+        out = io.StringIO(newline="")
+        output = MonthsOutput(fmt, out, TZ, "SLA month report 2026-10")  # type: ignore[arg-type]
+        for statement in statements:
+            output.add(statement)
+        output.finish()
+        assert out.getvalue() == whole, fmt
+        assert output.count == len(statements)
