@@ -63,6 +63,7 @@ from stream.live.metrics import REFRESH_INTERVAL_S, SnapshotReader, WorkerMetric
 from stream.live.namespace import NamespaceGuard
 from stream.live.pages import LivePages
 from stream.live.partitions import InputPartitions
+from stream.live.probes import BEAT_S, Probes
 from stream.live.store import Store, redis_client
 from stream.live.verdict_batches import send_in_batches
 
@@ -150,8 +151,10 @@ def create_app(
     leader = ClosingLeader(Closer(store, settings, partitions.names, send_verdicts, timing), store, guard, health)
     totals = TotalsLog()
     metrics = WorkerMetrics.create(settings, health, ingester.by_topic, exports_apps=app.is_leader)
+    probes = Probes(lambda: health.state)
     if metrics_at is not None:
-        web.serve(*metrics_at, metrics.exposition, LivePages(settings, lambda: metrics.collector.snapshot))
+        pages = LivePages(settings, lambda: metrics.collector.snapshot)
+        web.serve(*metrics_at, metrics.exposition, pages, probes)
         app.monitor = PrometheusMonitor(FaustMetrics.create(metrics.registry, "faust"))
 
     @app.on_partitions_assigned.connect
@@ -220,7 +223,7 @@ def create_app(
         except Exception:  # noqa: BLE001 - a timer that raises stops Faust; the next refresh tries again
             log.exception("metrics snapshot failed")
             return
-        health.redis_answered()
+        health.redis_answered(wrote=False)
 
     @app.timer(interval=COMMIT_INTERVAL_S)
     async def commit_positions() -> None:
@@ -229,6 +232,11 @@ def create_app(
             await partitions.commit_applied()
         except Exception as error:  # noqa: BLE001 - a timer that raises stops Faust; the next commit tries again
             log.debug("committing positions skipped: %s", error)
+
+    @app.timer(interval=BEAT_S)
+    async def heartbeat() -> None:
+        """The loop ran: ``/healthz`` says alive while this keeps coming."""
+        probes.beat()
 
     @app.timer(interval=STATS_INTERVAL_S)
     async def log_ingest_totals() -> None:
@@ -247,6 +255,6 @@ def create_app(
         except Exception as error:  # noqa: BLE001 - a timer that raises stops Faust: a rebalance moved a partition
             log.debug("idle report skipped: %s", error)
             return
-        health.redis_answered()
+        health.redis_answered(wrote=True)  # the idle marks are a write
 
     return app

@@ -13,7 +13,10 @@ States (:attr:`Health.state`):
 ``counting``
     the normal case;
 ``paused``
-    Redis does not answer: counting and closing wait, nothing is skipped;
+    Redis does not answer, or refuses writes (at ``maxmemory``): counting
+    and closing wait, nothing is skipped. A refusal of writes ends only
+    when writes succeed again, not when a read does, so the state does not
+    flap while reads go on;
 ``refusing``
     Redis answers but the live state's marker is gone (Redis restarted
     empty): nothing is counted until ``sla-stream rebuild`` recounts it;
@@ -25,7 +28,7 @@ Example:
     >>> health = Health("redis://127.0.0.1:6379/0", clock=lambda: next(times))
     >>> health.redis_failed(ConnectionError("refused")); health.state
     'paused'
-    >>> health.redis_answered(); health.state
+    >>> health.redis_answered(wrote=False); health.state
     'counting'
 """
 
@@ -37,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar, get_args
 
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,25 @@ _STATE_OF_NAMESPACE: dict[NamespaceCondition, WorkerState] = {
     "lost": "refusing",
     "rebuilding": "rebuilding",
 }
+
+
+QUIET_S = 5.0
+"""No refused write for this long ends an outage of refused writes (more than :class:`Backoff`'s cap of 2 s)."""
+
+
+def refuses_writes(error: BaseException) -> bool:
+    """Whether Redis answered but refused a write: at ``maxmemory`` (OOM), or a replica (read-only).
+
+    Example:
+        >>> from redis.exceptions import OutOfMemoryError, ResponseError
+        >>> refuses_writes(OutOfMemoryError("command not allowed when used memory > 'maxmemory'"))
+        True
+        >>> refuses_writes(ResponseError("Error running script: OOM command not allowed when used memory > ..."))
+        True
+        >>> refuses_writes(ConnectionError("Connection refused"))
+        False
+    """
+    return isinstance(error, OutOfMemoryError | ReadOnlyError) or "OOM command not allowed" in str(error)
 
 
 class Backoff:
@@ -75,6 +97,8 @@ class Health:
         self._where = redis_where
         self._clock = clock
         self._redis_down_since: float | None = None
+        self._writes_refused = False
+        self._last_failure = 0.0
         self._namespace: NamespaceCondition = "ok"
 
     @property
@@ -84,18 +108,40 @@ class Health:
         return _STATE_OF_NAMESPACE[self._namespace]
 
     def redis_failed(self, error: BaseException) -> None:
-        if self._redis_down_since is None:
-            self._redis_down_since = self._clock()
-            detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        self._last_failure = self._clock()
+        if self._redis_down_since is not None:
+            return
+        self._redis_down_since = self._last_failure
+        detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        self._writes_refused = refuses_writes(error)
+        if self._writes_refused:
+            log.warning(
+                "Redis at %s refuses writes (%s): counting and closing paused until it accepts them, nothing is "
+                "skipped; free memory or raise maxmemory",
+                self._where,
+                detail,
+            )
+        else:
             log.warning(
                 "Redis at %s is unavailable (%s): counting and closing paused, nothing is skipped", self._where, detail
             )
 
-    def redis_answered(self) -> None:
-        if self._redis_down_since is not None:
-            away = self._clock() - self._redis_down_since
-            self._redis_down_since = None
-            log.warning("Redis at %s answers again after %.1f s: counting and closing resume", self._where, away)
+    def redis_answered(self, *, wrote: bool) -> None:
+        """A step succeeded (``wrote``: a step that writes, so writes are accepted again).
+
+        An outage of refused writes ends only with a write succeeding, or with
+        no failure for :data:`QUIET_S` (a refused step retries within
+        :class:`Backoff`'s cap, so it would have failed again); a read alone
+        does not end it.
+        """
+        if self._redis_down_since is None:
+            return
+        if self._writes_refused and not wrote and self._clock() - self._last_failure < QUIET_S:
+            return
+        away = self._clock() - self._redis_down_since
+        self._redis_down_since = None
+        self._writes_refused = False
+        log.warning("Redis at %s answers again after %.1f s: counting and closing resume", self._where, away)
 
     def namespace(self, condition: NamespaceCondition, detail: str = "") -> None:
         """Report the live state's marker: present (``ok``), gone (``lost``), or being rebuilt."""
@@ -112,14 +158,16 @@ class Health:
     async def until_redis_answers(self, step: Callable[[], Awaitable[T]]) -> T:
         """``await step()``, retried with backoff for as long as Redis fails; cancellable (a stop is never held up)."""
         backoff = Backoff()
+        failed = False
         while True:
             try:
                 result = await step()
             except (RedisError, OSError) as error:
                 self.redis_failed(error)
+                failed = True
                 await backoff.wait()
                 continue
-            self.redis_answered()
+            self.redis_answered(wrote=failed)  # a step refused before and accepted now: the refused kind
             return result
 
 

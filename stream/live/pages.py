@@ -116,6 +116,12 @@ class LivePages:
             app_id = unquote(parts[2], errors="strict")
         except UnicodeDecodeError:
             return Response.text("404 Not Found", "the app id in the path is not UTF-8")
+        try:  # before a build slot is taken: a storm of unknown apps must not hold the known ones up
+            known = app_id in self._settings.apps or asyncio.run(self._knows(app_id))
+        except (RedisError, OSError) as error:
+            return Response.text("503 Service Unavailable", f"Redis is not answering ({type(error).__name__})")
+        if not known:
+            return Response.text("404 Not Found", f"app {app_id} has no terms on record and no traffic counted")
         named = _MONTH.fullmatch(parts[4])
         months = None if named is None else self._service_months(app_id, named)
         if named is None or months is None:
@@ -143,8 +149,6 @@ class LivePages:
             statements = asyncio.run(self._statements(app_id, months))
         except (RedisError, OSError) as error:
             return Response.text("503 Service Unavailable", f"Redis is not answering ({type(error).__name__})")
-        if statements is None:
-            return Response.text("404 Not Found", f"app {app_id} has no terms on record and no traffic counted")
         if not any(s.coverage.has_data or s.slots or s.open_slots for s in statements):
             month = months[0].first_day
             return Response.text(
@@ -214,13 +218,19 @@ class LivePages:
             return None
         return [m for m in in_month if m.first_day == first_day]
 
-    async def _statements(self, app_id: str, months: list[ServiceMonth]) -> list[Statement] | None:
-        """The live statements of the app's ``months``; None for an app nobody knows (checked before reading)."""
+    async def _knows(self, app_id: str) -> bool:
+        """Whether the app has had an event counted (one set lookup in Redis)."""
+        redis = redis_client(self._settings.redis_url, socket_timeout_s=5.0, cluster=self._settings.redis_cluster)
+        try:
+            return await Store.of(redis, self._settings).knows_app(app_id)
+        finally:
+            await redis.aclose()
+
+    async def _statements(self, app_id: str, months: list[ServiceMonth]) -> list[Statement]:
+        """The live statements of the app's ``months``."""
         redis = redis_client(self._settings.redis_url, socket_timeout_s=5.0, cluster=self._settings.redis_cluster)
         try:
             store = Store.of(redis, self._settings)
-            if app_id not in self._settings.apps and not await store.knows_app(app_id):
-                return None
             exemptions = await current_exemptions(store, self._settings)
             return await statements_from_store(
                 store, self._settings, app_id, months, exemptions, "live", await self._as_of_ms(store)

@@ -26,6 +26,7 @@ from stream.live import web
 from stream.live.exemptions import current_exemptions
 from stream.live.ledger import assess_live_months, statements_from_store
 from stream.live.pages import LivePages, month_href
+from stream.live.probes import Probes
 from stream.sla.counting import SlotTally, counted_time
 from stream.sla.coverage import MinuteMap
 from stream.sla.months import calendar_month
@@ -189,8 +190,9 @@ def test_the_web_server_routes_an_encoded_app_id_to_that_app(live) -> None:
         await kit.count("request", [kit.request(0, "r-other", "aA", START_MS)])
         await kit.move_stream_time(START_MS + SLOT_MS)
         await kit.tick()
-        server = web.serve("127.0.0.1", 0, lambda: b"", LivePages(kit.settings, lambda: None, kit.clock))
-        base = f"http://127.0.0.1:{server.server_port}"
+        pages = LivePages(kit.settings, lambda: None, kit.clock)
+        server = web.serve("127.0.0.1", 0, lambda: b"", pages, Probes(lambda: "counting"))
+        base = f"http://127.0.0.1:{server.effective_port}"
         try:
             href = month_href(ODD_APP, "2026-11")
             assert href == "/apps/a%2Fb%2541%20%C3%A9/months/2026-11"
@@ -210,8 +212,7 @@ def test_the_web_server_routes_an_encoded_app_id_to_that_app(live) -> None:
                 assert refused.value.code == status, path
             assert await asyncio.to_thread(fetch, base + "/metrics") == "", "/metrics is the registry's (empty here)"
         finally:
-            server.shutdown()
-            server.server_close()
+            server.close()
 
     live(steps, grace_ms=0)
 

@@ -1,0 +1,162 @@
+"""The worker's web server on the real Redis: probes, HEAD, unknown apps, bursts and idle connections.
+
+The rows of issue 20's fault table that concern the web face: a burst of
+connections accepted without retries, ``HEAD`` without a body, an unknown
+app refused before any page is built (so a storm of them cannot hold the
+known ones up), an idle connection dropped without a traceback, and the
+probes' answers in each worker state.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from live_kit import START_MS, LiveKit
+
+from stream.live import pages, web
+from stream.live.health import STATES, WorkerState
+from stream.live.pages import LivePages
+from stream.live.probes import Probes
+from stream.sla.slots import SLOT_MS
+
+APP = "1400000001"
+
+
+class Server:
+    """A web server of the test's own, with a worker state it sets."""
+
+    def __init__(self, kit: LiveKit) -> None:
+        self.state: WorkerState = "counting"
+        self.probes = Probes(lambda: self.state)
+        self.probes.beat()
+        self.pages = LivePages(kit.settings, lambda: None, kit.clock)
+        self.server = web.serve("127.0.0.1", 0, lambda: b"# metrics\n", self.pages, self.probes)
+        self.port = self.server.effective_port
+
+    def request(self, method: str, path: str) -> tuple[int, bytes, dict[str, str]]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request(method, path)
+            response = connection.getresponse()
+            return response.status, response.read(), dict(response.getheaders())
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def served(live) -> Iterator[tuple[Server, LiveKit]]:  # type: ignore[no-untyped-def]
+    holder: dict[str, tuple[Server, LiveKit]] = {}
+
+    async def steps(kit: LiveKit) -> None:
+        await kit.count("request", [kit.request(0, f"r-{i}", APP, START_MS + i) for i in range(5)])
+        await kit.move_stream_time(START_MS + SLOT_MS)
+        await kit.tick()
+        holder["it"] = (Server(kit), kit)
+
+    live(steps)
+    server, kit = holder["it"]
+    yield server, kit
+    server.server.close()
+
+
+def test_probes_answer_in_every_state(served: tuple[Server, LiveKit]) -> None:
+    server, _ = served
+    for state in STATES:
+        server.state = state
+        status, body, _ = server.request("GET", "/readyz")
+        assert (status == 200) == (state == "counting"), (state, body)
+        assert state.encode() in body
+        assert server.request("GET", "/healthz")[0] == 200  # alive whatever the state: a restart cures none
+    server.probes._last_beat = time.monotonic() - 60  # the loop stuck for a minute
+    status, body, _ = server.request("GET", "/healthz")
+    assert status == 503 and b"the event loop last ran 60 s ago" in body
+    assert server.request("GET", "/readyz")[0] == 503
+
+
+def test_head_answers_the_headers_without_the_body(served: tuple[Server, LiveKit]) -> None:
+    server, _ = served
+    path = f"/apps/{APP}/months/2026-11"
+    got, body, headers = server.request("GET", path)
+    assert got == 200 and len(body) > 1000
+    head, head_body, head_headers = server.request("HEAD", path)
+    assert head == 200 and head_body == b""
+    assert head_headers["Content-Length"] == headers["Content-Length"] == str(len(body))
+    status, body, _ = server.request("HEAD", "/metrics")
+    assert status == 200 and body == b""
+    status, _, headers = server.request("POST", "/metrics")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+
+
+def test_an_unknown_app_is_a_404_even_while_every_build_slot_is_taken(served: tuple[Server, LiveKit]) -> None:
+    server, _ = served
+    taken = [server.pages._builds.acquire(timeout=1) for _ in range(pages.PAGE_BUILDS)]
+    assert all(taken)
+    try:
+        started = time.monotonic()
+        status, body, _ = server.request("GET", "/apps/1499999999/months/2026-11")
+        assert status == 404 and b"no terms on record and no traffic counted" in body
+        assert time.monotonic() - started < 2, "answered without waiting for a build slot"
+    finally:
+        for _ in taken:
+            server.pages._builds.release()
+
+
+def test_a_burst_of_500_connections_is_accepted_at_once(served: tuple[Server, LiveKit]) -> None:
+    """Each connect completes well under the 1 s a dropped SYN costs in retries (wsgiref's backlog was 5)."""
+    server, _ = served
+    slowest = 0.0
+    sockets = []
+    lock = threading.Lock()
+
+    def connect() -> None:
+        nonlocal slowest
+        started = time.monotonic()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        took = time.monotonic() - started
+        with lock:
+            slowest = max(slowest, took)
+            sockets.append(sock)
+
+    threads = [threading.Thread(target=connect) for _ in range(500)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert len(sockets) == 500
+        assert slowest < 0.9, f"a connect took {slowest:.2f} s: dropped and retried"
+        assert server.request("GET", "/metrics")[0] == 200  # and the server still answers
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_an_idle_connection_is_dropped_quietly(
+    served: tuple[Server, LiveKit], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, _ = served
+    server.server.close()
+    monkeypatch.setattr(web, "IDLE_S", 1)
+    server.server = web.serve("127.0.0.1", 0, lambda: b"", server.pages, server.probes)
+    caplog.set_level(logging.DEBUG)
+    idle = [socket.create_connection(("127.0.0.1", server.server.effective_port), timeout=10) for _ in range(20)]
+    time.sleep(3)  # channel_timeout is checked every second or so
+    closed = sum(1 for sock in idle if _closed_by_peer(sock))
+    for sock in idle:
+        sock.close()
+    assert closed == 20
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.settimeout(5)
+    try:
+        return sock.recv(1) == b""
+    except OSError:
+        return True
