@@ -14,6 +14,8 @@ import os
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,36 @@ def log_lines(worker, text: str) -> list[str]:
     return [line for line in worker.lines() if text in line]
 
 
+def probe(worker, path: str) -> tuple[int, str]:
+    """The worker's answer on ``/healthz`` or ``/readyz``: status and its line (0: no answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+class ProbeWatch:
+    """Polls a worker's probes every half second from a thread: what each answered, in order."""
+
+    def __init__(self, worker) -> None:
+        self.seen: list[tuple[str, int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(worker,), daemon=True)
+        self._thread.start()
+
+    def _poll(self, worker) -> None:
+        while not self._stop.wait(0.5):
+            for path in ("/healthz", "/readyz"):
+                self.seen.append((path, *probe(worker, path)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def test_redis_stopped_30s_mid_stream(stream_deployment, redis_server):
     """Redis stops for 30 s while records keep coming: the worker stays up, says so twice, and loses nothing."""
     server = redis_server()
@@ -76,6 +108,8 @@ def test_redis_stopped_30s_mid_stream(stream_deployment, redis_server):
     worker = d.start_worker()
     d.wait_ready(worker)
     chunks = 30
+    assert probe(worker, "/readyz")[0] == 200
+    probes = ProbeWatch(worker)
     outage = threading.Thread(target=lambda: (time.sleep(4), server.stop(), time.sleep(30), server.start()))
     outage.start()
     for i in range(chunks):  # production goes on through the outage (Kafka holds the records)
@@ -84,9 +118,47 @@ def test_redis_stopped_30s_mid_stream(stream_deployment, redis_server):
     outage.join()
     assert worker.alive, worker.tail()
     settle_and_compare(d, plan, events)
+    probes.stop()
     assert worker.alive
     assert len(log_lines(worker, UNAVAILABLE_LINE)) == 1, worker.tail(80)
     assert len(log_lines(worker, BACK_LINE)) == 1, worker.tail(80)
+    # Not ready while Redis was away (paused), ready again after; alive throughout (a restart cures nothing).
+    readiness = [(status, line) for path, status, line in probes.seen if path == "/readyz"]
+    assert any(status == 503 and "paused" in line for status, line in readiness), readiness
+    assert {status for path, status, _ in probes.seen if path == "/healthz"} == {200}
+    assert probe(worker, "/readyz") == (200, "ready: counting\n")
+
+
+def test_redis_at_maxmemory_pauses_once_says_why_and_resumes_exact(stream_deployment, redis_server):
+    """Redis refuses writes (maxmemory, noeviction) for 20 s while reads go on: one line each way, not ready
+    meanwhile, nothing skipped (it said "unavailable" then "answers again after 0.0 s" 23 times, flapping)."""
+    server = redis_server()
+    start, plan, events = traffic(seed=11)
+    half = len(events) // 2
+    d = stream_deployment(redis_server=server, grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
+    d.produce_events(events[:half], batch=20)
+    worker = d.start_worker()
+    d.wait_applied()
+    client = server.client()
+    try:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", max(1, int(client.info("memory")["used_memory"]) // 2))
+        probes = ProbeWatch(worker)
+        d.produce_events(events[half:], batch=20)
+        time.sleep(20)
+        assert not d.all_applied(), "nothing can be written at maxmemory"
+        client.config_set("maxmemory", 0)
+    finally:
+        client.close()
+    settle_and_compare(d, plan, events)
+    probes.stop()
+    assert worker.alive
+    refused = log_lines(worker, "refuses writes")
+    assert len(refused) == 1 and "maxmemory" in refused[0], worker.tail(80)
+    assert len(log_lines(worker, BACK_LINE)) == 1, worker.tail(80)
+    assert not log_lines(worker, UNAVAILABLE_LINE), worker.tail(80)
+    assert any(path == "/readyz" and status == 503 and "paused" in line for path, status, line in probes.seen)
+    assert probe(worker, "/readyz")[0] == 200
 
 
 def test_redis_restarted_empty_refuses_then_rebuild_is_exact(stream_deployment, redis_server):
@@ -109,11 +181,15 @@ def test_redis_restarted_empty_refuses_then_rebuild_is_exact(stream_deployment, 
     time.sleep(3)
     assert not d.slots(), "the worker counted into a namespace that lost its past"
     assert "sla-stream rebuild" in log_lines(worker, "refusing to count")[0]
+    status, line = probe(worker, "/readyz")
+    assert status == 503 and "refusing" in line and "sla-stream rebuild" in line, line
+    assert probe(worker, "/healthz")[0] == 200
 
     done = subprocess.run([*SLA_STREAM, "rebuild", "--config", str(d.config)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "rebuilt generation" in done.stderr
     settle_and_compare(d, plan, events)
+    d.wait_for("the worker to be ready again", lambda: probe(worker, "/readyz")[0] == 200, 30)
     assert int(d.redis_client.hget(d.keys.meta, "generation")) > first_generation
     latest = d.latest_verdicts()
     generations = {v["generation"] for key, v in latest.items() if not key.startswith(FLUSH_APP)}
