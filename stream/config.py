@@ -62,6 +62,19 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
+class WebAccess:
+    """The tokens the worker's web server asks for (``[web]``; docs/deploy.md): None, nothing is asked.
+
+    ``pages_token`` guards the index and month pages (``.json``, ``.csv``
+    too), ``metrics_token`` guards ``/metrics``; the probes are never
+    guarded. Read from the environment or a file, left out of ``repr``.
+    """
+
+    pages_token: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class KafkaSecurity:
     """How every Kafka client authenticates and encrypts (``[kafka.security]``); see docs/security.md.
 
@@ -118,8 +131,9 @@ class Settings:
     kafka_security: KafkaSecurity
     partitions: int
     retention_ms: int
-    replication_factor: int
     """How long the input and dead-letter topics keep records (at least 100 days: a month is rebuilt by replay)."""
+    replication_factor: int
+    """Replicas of each partition of the topics ``sla-stream topics`` creates (``min.insync.replicas``: one less)."""
     topics: Topics
     redis_url: str
     key_prefix: str
@@ -133,6 +147,8 @@ class Settings:
     """A replay starts reading at the month's start less this and ``max_future_ms`` (records sent early)."""
     exemption_max_ms: int = 7 * 86_400_000
     """``sla-stream exempt add`` refuses a longer window (a typo in a date should not erase a month)."""
+    web: WebAccess = field(default_factory=WebAccess)
+    """Who may read the worker's pages and ``/metrics`` (no one is asked for anything by default)."""
 
     def terms(self, app_id: str) -> AppTerms:
         """The app's terms, or none on record (measured in calendar months, fee unknown)."""
@@ -496,6 +512,13 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     exemption_max_days = exempt.bounded("max_window_days", 1, 366, "up to a year")
     exempt.done()
 
+    web_table = root.table("web")
+    web = WebAccess(
+        pages_token=_secret(web_table, "pages_token", environ, base),
+        metrics_token=_secret(web_table, "metrics_token", environ, base),
+    )
+    web_table.done()
+
     redis = root.table("redis")
     redis_url = redis.take("url", str)
     key_prefix = redis.take("key_prefix", str)
@@ -546,4 +569,5 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
         exemptions=tuple(exemptions),
         replay_margin_ms=replay_margin_min * 60_000,
         exemption_max_ms=exemption_max_days * 86_400_000,
+        web=web,
     )

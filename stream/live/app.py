@@ -154,7 +154,7 @@ def create_app(
     probes = Probes(lambda: health.state)
     if metrics_at is not None:
         pages = LivePages(settings, lambda: metrics.collector.snapshot)
-        web.serve(*metrics_at, metrics.exposition, pages, probes)
+        web.serve(*metrics_at, metrics.exposition, pages, probes, settings.web)
         app.monitor = PrometheusMonitor(FaustMetrics.create(metrics.registry, "faust"))
 
     @app.on_partitions_assigned.connect

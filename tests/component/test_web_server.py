@@ -9,6 +9,7 @@ probes' answers in each worker state.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import logging
 import socket
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 from live_kit import START_MS, LiveKit
 
+from stream.config import WebAccess
 from stream.live import pages, web
 from stream.live.health import STATES, WorkerState
 from stream.live.pages import LivePages
@@ -31,18 +33,18 @@ APP = "1400000001"
 class Server:
     """A web server of the test's own, with a worker state it sets."""
 
-    def __init__(self, kit: LiveKit) -> None:
+    def __init__(self, kit: LiveKit, access: WebAccess = web.OPEN) -> None:
         self.state: WorkerState = "counting"
         self.probes = Probes(lambda: self.state)
         self.probes.beat()
         self.pages = LivePages(kit.settings, lambda: None, kit.clock)
-        self.server = web.serve("127.0.0.1", 0, lambda: b"# metrics\n", self.pages, self.probes)
+        self.server = web.serve("127.0.0.1", 0, lambda: b"# metrics\n", self.pages, self.probes, access)
         self.port = self.server.effective_port
 
-    def request(self, method: str, path: str) -> tuple[int, bytes, dict[str, str]]:
+    def request(self, method: str, path: str, authorization: str | None = None) -> tuple[int, bytes, dict[str, str]]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            connection.request(method, path)
+            connection.request(method, path, headers={} if authorization is None else {"Authorization": authorization})
             response = connection.getresponse()
             return response.status, response.read(), dict(response.getheaders())
         finally:
@@ -50,19 +52,41 @@ class Server:
 
 
 @pytest.fixture
-def served(live) -> Iterator[tuple[Server, LiveKit]]:  # type: ignore[no-untyped-def]
+def served(live, request: pytest.FixtureRequest) -> Iterator[tuple[Server, LiveKit]]:  # type: ignore[no-untyped-def]
     holder: dict[str, tuple[Server, LiveKit]] = {}
 
     async def steps(kit: LiveKit) -> None:
         await kit.count("request", [kit.request(0, f"r-{i}", APP, START_MS + i) for i in range(5)])
         await kit.move_stream_time(START_MS + SLOT_MS)
         await kit.tick()
-        holder["it"] = (Server(kit), kit)
+        holder["it"] = (Server(kit, getattr(request, "param", web.OPEN)), kit)
 
     live(steps)
     server, kit = holder["it"]
     yield server, kit
     server.server.close()
+
+
+TOKENS = WebAccess(pages_token="pages-s3cret", metrics_token="metrics-s3cret")
+
+
+@pytest.mark.parametrize("served", [TOKENS], indirect=True)
+def test_with_tokens_set_the_pages_and_metrics_ask_for_their_own_and_the_probes_for_none(
+    served: tuple[Server, LiveKit],
+) -> None:
+    server, _ = served
+    page = f"/apps/{APP}/months/2026-11.json"
+    for path in ("/", page, "/metrics"):
+        status, body, headers = server.request("GET", path)
+        assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="sla-stream"', path
+        assert b"s3cret" not in body
+        assert server.request("GET", path, "Bearer wrong")[0] == 401
+    assert server.request("GET", page, "Bearer pages-s3cret")[0] == 200
+    as_browser = "Basic " + base64.b64encode(b"anyone:pages-s3cret").decode()
+    assert server.request("GET", "/", as_browser)[0] == 200
+    assert server.request("GET", "/metrics", "Bearer pages-s3cret")[0] == 401, "each its own token"
+    assert server.request("GET", "/metrics", "Bearer metrics-s3cret")[0] == 200
+    assert server.request("GET", "/readyz")[0] == server.request("GET", "/healthz")[0] == 200
 
 
 def test_probes_answer_in_every_state(served: tuple[Server, LiveKit]) -> None:

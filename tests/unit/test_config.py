@@ -340,6 +340,23 @@ def test_an_exemption_note_longer_than_the_limit_is_refused(refusal: Callable[[s
     assert f"at most {MAX_NOTE_CHARS}" in message and long_note not in message
 
 
+def test_web_tokens_come_from_the_environment_or_a_file_and_never_show(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text("m3trics\n", encoding="utf-8")
+    path = write_config(f'[web]\npages_token_env = "PAGES"\nmetrics_token_file = "{token_file}"\n')
+    settings = load_settings(path, environ={"PAGES": "p4ges"})
+    assert (settings.web.pages_token, settings.web.metrics_token) == ("p4ges", "m3trics")
+    assert "p4ges" not in repr(settings) and "m3trics" not in repr(settings)
+    assert load_settings(environ={}).web.pages_token is None  # asked for nothing by default
+
+
+def test_a_web_token_written_in_the_settings_is_refused_without_echoing_it(refusal: Callable[[str], str]) -> None:
+    message = refusal('[web]\npages_token = "in-the-clear"\n')
+    assert "web.pages_token" in message and "in-the-clear" not in message
+
+
 def test_bad_toml_is_refused(refusal: Callable[[str], str]) -> None:
     assert "TOML" in refusal('[sla\ntimezone = "Asia/Shanghai"\n')
 
