@@ -254,7 +254,7 @@ def _metrics_address(text: str) -> tuple[str, int] | None:
 
 def run_worker(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    worker.run_worker(settings, loglevel=args.loglevel, metrics_at=args.metrics_port)
+    worker.run_worker(settings, loglevel=args.loglevel, metrics_at=args.metrics_port, log_format=args.log_format)
     return 0
 
 
@@ -412,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         default="info",
         help="the least important log lines shown (default info)",
+    )
+    wrk.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or json: one object a line (time, level, logger, message), for log pipelines",
     )
     wrk.add_argument(
         "--metrics-port",

@@ -29,6 +29,7 @@ from stream.config import Settings
 from stream.kafka_security import kafka_python_options, redact
 from stream.live.app import create_app
 from stream.live.faust_positions import FaustVersionError
+from stream.live.log_lines import JsonLines, KafkaOutageLines
 from stream.live.store import LayoutMismatch, Store, redis_client
 from stream.tools.topics import check_topics
 
@@ -69,6 +70,8 @@ def partition_counts(settings: Settings, names: Sequence[str], timeout_s: float 
 
 STOP_GRACE_S = 20.0
 """How long a stopping worker may take before it exits regardless (Faust can hang in "Consumer: Stopping...")."""
+KAFKA_CHECK_S = 2.0
+"""How often a worker looks whether Kafka's errors have stopped (to say it answers again)."""
 
 
 def earlier_progress(settings: Settings, timeout_s: float = 10.0) -> str | None:
@@ -122,7 +125,20 @@ def _group_offsets(admin: KafkaAdminClient, group: str, timeout_s: float) -> dic
 
 
 class BoundedStopWorker(Worker):
-    """Faust's worker, but a stop that takes longer than ``STOP_GRACE_S`` ends the process."""
+    """Faust's worker, but a stop that takes longer than ``STOP_GRACE_S`` ends the process, and its log says
+    each change of Kafka's state once (:class:`~stream.live.log_lines.KafkaOutageLines`), as text or JSON lines."""
+
+    def __init__(self, *services: Any, lines: KafkaOutageLines, log_format: str = "text", **kwargs: Any) -> None:
+        self._lines = lines
+        self._log_format = log_format
+        super().__init__(*services, **kwargs)
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        for handler in logger.handlers:
+            handler.addFilter(self._lines)
+            if self._log_format == "json":
+                handler.setFormatter(JsonLines())
 
     def _on_sigterm(self) -> None:
         _exit_after(STOP_GRACE_S)
@@ -161,10 +177,12 @@ def check_layout(settings: Settings) -> None:
         log.info("the live state's layout not checked at start (%s): Redis is waited for", redact(str(error)))
 
 
-def run_worker(settings: Settings, loglevel: str = "info", metrics_at: tuple[str, int] | None = None) -> None:
+def run_worker(
+    settings: Settings, loglevel: str = "info", metrics_at: tuple[str, int] | None = None, log_format: str = "text"
+) -> None:
     """Run one worker until it is stopped (SIGINT/SIGTERM stop it, within ``STOP_GRACE_S``).
 
-    ``metrics_at`` is where to serve ``/metrics`` (None: nowhere).
+    ``metrics_at`` is where to serve ``/metrics`` (None: nowhere); ``log_format`` ``text`` or ``json``.
     """
     problems = check_topics(settings)
     if problems:
@@ -189,5 +207,14 @@ def run_worker(settings: Settings, loglevel: str = "info", metrics_at: tuple[str
             f"cannot serve metrics on {host}:{port} ({error.strerror or error}); another worker on this machine? "
             "give each its own --metrics-port, or --metrics-port off"
         ) from None
+    lines = KafkaOutageLines(redact(settings.kafka_bootstrap))
+
+    @app.timer(interval=KAFKA_CHECK_S)
+    async def say_when_kafka_answers() -> None:
+        """The one line saying Kafka is back, once its errors have stopped."""
+        back = lines.answered_again()
+        if back is not None:
+            log.warning("%s", back)
+
     logging.getLogger("stream").setLevel(loglevel.upper())
-    BoundedStopWorker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    BoundedStopWorker(app, lines=lines, log_format=log_format, loglevel=loglevel, quiet=True).execute_from_commandline()

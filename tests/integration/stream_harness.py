@@ -298,7 +298,9 @@ def terminate(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
 class WorkerProcess:
     """One ``sla-stream worker`` subprocess, logging to its own file."""
 
-    def __init__(self, name: str, config: Path, cwd: Path, log: Path, redis_url: str | None = None) -> None:
+    def __init__(
+        self, name: str, config: Path, cwd: Path, log: Path, redis_url: str | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.log = log
         self.metrics_port = free_port()
@@ -308,7 +310,15 @@ class WorkerProcess:
             out.write(f"--- start {name} at {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                [*SLA_STREAM, "worker", "--config", str(config), "--metrics-port", f"127.0.0.1:{self.metrics_port}"],
+                [
+                    *SLA_STREAM,
+                    "worker",
+                    "--config",
+                    str(config),
+                    "--metrics-port",
+                    f"127.0.0.1:{self.metrics_port}",
+                    *args,
+                ],
                 cwd=cwd,  # Faust writes its data directory in the working directory
                 env=env,
                 stdout=out,
@@ -558,10 +568,11 @@ class Deployment:
 
     # ----- workers
 
-    def start_worker(self) -> WorkerProcess:
+    def start_worker(self, *args: str) -> WorkerProcess:
+        """A worker of the deployment (``args``: more options of ``sla-stream worker``)."""
         self._worker_count += 1
         name = f"worker-{self._worker_count}"
-        worker = WorkerProcess(name, self.config, self.root, self.root / f"{name}.log", self.redis_url)
+        worker = WorkerProcess(name, self.config, self.root, self.root / f"{name}.log", self.redis_url, args)
         self.workers.append(worker)
         return worker
 

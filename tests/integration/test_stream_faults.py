@@ -10,6 +10,7 @@ so it can be stopped, killed, wiped or rolled back without touching others.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -280,15 +281,26 @@ def test_broker_restarted_mid_stream(stream_deployment):
     half = len(events) // 2
     d = stream_deployment(grace_seconds=0, idle_lag_seconds=idle_lag_before(start - 3_600_000))
     d.produce_events(events[:half], batch=20)
-    worker = d.start_worker()
+    worker = d.start_worker("--log-format", "json")
     d.wait_for("some counting", lambda: sum(d.applied_offsets().values()) > 0, 60)
     for action in ("stop", "start"):
+        if action == "start":
+            time.sleep(15)  # an outage long enough for aiokafka to log its errors many times over
         done = subprocess.run(["bash", str(DEPLOY / "kafka.sh"), *([action] if action == "stop" else [])], text=True)
         assert done.returncode == 0, f"deploy/kafka.sh {action} failed"
     d.wait_for("the suite's admin client to reach the broker again", lambda: admin_answers(d.admin), 90)
     d.produce_events(events[half:], batch=20)
     settle_and_compare(d, plan, events)
     assert worker.alive
+    # One line when Kafka went, one when it came back; aiokafka's error per attempt held back; JSON lines only.
+    d.wait_for("the worker to say Kafka is back", lambda: log_lines(worker, "answers again (no error for"), 30)
+    records = [json.loads(line) for line in worker.lines() if not line.startswith("--- start")]
+    messages = [record["message"] for record in records]
+    assert len([m for m in messages if "is unreachable" in m]) == 1, worker.tail(80)
+    assert len([m for m in messages if m.startswith("Kafka at") and "answers again" in m]) == 1, worker.tail(80)
+    held_back = [m for m in messages if ("Unable connect" in m or "Failed fetch" in m) and not m.startswith("Kafka at")]
+    assert not held_back, worker.tail(80)
+    assert {"time", "level", "logger", "message"} <= set(records[0])
 
 
 def admin_answers(admin) -> bool:
