@@ -17,12 +17,13 @@ is built by the offline report's own function from every slot Redis holds
 (:func:`stream.live.ledger.statements_from_store`), so a page, a replay and a
 report of the same events show the same figures and digest.
 
-A request is answered on the web server's thread with its own event loop
-and Redis connection, not on the worker's loop. It still shares the
-process's CPU (a month page costs about 0.3 s of it), so at most
-:data:`PAGE_BUILDS` are built at once. The index reads the figures of the
-worker's last metrics snapshot (taken every few seconds), not Redis, and says
-when that snapshot was taken.
+A request is routed on the web server's thread, and what is cheap is
+answered there (an unknown app, a month that does not exist or has not
+begun); a statement is built in a process of its own at the lowest CPU
+priority (:mod:`stream.live.page_builds`: a month page costs about 0.3 s of
+CPU), so page requests never take the worker's interpreter from counting.
+The index reads the figures of the worker's last metrics snapshot (taken
+every few seconds), not Redis, and says when that snapshot was taken.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import asyncio
 import io
 import json
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +46,7 @@ from stream.formats import statement_to_json
 from stream.live.exemptions import current_exemptions
 from stream.live.ledger import statements_from_store
 from stream.live.metrics import Snapshot
+from stream.live.page_builds import PageBuilders
 from stream.live.store import Store, redis_client
 from stream.sla.months import ServiceMonth, begun_by, service_months_in
 from stream.sla.slots import local_time
@@ -56,12 +57,6 @@ from stream.statements.statement import Statement
 
 REFRESH_S = 15
 """How often a live page reloads itself; ``?refresh=N`` (2 to 3600) asks for another interval."""
-
-PAGE_BUILDS = 2
-"""Month pages built at once (each reads a month's slots and renders about 2 MB, ~0.3 s of CPU): more requests
-wait up to :data:`BUSY_WAIT_S`, then get 503, so a burst of requests cannot starve the worker of CPU."""
-
-BUSY_WAIT_S = 10.0
 
 _MONTH = re.compile(r"(?P<year>\d{4})-(?P<month>\d{2})(?:-(?P<day>\d{2}))?(?P<suffix>\.json|\.csv)?")
 _REFRESH = re.compile(r"[0-9]{1,4}")
@@ -88,11 +83,12 @@ class LivePages:
         settings: Settings,
         snapshot: Callable[[], Snapshot | None],
         wall_clock: Callable[[], float] = time.time,
+        builders: PageBuilders | None = None,
     ) -> None:
         self._settings = settings
         self._snapshot = snapshot
         self._wall_clock = wall_clock
-        self._builds = threading.BoundedSemaphore(PAGE_BUILDS)
+        self.builders = builders or PageBuilders()
 
     def answer(self, raw_path: str, query: str) -> Response | None:
         """The response for ``raw_path``, the path as sent (percent-encoded); None: not a page route.
@@ -137,52 +133,18 @@ class LivePages:
         suffix = named["suffix"] or ""
         if len(months) > 1 and not suffix:
             return self._choice(app_id, months)
-        if not self._builds.acquire(timeout=BUSY_WAIT_S):
-            return Response.text("503 Service Unavailable", "busy building other pages: try again in a few seconds")
-        try:
-            return self._statement_response(app_id, months, suffix, refresh)
-        finally:
-            self._builds.release()
-
-    def _statement_response(self, app_id: str, months: list[ServiceMonth], suffix: str, refresh: int) -> Response:
-        try:
-            statements = asyncio.run(self._statements(app_id, months))
-        except (RedisError, OSError) as error:
-            return Response.text("503 Service Unavailable", f"Redis is not answering ({type(error).__name__})")
-        if not any(s.coverage.has_data or s.slots or s.open_slots for s in statements):
-            month = months[0].first_day
-            return Response.text(
-                "404 Not Found",
-                f"no events of {month:%Y-%m} were read by this deployment (as of "
-                f"{local_time(statements[0].coverage.as_of_ms, self._settings.policy.timezone):%Y-%m-%d %H:%M}): "
-                f"no figures without data (`sla-stream replay --month {month:%Y-%m}` counts it from the topics)",
-            )
-        if suffix == ".json":
-            body = json.dumps([statement_to_json(s) for s in statements], indent=2)
-            return Response("200 OK", "application/json", body.encode("utf-8"))
-        if suffix == ".csv":
-            out = io.StringIO()
-            slot_csv.write_csv(statements, out)
-            return Response("200 OK", "text/csv; charset=utf-8", out.getvalue().encode("utf-8"))
-        return self._page(statements[0], refresh)
-
-    async def _as_of_ms(self, store: Store) -> int:
-        """When the live figures are as of: the job's watermark in the last snapshot, so an input silent up to it
-        is silent and a backlog not read yet is not claimed silent. While the watermark is unknown (a partition
-        without a time), the least time of the partitions that have one: never past what every one has read."""
         snapshot = self._snapshot()
-        if snapshot is not None and snapshot.watermark_ms is not None:
-            return snapshot.watermark_ms
-        least = await store.least_stream_time()
-        return 0 if least is None else least
+        # When the live figures are as of: the job's watermark in the last snapshot, so an input silent up to it
+        # is silent and a backlog not read yet is not claimed silent (None: the builder reads the least time).
+        watermark = None if snapshot is None else snapshot.watermark_ms
+        request = PageRequest(
+            self._settings, app_id, tuple(months), suffix, refresh, watermark, int(self._wall_clock() * 1000)
+        )
+        return self.builders.run(build_month_response, request, _busy)
 
     def _context(self, refresh: int, as_of_ms: int | None = None) -> LiveContext:
         now_ms = int(self._wall_clock() * 1000) if as_of_ms is None else as_of_ms
         return LiveContext(refresh_s=refresh, now_ms=now_ms, index_href="/")
-
-    def _page(self, statement: Statement, refresh: int) -> Response:
-        html = render_month_page(statement, self._context(refresh))
-        return Response("200 OK", "text/html; charset=utf-8", html.encode("utf-8"))
 
     def _index(self, refresh: int, query: IndexQuery) -> Response:
         snapshot = self._snapshot()
@@ -226,17 +188,68 @@ class LivePages:
         finally:
             await redis.aclose()
 
-    async def _statements(self, app_id: str, months: list[ServiceMonth]) -> list[Statement]:
-        """The live statements of the app's ``months``."""
-        redis = redis_client(self._settings.redis_url, socket_timeout_s=5.0, cluster=self._settings.redis_cluster)
-        try:
-            store = Store.of(redis, self._settings)
-            exemptions = await current_exemptions(store, self._settings)
-            return await statements_from_store(
-                store, self._settings, app_id, months, exemptions, "live", await self._as_of_ms(store)
-            )
-        finally:
-            await redis.aclose()
+
+@dataclass(frozen=True)
+class PageRequest:
+    """What a builder process needs to answer a statement route (picklable)."""
+
+    settings: Settings
+    app_id: str
+    months: tuple[ServiceMonth, ...]
+    suffix: str
+    """``""`` (the page), ``.json`` or ``.csv``."""
+    refresh: int
+    watermark_ms: int | None
+    """The job's watermark in the worker's last snapshot (None: read the partitions' least stream time)."""
+    now_ms: int
+
+
+def build_month_response(request: PageRequest) -> Response:
+    """The statement route's answer, built from Redis (in a builder process: :mod:`stream.live.page_builds`)."""
+    settings = request.settings
+    try:
+        statements = asyncio.run(_statements(request))
+    except (RedisError, OSError) as error:
+        return Response.text("503 Service Unavailable", f"Redis is not answering ({type(error).__name__})")
+    if not any(s.coverage.has_data or s.slots or s.open_slots for s in statements):
+        month = request.months[0].first_day
+        return Response.text(
+            "404 Not Found",
+            f"no events of {month:%Y-%m} were read by this deployment (as of "
+            f"{local_time(statements[0].coverage.as_of_ms, settings.policy.timezone):%Y-%m-%d %H:%M}): "
+            f"no figures without data (`sla-stream replay --month {month:%Y-%m}` counts it from the topics)",
+        )
+    if request.suffix == ".json":
+        body = json.dumps([statement_to_json(s) for s in statements], indent=2)
+        return Response("200 OK", "application/json", body.encode("utf-8"))
+    if request.suffix == ".csv":
+        out = io.StringIO()
+        slot_csv.write_csv(statements, out)
+        return Response("200 OK", "text/csv; charset=utf-8", out.getvalue().encode("utf-8"))
+    context = LiveContext(refresh_s=request.refresh, now_ms=request.now_ms, index_href="/")
+    return Response("200 OK", "text/html; charset=utf-8", render_month_page(statements[0], context).encode("utf-8"))
+
+
+async def _statements(request: PageRequest) -> list[Statement]:
+    """The live statements of the request's months."""
+    settings = request.settings
+    redis = redis_client(settings.redis_url, socket_timeout_s=5.0, cluster=settings.redis_cluster)
+    try:
+        store = Store.of(redis, settings)
+        exemptions = await current_exemptions(store, settings)
+        as_of_ms = request.watermark_ms
+        if as_of_ms is None:  # a partition without a time yet: never past what every one has read
+            least = await store.least_stream_time()
+            as_of_ms = 0 if least is None else least
+        return await statements_from_store(
+            store, settings, request.app_id, list(request.months), exemptions, "live", as_of_ms
+        )
+    finally:
+        await redis.aclose()
+
+
+def _busy(why: str) -> Response:
+    return Response.text("503 Service Unavailable", why)
 
 
 def month_href(app_id: str, month: date | str) -> str:

@@ -25,6 +25,7 @@ from stream.formats import statement_to_json
 from stream.live import web
 from stream.live.exemptions import current_exemptions
 from stream.live.ledger import assess_live_months, statements_from_store
+from stream.live.page_builds import PageBuilders
 from stream.live.pages import LivePages, month_href
 from stream.live.probes import Probes
 from stream.sla.counting import SlotTally, counted_time
@@ -121,7 +122,7 @@ def test_the_live_statement_equals_the_reports_and_is_served(live) -> None:
         assert replace(ledger, requests=a.requests, successes=a.successes) == a, "the ledger judges the same slots"
         assert (ledger.requests, ledger.successes) == (a.requests + 50, a.successes + 50), "its day totals count all"
 
-        pages = LivePages(kit.settings, lambda: None, kit.clock)
+        pages = LivePages(kit.settings, lambda: None, kit.clock, PageBuilders(in_process=True))
         as_json = await asyncio.to_thread(pages.answer, f"/apps/{APP}/months/2026-11.json", "")
         assert as_json is not None and as_json.status == "200 OK"
         # No snapshot (so no watermark): as of the least partition time, where move_stream_time left them all.
@@ -167,7 +168,7 @@ def test_slots_counted_before_coverage_was_kept_are_served_as_incomplete_not_ref
         await kit.tick()
         for key in await kit.store.redis.keys(kit.store.keys.prefix + "coverage:*"):
             await kit.store.redis.delete(key)
-        pages = LivePages(kit.settings, lambda: None, kit.clock)
+        pages = LivePages(kit.settings, lambda: None, kit.clock, PageBuilders(in_process=True))
         answered = await asyncio.to_thread(pages.answer, f"/apps/{APP}/months/2026-11.json", "")
         assert answered is not None and answered.status == "200 OK"
         [figures] = json.loads(answered.body)
@@ -213,6 +214,7 @@ def test_the_web_server_routes_an_encoded_app_id_to_that_app(live) -> None:
             assert await asyncio.to_thread(fetch, base + "/metrics") == "", "/metrics is the registry's (empty here)"
         finally:
             server.close()
+            pages.builders.close()
 
     live(steps, grace_ms=0)
 

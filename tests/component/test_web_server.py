@@ -21,7 +21,7 @@ import pytest
 from live_kit import START_MS, LiveKit
 
 from stream.config import WebAccess
-from stream.live import pages, web
+from stream.live import page_builds, web
 from stream.live.health import STATES, WorkerState
 from stream.live.pages import LivePages
 from stream.live.probes import Probes
@@ -65,6 +65,7 @@ def served(live, request: pytest.FixtureRequest) -> Iterator[tuple[Server, LiveK
     server, kit = holder["it"]
     yield server, kit
     server.server.close()
+    server.pages.builders.close()
 
 
 TOKENS = WebAccess(pages_token="pages-s3cret", metrics_token="metrics-s3cret")
@@ -119,7 +120,7 @@ def test_head_answers_the_headers_without_the_body(served: tuple[Server, LiveKit
 
 def test_an_unknown_app_is_a_404_even_while_every_build_slot_is_taken(served: tuple[Server, LiveKit]) -> None:
     server, _ = served
-    taken = [server.pages._builds.acquire(timeout=1) for _ in range(pages.PAGE_BUILDS)]
+    taken = [server.pages.builders._slots.acquire(timeout=1) for _ in range(page_builds.PAGE_BUILDS)]
     assert all(taken)
     try:
         started = time.monotonic()
@@ -128,7 +129,7 @@ def test_an_unknown_app_is_a_404_even_while_every_build_slot_is_taken(served: tu
         assert time.monotonic() - started < 2, "answered without waiting for a build slot"
     finally:
         for _ in taken:
-            server.pages._builds.release()
+            server.pages.builders._slots.release()
 
 
 def test_a_burst_of_500_connections_is_accepted_at_once(served: tuple[Server, LiveKit]) -> None:
