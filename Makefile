@@ -86,15 +86,17 @@ report-demo: venv
 	$(SLA) report --events .run/demo-events.jsonl --month 2026-10 --config config/demo.toml --format text
 
 # bench: throughput and memory of one worker, two workers and Quix Streams
-# against a raw aiokafka reader of the same topics, then `sla-stream replay`'s
+# against a raw aiokafka reader of the same topics, then what a storm of page
+# requests costs a counting worker (bench/bench_web.py), then `sla-stream replay`'s
 # over a month of events, then `sla-stream report`'s over months of event files
 # against a plain read of them (not part of the tests); starts Kafka and Redis,
-# stops them after. BENCH_ARGS (e.g. --profile), REPLAY_ARGS and REPORT_ARGS
-# (e.g. --sizes 5M) go to bench/bench_stream.py, bench/bench_replay.py and
-# bench/bench_report.py.
+# stops them after. BENCH_ARGS (e.g. --profile), WEB_ARGS, REPLAY_ARGS and REPORT_ARGS
+# (e.g. --sizes 5M) go to bench/bench_stream.py, bench/bench_web.py,
+# bench/bench_replay.py and bench/bench_report.py.
 bench: venv bench-venv
 	@status=0; \
 	$(MAKE) --no-print-directory up && $(PY) bench/bench_stream.py $(BENCH_ARGS) \
+	    && $(PY) bench/bench_web.py $(WEB_ARGS) \
 	    && $(PY) bench/bench_replay.py $(REPLAY_ARGS) \
 	    && $(PY) bench/bench_report.py $(REPORT_ARGS) || status=$$?; \
 	$(MAKE) --no-print-directory down; \
@@ -119,6 +121,14 @@ bench: venv bench-venv
 bench-scale: venv
 	@$(MAKE) --no-print-directory up
 	$(PY) bench/bench_scale.py $(SCALE_ARGS)
+
+# bench-web: only bench/bench_web.py: a worker counting a backlog, quiet and under
+# a storm of 200 page clients alternately (its counting rate, the slowest /metrics
+# scrape), then a burst of 500 connections. WEB_ARGS go to it.
+.PHONY: bench-web
+bench-web: venv
+	@$(MAKE) --no-print-directory up
+	$(PY) bench/bench_web.py $(WEB_ARGS)
 
 # bench-monthend: issue 19's month-end figures (bench/bench_monthend.py): a sparse
 # month of 10,000 apps (about 50 million events, both record shapes) replayed with

@@ -48,6 +48,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -303,11 +304,14 @@ def run_workers(
     count: int = 1,
     scraped: bool = False,
     profile: Path | None = None,
+    load: Callable[[list[int]], Callable[[], None]] | None = None,
 ) -> Run:
     """Start ``count`` workers in one group; time them from the group formed to Redis holding every last offset.
 
     ``scraped``: with /metrics on, scraped every second while they work.
     ``profile``: py-spy samples the (single) worker into this file.
+    ``load``: started with the workers' web ports once they are started (it waits for them to answer), put on
+    them while they work; what it returns stops it.
     """
     store = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     admin = admin_client(settings)
@@ -316,16 +320,17 @@ def run_workers(
     ports = [free_port() for _ in range(count)]
     workers: list[subprocess.Popen[bytes]] = []
     samplers: list[subprocess.Popen[bytes]] = []
-    scrapers = [Scraper(port) for port in ports] if scraped else []
+    scrapers = [Scraper(port) for port in ports] if scraped or load else []
     for index, port in enumerate(ports):
         home = config.parent / f"{config.stem}-w{index}"  # Faust writes its data directory into the working one
         home.mkdir()
         with (home / "worker.log").open("w") as output:
             command = [sys.executable, "-m", "stream.cli", "worker", "--config", str(config)]
-            command += ["--metrics-port", f"127.0.0.1:{port}" if scraped else "off"]
+            command += ["--metrics-port", f"127.0.0.1:{port}" if scraped or load else "off"]
             workers.append(subprocess.Popen(command, stdout=output, stderr=output, cwd=home))
         if profile is not None:
             samplers.append(_py_spy(workers[-1].pid, profile))
+    stop_load = load(ports) if load is not None else None
     try:
         formed_at: float | None = None
         applied_then = 0
@@ -355,6 +360,8 @@ def run_workers(
             time.sleep(0.05)
         raise RuntimeError(f"{name}: not done within {TIMEOUT_S} s")
     finally:
+        if stop_load is not None:
+            stop_load()
         for scraper in scrapers:
             scraper.stop()
         for worker in workers:
