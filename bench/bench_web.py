@@ -7,7 +7,9 @@ each run with its own group and Redis prefix, alternately:
 - **quiet**: ``/metrics`` scraped every second, nothing else;
 - **storm**: the same, and ``--clients`` threads each asking, without pause,
   for a month page (HTML or ``.json``) of one of the apps, from the moment
-  the worker's port answers until the backlog is counted.
+  the worker's port answers until the backlog is counted (the clients run
+  in a process of their own at nice 19: in production they are browsers on
+  other machines).
 
 Prints each run's counting rate (bench_stream's timing: from the group
 formed to Redis holding every last offset), the slowest scrape, and the
@@ -22,6 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import multiprocessing.queues
+import os
 import random
 import shutil
 import socket
@@ -38,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from bench_stream import REPO, SHANGHAI, cleanup, free_port, make_events, produce, run_workers, write_config
 
@@ -56,23 +62,41 @@ class StormRun:
 
 
 class Storm:
-    """``clients`` threads asking for month pages without pause, once the port answers, until stopped."""
+    """``clients`` threads asking for month pages without pause, once the port answers, until stopped.
+
+    They run in a process of their own at nice 19: in production the clients are browsers elsewhere, so their own
+    CPU must not be counted against the worker here.
+    """
 
     def __init__(self, port: int, clients: int, month: str) -> None:
-        self.statuses: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._paths = [f"/apps/{app}/months/{month}{suffix}" for app in APPS for suffix in ("", ".json")]
-        self._base = f"http://127.0.0.1:{port}"
-        self._threads = [threading.Thread(target=self._ask, daemon=True) for _ in range(clients)]
-        for thread in self._threads:
-            thread.start()
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._answers: multiprocessing.queues.Queue[dict[str, int]] = context.Queue()
+        self._process = context.Process(
+            target=_storm, args=(port, clients, month, self._stop, self._answers), daemon=True
+        )
+        self._process.start()
+        self.statuses: dict[str, int] = {}
 
-    def _ask(self) -> None:
+    def stop(self) -> None:
+        self._stop.set()
+        self.statuses = self._answers.get(timeout=60)
+        self._process.join(30)
+
+
+def _storm(port: int, clients: int, month: str, stop: Any, answers: Any) -> None:
+    """The storm process: the clients' threads until ``stop`` is set; then the pages answered, by status."""
+    os.nice(19)
+    statuses: Counter[str] = Counter()
+    lock = threading.Lock()
+    paths = [f"/apps/{app}/months/{month}{suffix}" for app in APPS for suffix in ("", ".json")]
+    base = f"http://127.0.0.1:{port}"
+
+    def ask() -> None:
         pick = random.Random(threading.get_ident())
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
-                with urllib.request.urlopen(self._base + pick.choice(self._paths), timeout=30) as response:
+                with urllib.request.urlopen(base + pick.choice(paths), timeout=30) as response:
                     response.read()
                     status = str(response.status)
             except urllib.error.HTTPError as error:
@@ -80,13 +104,15 @@ class Storm:
             except OSError:
                 time.sleep(0.2)  # not serving yet
                 continue
-            with self._lock:
-                self.statuses[status] += 1
+            with lock:
+                statuses[status] += 1
 
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
+    threads = [threading.Thread(target=ask, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    answers.put(dict(statuses))
 
 
 def storm_load(storms: list[Storm], clients: int, month: str) -> Callable[[list[int]], Callable[[], None]]:
@@ -183,7 +209,7 @@ def main() -> None:
             name = "storm" if stormy else "quiet"
             load = storm_load(storms, args.clients, month) if stormy else no_load
             run = run_workers(name, config, load_settings(config), records, len(events), load=load)
-            pages = dict(storms[0].statuses) if storms else {}
+            pages = storms[0].statuses if storms else {}
             runs.append(StormRun(name, run.rate, run.slowest_scrape_ms, pages))
             print(
                 f"  {name:<6} {run.rate:>10,.0f} events/s, slowest scrape {run.slowest_scrape_ms:,.0f} ms"
