@@ -140,6 +140,7 @@ def serve(
         threads=THREADS,
         backlog=BACKLOG,
         channel_timeout=IDLE_S,
+        cleanup_interval=IDLE_S,  # how often idle connections are looked for (waitress: every 30 s)
         connection_limit=CONNECTIONS,
         ident="sla-stream",
         expose_tracebacks=False,
