@@ -41,12 +41,14 @@ class Server:
         self.server = web.serve("127.0.0.1", 0, lambda: b"# metrics\n", self.pages, self.probes, access)
         self.port = self.server.effective_port
 
-    def request(self, method: str, path: str, authorization: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+    def request(
+        self, method: str, path: str, authorization: str | None = None
+    ) -> tuple[int, bytes, http.client.HTTPMessage]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             connection.request(method, path, headers={} if authorization is None else {"Authorization": authorization})
             response = connection.getresponse()
-            return response.status, response.read(), dict(response.getheaders())
+            return response.status, response.read(), response.headers  # names compared case-insensitively
         finally:
             connection.close()
 
