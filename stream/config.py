@@ -33,7 +33,7 @@ from stream.sla.slots import instant_ms, to_epoch_ms
 
 MAX_SHARDS = 1024
 """More shards of the live state than this buy nothing (a cluster of 1,024 masters) and cost a step each per batch."""
-HOUR_S, DAY_S, WEEK_MIN = 3_600, 86_400, 7 * 1_440
+HOUR_S, DAY_S, WEEK_MIN, YEAR_S = 3_600, 86_400, 7 * 1_440, 366 * 86_400
 """The units of the settings' bounds (:meth:`_Table.bounded`)."""
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sla-stream.toml"
@@ -482,7 +482,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     stream = root.table("stream")
     grace_s = stream.bounded("grace_seconds", 0, DAY_S, "up to a day: later events still count, as revisions")
     group = stream.take("group", str)
-    idle_lag_s = stream.bounded("idle_lag_seconds", 0, HOUR_S, "up to an hour")
+    idle_lag_s = stream.bounded("idle_lag_seconds", 0, YEAR_S, "up to a year: a backfill of old traffic")
     dedup_hold_min = stream.bounded("dedup_hold_minutes", 0, WEEK_MIN, "up to a week: Redis holds every id that long")
     session_timeout_s = stream.bounded("session_timeout_seconds", 1, HOUR_S, "up to an hour", (int, float))
     heartbeat_s = stream.take("heartbeat_seconds", (int, float))
@@ -495,7 +495,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     kafka = root.table("kafka")
     bootstrap = kafka.take("bootstrap", str)
     partitions = kafka.bounded("partitions", 1, 10_000, "Kafka's own limits are near")
-    retention_days = kafka.bounded("retention_days", 1, 10 * 366, "up to ten years")
+    retention_days = kafka.bounded("retention_days", 1, 36_600, "up to a hundred years")
     replication_factor = kafka.bounded("replication_factor", 1, 7, "replicas of each partition")
     topic_table = kafka.table("topics")
     topics = Topics(**{name: topic_table.take(name, str) for name in Topics.__dataclass_fields__})

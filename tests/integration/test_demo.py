@@ -83,7 +83,12 @@ def test_the_readme_gives_the_demo_addresses() -> None:
 def test_every_address_the_readme_gives_answers(demo: subprocess.Popen[bytes]) -> None:
     for url in DEMO_URLS:
         _until(lambda url=url: _get(url)[0] == 200, 90, f"{url} answers 200", demo)  # type: ignore[misc]
-    assert "sla_month_availability_ratio" in _get("http://127.0.0.1:9464/metrics")[1]
+    _until(  # the app series come with the worker's first snapshot of counted traffic
+        lambda: "sla_month_availability_ratio{" in _get("http://127.0.0.1:9464/metrics")[1],
+        90,
+        "the worker's /metrics to carry the apps' months",
+        demo,
+    )
 
 
 def test_the_promised_alert_fires_and_reaches_alertmanager(demo: subprocess.Popen[bytes]) -> None:
