@@ -223,7 +223,7 @@ def create_app(
         except Exception:  # noqa: BLE001 - a timer that raises stops Faust; the next refresh tries again
             log.exception("metrics snapshot failed")
             return
-        health.redis_answered(wrote=False)
+        health.redis_answered()
 
     @app.timer(interval=COMMIT_INTERVAL_S)
     async def commit_positions() -> None:
@@ -255,6 +255,6 @@ def create_app(
         except Exception as error:  # noqa: BLE001 - a timer that raises stops Faust: a rebalance moved a partition
             log.debug("idle report skipped: %s", error)
             return
-        health.redis_answered(wrote=True)  # the idle marks are a write
+        health.redis_answered()
 
     return app

@@ -429,7 +429,7 @@ class ClosingLeader:
         except Exception:
             log.exception("closer tick failed; retrying on the next tick")
             return None
-        self._health.redis_answered(wrote=True)  # a tick renews the closer's lease at least
+        self._health.redis_answered()
         if result.closed or result.revised:
             log.info(
                 "closed %d slots, revised %d, published %d (watermark %s)",

@@ -28,7 +28,7 @@ Example:
     >>> health = Health("redis://127.0.0.1:6379/0", clock=lambda: next(times))
     >>> health.redis_failed(ConnectionError("refused")); health.state
     'paused'
-    >>> health.redis_answered(wrote=False); health.state
+    >>> health.redis_answered(); health.state
     'counting'
 """
 
@@ -126,17 +126,13 @@ class Health:
                 "Redis at %s is unavailable (%s): counting and closing paused, nothing is skipped", self._where, detail
             )
 
-    def redis_answered(self, *, wrote: bool) -> None:
-        """A step succeeded (``wrote``: a step that writes, so writes are accepted again).
-
-        An outage of refused writes ends only with a write succeeding, or with
-        no failure for :data:`QUIET_S` (a refused step retries within
-        :class:`Backoff`'s cap, so it would have failed again); a read alone
-        does not end it.
-        """
+    def redis_answered(self) -> None:
+        """A step succeeded. An outage of refused writes ends only once no write was refused for :data:`QUIET_S`
+        (a refused step retries within :class:`Backoff`'s cap, so it would have failed again): reads, and writes
+        that happen to fit, go on succeeding meanwhile and must not end it."""
         if self._redis_down_since is None:
             return
-        if self._writes_refused and not wrote and self._clock() - self._last_failure < QUIET_S:
+        if self._writes_refused and self._clock() - self._last_failure < QUIET_S:
             return
         away = self._clock() - self._redis_down_since
         self._redis_down_since = None
@@ -158,16 +154,14 @@ class Health:
     async def until_redis_answers(self, step: Callable[[], Awaitable[T]]) -> T:
         """``await step()``, retried with backoff for as long as Redis fails; cancellable (a stop is never held up)."""
         backoff = Backoff()
-        failed = False
         while True:
             try:
                 result = await step()
             except (RedisError, OSError) as error:
                 self.redis_failed(error)
-                failed = True
                 await backoff.wait()
                 continue
-            self.redis_answered(wrote=failed)  # a step refused before and accepted now: the refused kind
+            self.redis_answered()
             return result
 
 

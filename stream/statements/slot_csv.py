@@ -128,18 +128,28 @@ def write_csv(statements: Iterable[Statement], out: TextIO) -> None:
 
 
 class SlotCsvWriter:
-    """The slot CSV written one statement at a time: its rows at once, its footer lines kept for the end."""
+    """The slot CSV written one statement at a time: its rows at once, its footer lines kept for the end.
+
+    Nothing is written before the first statement or :meth:`finish`: a command that fails before it has a
+    statement prints no half of a CSV.
+    """
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self._rows = csv.writer(out)
-        self._rows.writerow(COLUMNS)
-        self._footers: list[str] = []
+        self._footers: list[str] | None = None
 
     def add(self, statement: Statement) -> None:
+        footers = self._started()
         self._rows.writerows(rows(statement))
-        self._footers += [digest_line(statement), *coverage_lines(statement)]
+        footers += [digest_line(statement), *coverage_lines(statement)]
 
     def finish(self) -> None:
-        for line in self._footers:
+        for line in self._started():
             self._out.write(line + "\r\n")
+
+    def _started(self) -> list[str]:
+        if self._footers is None:
+            self._rows.writerow(COLUMNS)
+            self._footers = []
+        return self._footers
