@@ -156,6 +156,8 @@ def test_redis_at_maxmemory_pauses_once_says_why_and_resumes_exact(stream_deploy
     assert worker.alive
     refused = log_lines(worker, "refuses writes")
     assert len(refused) == 1 and "maxmemory" in refused[0], worker.tail(80)
+    # Said once no write has been refused for a few seconds (health.QUIET_S): a write that fits does not end it.
+    d.wait_for("the worker to say Redis accepts writes again", lambda: log_lines(worker, BACK_LINE), 30)
     assert len(log_lines(worker, BACK_LINE)) == 1, worker.tail(80)
     assert not log_lines(worker, UNAVAILABLE_LINE), worker.tail(80)
     assert any(path == "/readyz" and status == 503 and "paused" in line for path, status, line in probes.seen)
